@@ -1,0 +1,14 @@
+# Both targets set everything up first (idempotent): apt packages, .venv.
+.PHONY: setup run test bench
+
+setup:
+	scripts/setup.sh
+
+run: setup
+	.venv/bin/peripetyd --stdout -v
+
+test: setup
+	scripts/test.sh
+
+bench: setup
+	.venv/bin/python -m benchmarks

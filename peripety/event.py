@@ -1,0 +1,335 @@
+"""The storage event and the block-device description it carries.
+
+Field names are a public contract (DESIGN.md, "The event"): they appear in
+JSON output, in the journal's ``JSON=`` field and in users' scripts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import enum
+import json
+import socket
+import uuid
+from dataclasses import dataclass, field
+
+from .errors import EventFormatError
+
+
+class Severity(enum.IntEnum):
+    """RFC 5424 severities; the value is the syslog/journald PRIORITY."""
+
+    Emergency = 0
+    Alert = 1
+    Critical = 2
+    Error = 3
+    Warning = 4
+    Notice = 5
+    Info = 6
+    Debug = 7
+
+    @classmethod
+    def parse(cls, text: str | int) -> "Severity":
+        """Accept a name (any case, the original's ``Ctritical`` too), a
+        common abbreviation (``err``, ``crit``, ``warn``) or a number 0-7."""
+        if isinstance(text, int) or (isinstance(text, str) and text.strip().isdigit()):
+            value = int(text)
+            if 0 <= value <= 7:
+                return cls(value)
+            raise ValueError(f"severity {text!r} is out of range 0-7")
+        key = str(text).strip().lower()
+        try:
+            return _SEVERITY_ALIASES[key]
+        except KeyError:
+            names = ", ".join(s.name for s in cls)
+            raise ValueError(f"unknown severity {text!r} (expected one of {names})") from None
+
+    def __str__(self) -> str:
+        return self.name
+
+
+_SEVERITY_ALIASES = {s.name.lower(): s for s in Severity}
+_SEVERITY_ALIASES.update(
+    {
+        "ctritical": Severity.Critical,  # the original peripety's spelling
+        "emerg": Severity.Emergency,
+        "crit": Severity.Critical,
+        "err": Severity.Error,
+        "warn": Severity.Warning,
+        "information": Severity.Info,
+        "informational": Severity.Info,
+    }
+)
+
+# Canonical sub-system names (DESIGN.md). Lookup is case-insensitive so user
+# rules may write "EXT4" or "multipath" as the original config did.
+SUB_SYSTEMS = (
+    "SCSI",
+    "block",
+    "ata",
+    "NVMe",
+    "Multipath",
+    "DM-DirtyLog",
+    "LVM-ThinProvisioning",
+    "md",
+    "ext4",
+    "jbd2",
+    "xfs",
+    "btrfs",
+    "Peripety",
+)
+_SUB_SYSTEM_BY_KEY = {s.lower(): s for s in SUB_SYSTEMS}
+_SUB_SYSTEM_BY_KEY.update({"fsext4": "ext4", "fsxfs": "xfs", "fsjbd2": "jbd2", "dm-thin": "LVM-ThinProvisioning"})
+
+
+def canonical_sub_system(name: str) -> str:
+    """Return the canonical spelling of a sub-system, or raise ValueError."""
+    try:
+        return _SUB_SYSTEM_BY_KEY[name.strip().lower()]
+    except (KeyError, AttributeError):
+        raise ValueError(
+            f"unknown sub_system {name!r} (expected one of {', '.join(SUB_SYSTEMS)})"
+        ) from None
+
+
+def format_timestamp(ts: _dt.datetime) -> str:
+    """RFC 3339 with microseconds, always with an explicit offset."""
+    if ts.tzinfo is None:
+        ts = ts.astimezone()
+    return ts.isoformat(timespec="microseconds")
+
+
+def parse_timestamp(value) -> _dt.datetime:
+    """Read an RFC 3339 string, or the original's integer microseconds."""
+    if isinstance(value, (int, float)):
+        return _dt.datetime.fromtimestamp(value / 1_000_000, _dt.timezone.utc)
+    text = str(value).strip()
+    if text.isdigit():
+        return _dt.datetime.fromtimestamp(int(text) / 1_000_000, _dt.timezone.utc)
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    try:
+        ts = _dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise EventFormatError(f"timestamp {value!r} is not RFC 3339") from None
+    return ts if ts.tzinfo else ts.astimezone()
+
+
+def now() -> _dt.datetime:
+    return _dt.datetime.now().astimezone()
+
+
+@dataclass
+class BlkInfo:
+    """What peripety knows about one block device at one moment.
+
+    ``owners_*`` are parallel lists describing every device *below* this one,
+    flattened (an LV on a multipath map on four SCSI paths lists the map and
+    the four paths), as the original peripety did.
+    """
+
+    wwid: str = ""
+    blk_type: str = ""
+    blk_path: str = ""
+    preferred_blk_path: str = ""
+    dev_num: str = ""
+    diskseq: int | None = None
+    uuid: str | None = None
+    mount_point: str | None = None
+    transport_id: str = ""
+    transport: dict[str, str] = field(default_factory=dict)
+    owners_wwids: list[str] = field(default_factory=list)
+    owners_types: list[str] = field(default_factory=list)
+    owners_paths: list[str] = field(default_factory=list)
+    owners_transport_ids: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    """Fields that could not be determined (e.g. no udev database)."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "BlkInfo | None":
+        if not data:
+            return None
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        # The original serialised blk_type as an enum name ("DmMultipath").
+        if "blk_type" in kwargs:
+            kwargs["blk_type"] = _ORIGINAL_BLK_TYPES.get(kwargs["blk_type"], kwargs["blk_type"])
+        kwargs["owners_types"] = [
+            _ORIGINAL_BLK_TYPES.get(t, t) for t in kwargs.get("owners_types", [])
+        ]
+        return cls(**kwargs)
+
+
+_ORIGINAL_BLK_TYPES = {
+    "Scsi": "SCSI",
+    "Dm": "Device Mapper",
+    "DmMultipath": "Device Mapper Multipath",
+    "DmLvm": "Device Mapper LVM",
+    "Partition": "Partition",
+}
+
+
+@dataclass
+class StorageEvent:
+    """One storage event. See DESIGN.md "The event" for each field."""
+
+    event_type: str
+    sub_system: str
+    severity: Severity = Severity.Info
+    kdev: str = ""
+    msg: str = ""
+    raw_msg: str = ""
+    timestamp: _dt.datetime = field(default_factory=now)
+    hostname: str = field(default_factory=socket.gethostname)
+    event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    dev_num: str = ""
+    cur_blk_info: BlkInfo | None = None
+    hierarchy_blk_info: list[BlkInfo] = field(default_factory=list)
+    extension: dict[str, str] = field(default_factory=dict)
+    sources: list[str] = field(default_factory=list)
+    root_cause_event_id: str | None = None
+    count: int = 1
+    last_timestamp: _dt.datetime | None = None
+    """Time of the last occurrence when ``count`` > 1 (storm aggregation)."""
+
+    # -- JSON ---------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "hostname": self.hostname,
+            "severity": self.severity.name,
+            "sub_system": self.sub_system,
+            "timestamp": format_timestamp(self.timestamp),
+            "event_id": self.event_id,
+            "event_type": self.event_type,
+            "kdev": self.kdev,
+            "dev_num": self.dev_num,
+            "cur_blk_info": self.cur_blk_info.to_dict() if self.cur_blk_info else None,
+            "hierarchy_blk_info": [b.to_dict() for b in self.hierarchy_blk_info],
+            "msg": self.msg,
+            "raw_msg": self.raw_msg,
+            "extension": dict(self.extension),
+            "sources": list(self.sources),
+            "root_cause_event_id": self.root_cause_event_id,
+            "count": self.count,
+            "last_timestamp": format_timestamp(self.last_timestamp) if self.last_timestamp else None,
+        }
+
+    def to_json(self, pretty: bool = False) -> str:
+        if pretty:
+            return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
+        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "StorageEvent":
+        """Read peripety's JSON, and the original project's (``Ctritical``,
+        ``extention``, integer microsecond timestamps, ``dev_wwid``/
+        ``dev_path``/``owners_*`` at top level, ``FsExt4`` sub-systems)."""
+        if not isinstance(data, dict):
+            raise EventFormatError("an event must be a JSON object")
+        try:
+            event_type = data["event_type"]
+            sub_system = data["sub_system"]
+        except KeyError as exc:
+            raise EventFormatError(f"event has no {exc.args[0]!r} field") from None
+        try:
+            sub_system = canonical_sub_system(sub_system)
+            severity = Severity.parse(data.get("severity", "Info"))
+        except ValueError as exc:
+            raise EventFormatError(str(exc)) from None
+        extension = data.get("extension")
+        if extension is None:
+            extension = data.get("extention") or {}
+        cur = BlkInfo.from_dict(data.get("cur_blk_info"))
+        if cur is None and ("dev_wwid" in data or "dev_path" in data):
+            cur = BlkInfo(
+                wwid=data.get("dev_wwid", ""),
+                blk_path=data.get("dev_path", ""),
+                preferred_blk_path=data.get("dev_path", ""),
+                owners_wwids=list(data.get("owners_wwids", [])),
+                owners_paths=list(data.get("owners_paths", [])),
+                mount_point=(extension or {}).get("mount_point"),
+            )
+        kwargs = dict(
+            event_type=event_type,
+            sub_system=sub_system,
+            severity=severity,
+            kdev=data.get("kdev", "") or "",
+            msg=data.get("msg", "") or "",
+            raw_msg=data.get("raw_msg", "") or data.get("msg", "") or "",
+            hostname=data.get("hostname", "") or "",
+            dev_num=data.get("dev_num", "") or "",
+            cur_blk_info=cur,
+            hierarchy_blk_info=[
+                b for b in (BlkInfo.from_dict(x) for x in data.get("hierarchy_blk_info") or []) if b
+            ],
+            extension={str(k): str(v) for k, v in extension.items()},
+            sources=list(data.get("sources") or []),
+            root_cause_event_id=data.get("root_cause_event_id") or None,
+            count=int(data.get("count", 1) or 1),
+        )
+        if data.get("event_id"):
+            kwargs["event_id"] = data["event_id"]
+        if data.get("timestamp") not in (None, ""):
+            kwargs["timestamp"] = parse_timestamp(data["timestamp"])
+        if data.get("last_timestamp"):
+            kwargs["last_timestamp"] = parse_timestamp(data["last_timestamp"])
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "StorageEvent":
+        if isinstance(text, bytes):
+            text = text.rstrip(b"\0").decode("utf-8", "replace")
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise EventFormatError(f"event is not valid JSON: {exc}") from None
+        return cls.from_dict(data)
+
+    # -- journald -----------------------------------------------------------
+    def to_journal_fields(self) -> dict[str, object]:
+        """The journald entry for this event (DESIGN.md "journald fields").
+
+        Values are strings, or lists of strings for fields that repeat
+        (``OWNERS_WWIDS``, ``OWNERS_PATHS``); ``systemd.journal.send`` writes
+        a list as one field per element.
+        """
+        from .event_types import EVENT_TYPES  # late: data file load
+
+        info = self.cur_blk_info or BlkInfo()
+        fields: dict[str, object] = {
+            "IS_PERIPETY": "TRUE",
+            "PRIORITY": str(int(self.severity)),
+            "MESSAGE": self.msg or self.raw_msg or self.event_type,
+            "MESSAGE_ID": EVENT_TYPES.message_id(self.event_type),
+            "SYSLOG_IDENTIFIER": "peripetyd",
+            "EVENT_TYPE": self.event_type,
+            "EVENT_ID": self.event_id,
+            "SUB_SYSTEM": self.sub_system,
+            "SEVERITY": self.severity.name,
+            "KDEV": self.kdev,
+            "DEV_NUM": self.dev_num or info.dev_num,
+            "DEV_WWID": info.wwid,
+            "DEV_PATH": info.preferred_blk_path or info.blk_path,
+            "JSON": self.to_json(),
+        }
+        if info.mount_point:
+            fields["MOUNT_POINT"] = info.mount_point
+        if info.owners_wwids:
+            fields["OWNERS_WWIDS"] = list(info.owners_wwids)
+        if info.owners_paths:
+            fields["OWNERS_PATHS"] = list(info.owners_paths)
+        if self.root_cause_event_id:
+            fields["ROOT_CAUSE_EVENT_ID"] = self.root_cause_event_id
+        for key, value in self.extension.items():
+            fields["EXT_" + _journal_key(key)] = str(value)
+        return {k: v for k, v in fields.items() if v not in ("", None, [])}
+
+
+def _journal_key(key: str) -> str:
+    """journald field names: upper-case ASCII letters, digits, underscore."""
+    out = "".join(c if c.isalnum() and c.isascii() else "_" for c in key.upper())
+    return out or "_"

@@ -1,0 +1,38 @@
+"""The record every source yields: one log message with where it came from."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+
+KERNEL_FACILITY = 0
+
+
+@dataclass(slots=True)
+class LogRecord:
+    """One message from a source (``kmsg``, ``journal``, ``file``).
+
+    ``text`` is the message as printed, without any syslog/dmesg prefix.
+    ``trusted_kernel`` is True only when the record provably came from the
+    kernel: kmsg facility 0, or journald ``_TRANSPORT=kernel``. Kernel rules
+    fire on trusted kernel records only; a line written to /dev/kmsg by user
+    space, or ``logger -t kernel``, is never a kernel event.
+    """
+
+    text: str
+    source: str = "file"
+    trusted_kernel: bool = True
+    kernel_usec: int | None = None
+    """Kernel monotonic time in microseconds (kmsg's usec field)."""
+    wallclock: _dt.datetime | None = None
+    seq: int | None = None
+    level: int | None = None
+    """Syslog level 0-7 (priority & 7)."""
+    facility: int | None = None
+    identifier: str | None = None
+    """SYSLOG_IDENTIFIER of a user-space record (multipathd, iscsid, ...)."""
+    subsystem: str | None = None
+    device: str | None = None
+    """kmsg dictionary DEVICE= value: b8:0, +scsi:2:0:0:0, n2, c4:64."""
+    fields: dict[str, str] = field(default_factory=dict)
+    """Other dictionary / journal fields worth keeping."""

@@ -1,0 +1,34 @@
+#!/bin/bash
+# Idempotent set-up for a fresh Debian-like machine, run as root:
+# apt packages, kernel headers for bcc, and .venv with peripety installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+    python3-venv python3-pip python3-systemd python3-pyudev python3-bpfcc
+    systemd udev util-linux kmod
+    fuse3 libfuse3-dev pkg-config gcc make
+    e2fsprogs xfsprogs btrfs-progs tmux
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+scripts/kernel-headers.sh || echo "setup: no kernel headers linked: --bpf will not load (see above)" >&2
+
+if [ ! -x .venv/bin/python ]; then
+    /usr/bin/python3 -m venv --system-site-packages .venv
+fi
+stamp=.venv/.peripety-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+    touch "$stamp"
+fi
