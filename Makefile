@@ -5,7 +5,8 @@ setup:
 	scripts/setup.sh
 
 run: setup
-	.venv/bin/peripetyd --stdout -v
+	scripts/start-services.sh
+	.venv/bin/peripetyd --stdout --bpf=auto -v
 
 test: setup
 	scripts/test.sh

@@ -8,7 +8,7 @@ APT_PACKAGES=(
     python3-venv python3-pip python3-systemd python3-pyudev python3-bpfcc
     systemd udev util-linux kmod
     fuse3 libfuse3-dev pkg-config gcc make
-    e2fsprogs xfsprogs btrfs-progs tmux
+    e2fsprogs xfsprogs btrfs-progs tmux fdisk
 )
 
 missing=()

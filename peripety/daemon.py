@@ -1,0 +1,467 @@
+"""``peripetyd``: turn live kernel storage messages into stored events.
+
+All sources (``/dev/kmsg``, the journal, udev, bcc probes, signals) are
+polled from one selector loop; nothing sleeps to wait for readiness.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+
+from .errors import PeripetyError
+from .event import StorageEvent
+from .pipeline import Pipeline, daemon_event
+from .state import DEFAULT_STATE_DIR, PositionFile, ReadPosition
+from .status import DEFAULT_STATUS_PATH, remove_status, write_status
+
+log = logging.getLogger("peripety.daemon")
+
+DEFAULT_CONFIG = Path("/etc/peripetyd.conf")
+POSITION_SAVE_INTERVAL = 0.5  # seconds
+SPOOL_RETRY_INTERVAL = 2.0  # seconds
+# How far back to look for events already stored when resuming: covers the
+# longest time an event can be held in memory (storm window, merge hold).
+RESUME_LOOKBACK = _dt.timedelta(minutes=5)
+
+
+@dataclass
+class DaemonOptions:
+    config_path: Path = DEFAULT_CONFIG
+    config_explicit: bool = False
+    store: str | None = None
+    stdout: bool = False
+    blk_info_dump: bool | None = None
+    bpf: str = "off"
+    from_start: bool = False
+    state_dir: Path = DEFAULT_STATE_DIR
+    status_path: Path = DEFAULT_STATUS_PATH
+    sources: tuple[str, ...] = ("kmsg", "journal", "udev")
+
+
+@dataclass
+class _Source:
+    name: str
+    obj: object
+    handler: object
+    extra: dict = field(default_factory=dict)
+
+
+class Daemon:
+    def __init__(self, options: DaemonOptions):
+        self.options = options
+        self.hostname = socket.gethostname()
+        self.config = self._load_config()
+        self.stopping = False
+        self.reload_requested = False
+        self.sources: list[_Source] = []
+        self.selector = selectors.DefaultSelector()
+        self.position_file = PositionFile(options.state_dir / "position.json")
+        self.store = None
+        self.pipeline: Pipeline | None = None
+        self.kmsg = None
+        self.journal = None
+        self.timeline = None
+        self.tracepoints = None
+        self.bpf_status: dict = {}
+        self._last_save = 0.0
+        self._last_spool_try = 0.0
+        self._bpf_lost_reported = 0
+
+    # -- set-up -------------------------------------------------------------
+    def _load_config(self):
+        from .config import load_config
+
+        path = self.options.config_path
+        if not self.options.config_explicit and not path.exists():
+            return load_config(None)
+        return load_config(path)
+
+    def open(self) -> None:
+        from .kmsg import KmsgReader, boot_id, kernel_usec_to_wallclock
+        from .stores import SpoolingStore, open_store
+
+        spec = self.options.store or self.config.store
+        self.store = SpoolingStore(open_store(spec, write=True), spool_dir=self.options.state_dir / "spool")
+        self.boot_id = boot_id()
+        self.timeline = self._open_timeline()
+        self.pipeline = Pipeline(
+            self.config.rules,
+            self.timeline,
+            self._emit,
+            boot_id=self.boot_id,
+            hostname=self.hostname,
+            storm_window=self.config.storm_window,
+            to_wallclock=kernel_usec_to_wallclock,
+        )
+        position = self._resume_position()
+        self.kmsg = KmsgReader()
+        if position is not None:
+            self.kmsg.seek_after(position.kmsg_seq)
+            self.pipeline.in_flight.last_read = position.kmsg_seq
+            self.pipeline.skip_ids = self._already_stored(position)
+        elif not self.options.from_start:
+            self.kmsg.seek_end()
+        self._add_source("kmsg", self.kmsg, self._on_kmsg)
+        if self.timeline is not None:
+            self._add_source("udev", self.timeline, self._on_udev)
+        self._open_journal(position)
+        self._open_bpf()
+
+    def _open_timeline(self):
+        if "udev" not in self.options.sources:
+            return None
+        from .devices import DeviceTimeline
+
+        try:
+            return DeviceTimeline.from_system()
+        except PeripetyError as exc:
+            log.warning("device timeline unavailable (%s): events are resolved without it", exc)
+            return None
+
+    def _open_journal(self, position: ReadPosition | None) -> None:
+        if "journal" not in self.options.sources:
+            return
+        if not Path("/run/systemd/journal/socket").exists():
+            log.info("journald is not running: user-space storage daemons' logs are not read")
+            return
+        from .journal import JournalSource
+
+        identifiers = self.config.user_space_identifiers
+        cursor = position.journal_cursor if position else ""
+        try:
+            self.journal = JournalSource(identifiers, cursor=cursor)
+        except OSError as exc:
+            log.warning("cannot read the journal (%s): user-space storage logs are not read", exc)
+            return
+        self._add_source("journal", self.journal, self._on_journal)
+
+    def _open_bpf(self) -> None:
+        if self.options.bpf == "off":
+            return
+        from .tracepoints import open_tracepoints
+
+        try:
+            self.tracepoints = open_tracepoints(self.options.bpf)
+        except PeripetyError:
+            raise
+        if self.tracepoints is None:
+            return
+        self.bpf_status = self.tracepoints.status()
+        self._add_source("bpf", self.tracepoints, self._on_bpf)
+
+    def _add_source(self, name, obj, handler) -> None:
+        src = _Source(name, obj, handler)
+        self.sources.append(src)
+        fd = obj.fileno()
+        if fd is not None:
+            self.selector.register(fd, selectors.EVENT_READ, src)
+
+    def _resume_position(self) -> ReadPosition | None:
+        position = self.position_file.load()
+        if position is None or position.boot_id != self.boot_id or position.kmsg_seq < 0:
+            return None
+        log.info("resuming after kmsg seq %d of this boot", position.kmsg_seq)
+        return position
+
+    def _already_stored(self, position: ReadPosition) -> set[str]:
+        """Ids of events stored shortly before the last saved position: a
+        replayed record whose event is among them is not written again."""
+        from .stores import EventFilter
+
+        since = _dt.datetime.fromtimestamp(position.saved_at_usec / 1e6).astimezone() - RESUME_LOOKBACK
+        try:
+            return {e.event_id for e in self.store.store.query(EventFilter(since=since))}
+        except PeripetyError as exc:
+            log.warning("cannot read back recent events (%s): a restart may duplicate a few", exc)
+            return set()
+
+    # -- events -------------------------------------------------------------
+    def _emit(self, event: StorageEvent) -> None:
+        self.store.append(event)
+        if self.options.stdout or self.config.notify_stdout:
+            sys.stdout.write(event.to_json(pretty=True) + "\n\n")
+            sys.stdout.flush()
+
+    def _on_kmsg(self) -> None:
+        for record in self.kmsg.read():
+            self.pipeline.add_record(record)
+        missed = self.kmsg.take_missed()
+        if missed:
+            log.warning("kernel overwrote %d /dev/kmsg records before they were read", missed)
+            self.pipeline.add_event(
+                daemon_event(
+                    "PERIPETY_KMSG_OVERRUN",
+                    f"{missed} kernel log records were overwritten before peripetyd read them",
+                    hostname=self.hostname,
+                    missed=missed,
+                )
+            )
+
+    def _on_journal(self) -> None:
+        for record in self.journal.read():
+            self.pipeline.add_record(record)
+
+    def _on_udev(self) -> None:
+        self.timeline.process()
+
+    def _on_bpf(self) -> None:
+        for hit in self.tracepoints.read():
+            self.pipeline.add_hit(hit)
+        lost = self.tracepoints.lost()
+        if lost > self._bpf_lost_reported:
+            delta = lost - self._bpf_lost_reported
+            self._bpf_lost_reported = lost
+            self.pipeline.add_event(
+                daemon_event(
+                    "PERIPETY_BPF_LOST",
+                    f"{delta} tracepoint samples were lost (buffer full)",
+                    hostname=self.hostname,
+                    lost=delta,
+                )
+            )
+
+    def dump_blk_info(self) -> None:
+        from .devices import list_devices
+
+        for info in list_devices():
+            event = daemon_event(
+                "PERIPETY_BLK_INFO",
+                f"Block device {info.preferred_blk_path or info.blk_path} ({info.blk_type}, wwid {info.wwid or 'unknown'})",
+                hostname=self.hostname,
+            )
+            event.kdev = os.path.basename(info.blk_path)
+            event.dev_num = info.dev_num
+            event.cur_blk_info = info
+            self.pipeline.add_event(event)
+
+    # -- loop ---------------------------------------------------------------
+    def run(self) -> int:
+        self._install_signals()
+        want_dump = self.options.blk_info_dump
+        if want_dump is None:
+            want_dump = self.config.blk_info_dump
+        if want_dump:
+            self.dump_blk_info()
+        self._write_status()
+        names = ", ".join(s.name for s in self.sources)
+        log.info("ready: sources %s; store %s", names, self.store.name)
+        print(f"peripetyd: ready (sources: {names}; store: {self.store.name})", file=sys.stderr, flush=True)
+        _sd_notify("READY=1\nSTATUS=Watching " + names)
+        try:
+            while not self.stopping:
+                self._loop_once()
+        finally:
+            self._shutdown()
+        return 0
+
+    def _loop_once(self) -> None:
+        for key, _ in self.selector.select(self._timeout()):
+            src = key.data
+            if src == "signal":
+                self._drain_signal_pipe()
+                continue
+            try:
+                src.handler()
+            except PeripetyError as exc:
+                log.error("%s source: %s", src.name, exc)
+        if self.reload_requested:
+            self.reload_requested = False
+            self.reload()
+        self.pipeline.tick()
+        now = time.monotonic()
+        if now - self._last_spool_try >= SPOOL_RETRY_INTERVAL and self.store.spooled():
+            self._last_spool_try = now
+            delivered = self.store.flush_spool()
+            if delivered:
+                log.info("delivered %d spooled events", delivered)
+        if now - self._last_save >= POSITION_SAVE_INTERVAL:
+            self._save_position()
+
+    def _timeout(self) -> float:
+        now = time.monotonic()
+        deadline = self.pipeline.next_deadline()
+        timeout = POSITION_SAVE_INTERVAL
+        if deadline is not None:
+            timeout = min(timeout, max(0.0, deadline - now))
+        return timeout
+
+    def _save_position(self) -> None:
+        self._last_save = time.monotonic()
+        self.position_file.save(
+            ReadPosition(
+                boot_id=self.boot_id,
+                kmsg_seq=self.pipeline.in_flight.safe_seq(),
+                journal_cursor=self.journal.cursor if self.journal else "",
+                saved_at_usec=int(time.time() * 1_000_000),
+            )
+        )
+
+    def _install_signals(self) -> None:
+        rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._signal_rfd = rfd
+        signal.set_wakeup_fd(wfd)
+        self.selector.register(rfd, selectors.EVENT_READ, "signal")
+
+        def stop(signum, frame):
+            self.stopping = True
+
+        def reload(signum, frame):
+            self.reload_requested = True
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, reload)
+
+    def _drain_signal_pipe(self) -> None:
+        try:
+            while os.read(self._signal_rfd, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the config; an invalid one is reported and the old
+        one stays in force."""
+        from .errors import ConfigError
+
+        _sd_notify("RELOADING=1")
+        try:
+            config = self._load_config()
+        except ConfigError as exc:
+            log.error("config not reloaded, keeping the previous one: %s", exc)
+        else:
+            self.config = config
+            self.pipeline.rules = config.rules
+            self.pipeline.storm.window = config.storm_window
+            log.info("config reloaded from %s (%d rules)", self.options.config_path, len(config.rules.rules))
+        _sd_notify("READY=1")
+
+    def _write_status(self) -> None:
+        write_status(
+            self.options.status_path,
+            {
+                "pid": os.getpid(),
+                "started": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+                "store": self.store.name,
+                "sources": [s.name for s in self.sources],
+                "bpf": self.bpf_status,
+            },
+        )
+
+    def _shutdown(self) -> None:
+        _sd_notify("STOPPING=1")
+        if self.pipeline is not None:
+            # Read what the kernel already queued so nothing in flight is lost.
+            if self.kmsg is not None:
+                try:
+                    self._on_kmsg()
+                except PeripetyError as exc:
+                    log.error("kmsg: %s", exc)
+            self.pipeline.drain()
+            self._save_position()
+        if self.store is not None:
+            self.store.close()
+        for src in self.sources:
+            close = getattr(src.obj, "close", None)
+            if close:
+                close()
+        remove_status(self.options.status_path)
+        log.info("stopped: %s", dict(self.pipeline.stats) if self.pipeline else {})
+
+
+def _sd_notify(state: str) -> None:
+    if not os.environ.get("NOTIFY_SOCKET"):
+        return
+    try:
+        from systemd import daemon as sd_daemon
+
+        sd_daemon.notify(state)
+    except ImportError:  # pragma: no cover - systemd-python is a dependency
+        log.debug("systemd-python missing: sd_notify skipped")
+
+
+def _check(options: DaemonOptions) -> int:
+    """--check: validate the config, print the sources and attach plan."""
+    daemon = Daemon(options)
+    click.echo(f"config: {options.config_path if options.config_path.exists() else 'built-in rules only'}"
+               f" ({len(daemon.config.rules.rules)} rules)")
+    click.echo(f"store: {options.store or daemon.config.store}")
+    click.echo(f"kmsg: {'readable' if os.access('/dev/kmsg', os.R_OK) else 'NOT readable (run as root)'}")
+    click.echo(f"journal: {'running' if Path('/run/systemd/journal/socket').exists() else 'not running'}")
+    try:
+        from .tracepoints import describe_plan, plan_attach
+
+        click.echo(describe_plan(plan_attach(options.bpf if options.bpf != "off" else "auto")))
+    except PeripetyError as exc:
+        click.echo(f"bpf: unavailable: {exc}")
+    return 0
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help=f"Configuration file (TOML). Default: {DEFAULT_CONFIG} if it exists, else built-in rules only.")
+@click.option("--store", default=None, metavar="auto|journal|sqlite[:PATH]",
+              help="Where events go. auto: journald when it runs, else SQLite at /var/lib/peripety/events.db.")
+@click.option("--stdout", is_flag=True, help="Also print every event to stdout as pretty JSON.")
+@click.option("--no-blk-info-dump", is_flag=True, help="Do not emit PERIPETY_BLK_INFO events for every device at start.")
+@click.option("--bpf", type=click.Choice(["off", "auto", "on"]), default="off", is_flag=False, flag_value="auto",
+              help="Tracepoint probes (bcc) for exact device numbers and sectors. --bpf alone means auto: "
+                   "use them if they load; on: fail if they cannot.")
+@click.option("--from-start", is_flag=True, help="Read /dev/kmsg from the oldest record instead of the end "
+                                                  "(when there is no saved position for this boot).")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_STATE_DIR,
+              show_default=True, help="Read position and spool directory.")
+@click.option("--status-file", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_STATUS_PATH,
+              show_default=True, help="Status file read by `prpt top`.")
+@click.option("--check", is_flag=True, help="Validate the config, print the sources and the probe attach plan, exit.")
+@click.option("-v", "--verbose", count=True, help="More logging to stderr (-vv for debug).")
+def main(config_path, store, stdout, no_blk_info_dump, bpf, from_start, state_dir, status_file, check, verbose):
+    """Peripety daemon: read kernel storage messages from /dev/kmsg (and
+    user-space storage daemons' logs from the journal), turn them into
+    structured storage events and store them (journald or SQLite).
+
+    Needs root (or CAP_SYSLOG for /dev/kmsg; CAP_BPF/CAP_PERFMON for --bpf).
+    SIGHUP reloads the config; SIGTERM stops after storing what is in flight.
+    """
+    _setup_logging(verbose)
+    options = DaemonOptions(
+        config_path=config_path or DEFAULT_CONFIG,
+        config_explicit=config_path is not None,
+        store=store,
+        stdout=stdout,
+        blk_info_dump=False if no_blk_info_dump else None,
+        bpf=bpf,
+        from_start=from_start,
+        state_dir=state_dir,
+        status_path=status_file,
+    )
+    try:
+        if check:
+            sys.exit(_check(options))
+        daemon = Daemon(options)
+        daemon.open()
+        sys.exit(daemon.run())
+    except PermissionError as exc:
+        raise click.ClickException(f"{exc.filename or exc}: permission denied (run peripetyd as root)") from None
+    except PeripetyError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="peripetyd: %(levelname)s: %(message)s", stream=sys.stderr)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

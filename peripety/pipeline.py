@@ -1,0 +1,253 @@
+"""The daemon's processing chain, free of I/O loops so it can be tested alone:
+
+record/hit → event → device identity at event time → correlate (kmsg + bpf)
+→ root cause → storm aggregation → ``emit`` (the store, stdout).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import socket
+import time
+import uuid
+from collections import Counter
+from typing import Callable, Iterable
+
+from .event import StorageEvent, Severity
+from .event_types import EVENT_TYPES
+from .merge import FS_SUB_SYSTEMS, Correlator, RootCauseLinker, StormAggregator
+from .record import LogRecord
+
+log = logging.getLogger("peripety.pipeline")
+
+# Event ids of kmsg-derived events are derived from (boot id, kmsg seq): a
+# record replayed after a crash gets the same id, so the daemon can tell
+# what it already stored and never writes an event twice.
+_EVENT_ID_NAMESPACE = uuid.UUID("b7f5d0a2-6f57-4c53-8a8e-53c0d6f1e8a1")
+
+# Tracepoint hit kind -> (event_type, sub_system). Kinds not listed here are
+# decoded but produce no event of their own (e.g. scsi_eh_wakeup).
+HIT_EVENT_TYPES = {
+    "block_rq_error": ("BLK_IO_ERROR", "block"),
+    "block_rq_complete": ("BLK_IO_ERROR", "block"),
+    "scsi_cmd_error": ("SCSI_CMD_FAILED", "SCSI"),
+    "scsi_cmd_done": ("SCSI_CMD_FAILED", "SCSI"),
+    "scsi_cmd_timeout": ("SCSI_CMD_TIMEOUT", "SCSI"),
+    "nvme_complete_rq": ("NVME_IO_ERROR", "NVMe"),
+    "ext4_error": ("FS_ERROR", "ext4"),
+    "xfs_buf_ioerror": ("FS_IO_ERROR", "xfs"),
+}
+
+
+def kmsg_event_id(boot_id: str, seq: int) -> str:
+    return str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"{boot_id}:{seq}"))
+
+
+class InFlight:
+    """kmsg sequence numbers whose events are not stored yet.
+
+    The daemon persists ``safe_seq()``: every record up to it is fully
+    handled, so a restart resumes right after it.
+    """
+
+    def __init__(self):
+        self._counts: Counter[int] = Counter()
+        self.last_read = 0
+
+    def hold(self, seq: int | None) -> None:
+        if seq is not None:
+            self._counts[seq] += 1
+
+    def release(self, seq: int | None) -> None:
+        if seq is None:
+            return
+        self._counts[seq] -= 1
+        if self._counts[seq] <= 0:
+            del self._counts[seq]
+
+    def safe_seq(self) -> int:
+        if self._counts:
+            return min(self._counts) - 1
+        return self.last_read
+
+
+class Pipeline:
+    def __init__(
+        self,
+        rules,
+        timeline,
+        emit: Callable[[StorageEvent], None],
+        *,
+        boot_id: str = "",
+        hostname: str | None = None,
+        storm_window: float = 5.0,
+        storm_burst: int = 10,
+        hold: float = 0.25,
+        clock: Callable[[], float] = time.monotonic,
+        to_wallclock: Callable[[int], object] | None = None,
+    ):
+        self.rules = rules
+        self.timeline = timeline
+        self.emit = emit
+        self.boot_id = boot_id
+        self.hostname = hostname or socket.gethostname()
+        self.clock = clock
+        self.to_wallclock = to_wallclock
+        self.correlator = Correlator(hold=hold)
+        self.linker = RootCauseLinker()
+        self.storm = StormAggregator(window=storm_window, burst=storm_burst)
+        self.in_flight = InFlight()
+        self.skip_ids: set[str] = set()
+        self.stats = Counter()
+
+    # -- inputs -------------------------------------------------------------
+    def add_record(self, record: LogRecord) -> None:
+        if record.seq is not None and record.source == "kmsg":
+            self.in_flight.last_read = max(self.in_flight.last_read, record.seq)
+        self.stats["records"] += 1
+        match = self.rules.match_record(record)
+        if match is None:
+            return
+        self.stats["matched"] += 1
+        event = self._event_from_match(record, match)
+        self._resolve(event, event.kernel_usec)
+        self.in_flight.hold(event.origin_seq)
+        self.correlator.add(event, event.kernel_usec or 0, self.clock())
+
+    def add_hit(self, hit) -> None:
+        mapping = HIT_EVENT_TYPES.get(hit.kind)
+        self.stats["hits"] += 1
+        if mapping is None:
+            return
+        event = hit_to_event(hit, *mapping, hostname=self.hostname, to_wallclock=self.to_wallclock)
+        self._resolve(event, hit.kernel_usec)
+        self.correlator.add(event, hit.kernel_usec or 0, self.clock())
+
+    def add_event(self, event: StorageEvent) -> None:
+        """A ready-made event (daemon notices, start-up device dump)."""
+        self._finish([event])
+
+    # -- time passes --------------------------------------------------------
+    def tick(self) -> None:
+        now = self.clock()
+        self._finish(self.correlator.release(now))
+        self._emit_all(self.storm.expire(now))
+
+    def drain(self) -> None:
+        """Release everything held (shutdown, SIGTERM)."""
+        now = self.clock()
+        self._finish(self.correlator.release(now, everything=True))
+        self._emit_all(self.storm.expire(now, everything=True))
+
+    def next_deadline(self) -> float | None:
+        deadlines = [d for d in (self.correlator.next_deadline(), self.storm.next_deadline()) if d]
+        return min(deadlines) if deadlines else None
+
+    # -- internals ----------------------------------------------------------
+    def _event_from_match(self, record: LogRecord, match) -> StorageEvent:
+        from .classify import event_from_match
+
+        event = event_from_match(record, match, hostname=self.hostname)
+        event.kernel_usec = record.kernel_usec
+        if record.source == "kmsg" and record.seq is not None:
+            event.origin_seq = record.seq
+            if self.boot_id:
+                event.event_id = kmsg_event_id(self.boot_id, record.seq)
+        return event
+
+    def _resolve(self, event: StorageEvent, kernel_usec: int | None) -> None:
+        """Name the device as it was at the event's kernel time."""
+        if self.timeline is None:
+            return
+        key = event.dev_num or event.kdev
+        if not key:
+            return
+        info = self.timeline.at(key, kernel_usec)
+        if info is None and event.dev_num and event.kdev:
+            info = self.timeline.at(event.kdev, kernel_usec)
+        if info is None:
+            return
+        event.cur_blk_info = info
+        event.dev_num = event.dev_num or info.dev_num
+        if event.sources == ["bpf"] or not event.kdev:
+            event.kdev = os.path.basename(info.blk_path) or event.kdev
+        event.hierarchy_blk_info = [
+            owner
+            for owner in (
+                self.timeline.at(os.path.basename(p), kernel_usec) for p in info.owners_paths
+            )
+            if owner is not None
+        ]
+        if info.mount_point and event.sub_system in FS_SUB_SYSTEMS:
+            event.extension.setdefault("mount_point", info.mount_point)
+
+    def _finish(self, events: Iterable[StorageEvent]) -> None:
+        now = self.clock()
+        for event in events:
+            self.linker.link(event, event.kernel_usec or 0)
+            ready, outcome = self.storm.add(event, now)
+            if outcome == StormAggregator.FOLDED:
+                # Counted into an aggregate that holds an older kmsg seq,
+                # which keeps the resume position before this record.
+                self.in_flight.release(event.origin_seq)
+            self._emit_all(ready)
+
+    def _emit_all(self, events: Iterable[StorageEvent]) -> None:
+        for event in events:
+            if event.event_id in self.skip_ids:
+                self.skip_ids.discard(event.event_id)
+                self.stats["skipped_duplicates"] += 1
+            else:
+                self.emit(event)
+                self.stats["emitted"] += 1
+            self.in_flight.release(event.origin_seq)
+
+
+def hit_to_event(hit, event_type: str, sub_system: str, *, hostname: str, to_wallclock=None) -> StorageEvent:
+    """An event from a tracepoint hit alone (no kernel line seen for it)."""
+    extension = {}
+    for f in dataclasses.fields(hit):
+        if f.name in ("kind", "kernel_usec", "dev_num"):
+            continue
+        value = getattr(hit, f.name)
+        if value is None or value == "" or isinstance(value, (dict, list, tuple)):
+            continue
+        extension[f.name] = str(value)
+    extension["tracepoint"] = hit.kind
+    status = extension.get("errno_name") or extension.get("result") or "error"
+    where = f" at sector {hit.sector}" if getattr(hit, "sector", None) is not None else ""
+    op = extension.get("op") or extension.get("rwbs")
+    msg = f"{EVENT_TYPES.get(event_type).title if event_type in EVENT_TYPES else event_type}" \
+          f" ({status}) on {hit.dev_num or '?'}{where}{f' ({op})' if op else ''}"
+    timestamp = to_wallclock(hit.kernel_usec) if to_wallclock and hit.kernel_usec else None
+    event = StorageEvent(
+        event_type=event_type,
+        sub_system=sub_system,
+        severity=EVENT_TYPES.default_severity(event_type),
+        kdev=getattr(hit, "dev_num", "") or "",
+        msg=msg,
+        raw_msg="",
+        hostname=hostname,
+        dev_num=getattr(hit, "dev_num", "") or "",
+        extension=extension,
+        sources=["bpf"],
+    )
+    if timestamp is not None:
+        event.timestamp = timestamp
+    event.kernel_usec = hit.kernel_usec
+    return event
+
+
+def daemon_event(event_type: str, msg: str, *, hostname: str, severity: Severity | None = None, **extension) -> StorageEvent:
+    """An event about peripetyd itself (overrun, lost samples, device dump)."""
+    return StorageEvent(
+        event_type=event_type,
+        sub_system="Peripety",
+        severity=severity or EVENT_TYPES.default_severity(event_type),
+        msg=msg,
+        hostname=hostname,
+        extension={k: str(v) for k, v in extension.items()},
+        sources=["peripetyd"],
+    )

@@ -1,0 +1,16 @@
+#!/bin/bash
+# Start journald and udevd when the machine runs without systemd as PID 1
+# (containers, minimal VMs). On a normal systemd host both already run and
+# this does nothing.
+set -euo pipefail
+if [ ! -S /run/systemd/journal/socket ] && [ -x /lib/systemd/systemd-journald ]; then
+    echo "start-services: starting systemd-journald" >&2
+    /lib/systemd/systemd-journald </dev/null >/dev/null 2>&1 &
+    for _ in $(seq 100); do [ -S /run/systemd/journal/socket ] && break; sleep 0.1; done
+fi
+if ! pgrep -x systemd-udevd >/dev/null && [ -x /lib/systemd/systemd-udevd ]; then
+    echo "start-services: starting systemd-udevd" >&2
+    /lib/systemd/systemd-udevd --daemon
+    udevadm trigger --subsystem-match=block --action=add
+    udevadm settle --timeout=60 || true
+fi
