@@ -7,7 +7,9 @@ the daemon's own fork-when-ready (udevd --daemon), never by sleeping.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -73,3 +75,47 @@ def ensure_udevd() -> None:
             ["udevadm", "trigger", "--subsystem-match=block", "--action=add"], check=True
         )
     subprocess.run(["udevadm", "settle", "--timeout=60"], check=True)
+
+
+@contextlib.contextmanager
+def private_journald(namespace: str, timeout: float = 30.0):
+    """Run a journald of its own for ``namespace`` (``systemd-journald NS``),
+    so tests and benchmarks neither see nor fill the shared system journal.
+
+    A namespace journald exits when idle; the varlink connection held here
+    keeps it up. Everything it wrote is removed afterwards.
+    """
+    run_dir = Path(f"/run/systemd/journal.{namespace}")
+    machine_id = Path("/etc/machine-id").read_text().strip()
+    data_dirs = [Path(base) / f"{machine_id}.{namespace}" for base in ("/var/log/journal", "/run/log/journal")]
+    with tempfile.TemporaryDirectory() as tmp:
+        notify_path = os.path.join(tmp, "notify")
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(notify_path)
+        notify.settimeout(timeout)
+        proc = subprocess.Popen(
+            [JOURNALD, namespace],
+            env=dict(os.environ, NOTIFY_SOCKET=notify_path),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        keepalive = None
+        try:
+            try:
+                while "READY=1" not in notify.recv(4096).decode(errors="replace").split("\n"):
+                    pass
+            except socket.timeout:
+                raise RuntimeError(f"systemd-journald {namespace} did not report READY=1") from None
+            keepalive = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            keepalive.connect(str(run_dir / "io.systemd.journal"))
+            yield namespace
+        finally:
+            notify.close()
+            if keepalive is not None:
+                keepalive.close()
+            proc.terminate()
+            proc.wait(timeout)
+            for path in [run_dir, *data_dirs]:
+                shutil.rmtree(path, ignore_errors=True)
