@@ -39,3 +39,14 @@ class StoreError(PeripetyError):
 
 class LogFormatError(PeripetyError):
     """A saved log cannot be read in the format asked for."""
+
+
+class BpfUnavailable(PeripetyError):
+    """``--bpf on`` was asked for but the tracepoint probes cannot run here.
+
+    ``reasons`` lists each blocking problem with the command that fixes it.
+    """
+
+    def __init__(self, reasons):
+        self.reasons = list(reasons)
+        super().__init__("--bpf on: cannot load the tracepoint probes: " + "; ".join(self.reasons))

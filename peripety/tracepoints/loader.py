@@ -1,0 +1,123 @@
+"""Compile and attach bpf/scsi_trace.c with bcc, as the attach plan says.
+
+The program text is never edited: everything variable reaches it as ``-D``
+compiler flags (which probes, kind numbers, struct sizes, ring size).
+``program_text`` shows the equivalent source, like bcc tools' ``--ebpf``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes as ct
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from ..errors import BpfUnavailable
+from .decode import SAMPLE_STRUCTS, kinds
+from .plan import AttachPlan
+
+log = logging.getLogger("peripety.tracepoints.loader")
+
+SOURCE_ENV = "PERIPETY_BPF_SOURCE"
+# The work tree keeps the C next to the package; an installed copy goes to
+# /usr/share/peripety (packaging's job).
+_SOURCE_CANDIDATES = (
+    Path(__file__).resolve().parents[2] / "bpf" / "scsi_trace.c",
+    Path("/usr/share/peripety/bpf/scsi_trace.c"),
+)
+
+# 64 pages = 256 KiB: ~4000 block samples (56 bytes + 8 bytes ring header)
+# before user space must drain; a storm beyond that is counted as lost.
+RINGBUF_PAGES = 64
+
+# Debian's headers, seen through bcc's clang, warn about nocf_check on every
+# compile; the warning says nothing about our program.
+_QUIET_FLAGS = ["-Wno-ignored-attributes"]
+
+
+def source_path() -> Path:
+    override = os.environ.get(SOURCE_ENV)
+    if override:
+        return Path(override)
+    for candidate in _SOURCE_CANDIDATES:
+        if candidate.exists():
+            return candidate
+    raise BpfUnavailable(
+        [f"bpf/scsi_trace.c not found (looked in {', '.join(map(str, _SOURCE_CANDIDATES))}; set {SOURCE_ENV})"]
+    )
+
+
+def defines(plan: AttachPlan, ringbuf_pages: int = RINGBUF_PAGES) -> dict[str, str | None]:
+    """Every macro the program is compiled with; None means a bare -DNAME."""
+    table: dict[str, str | None] = {}
+    numbers = kinds()
+    for name, number in numbers.items():
+        table[f"PRPT_KIND_{name.upper()}"] = str(number)
+    table["PRPT_KIND_COUNT"] = str(max(numbers.values()) + 1)
+    for key, struct in SAMPLE_STRUCTS.items():
+        table[f"PRPT_SIZEOF_{key}"] = str(ct.sizeof(struct))
+    table["PRPT_RINGBUF_PAGES"] = str(ringbuf_pages)
+    for define in plan.defines:
+        table[define] = None
+    return table
+
+
+def compile_flags(plan: AttachPlan, ringbuf_pages: int = RINGBUF_PAGES) -> list[str]:
+    flags = [f"-D{k}" if v is None else f"-D{k}={v}" for k, v in defines(plan, ringbuf_pages).items()]
+    return _QUIET_FLAGS + flags
+
+
+def program_text(plan: AttachPlan) -> str:
+    """The source as compiled: the defines spelled out, then the file."""
+    head = [f"/* {source_path()} compiled with these defines (peripety attach plan) */"]
+    for name, value in defines(plan).items():
+        head.append(f"#define {name}" + ("" if value is None else f" {value}"))
+    return "\n".join(head) + "\n\n" + source_path().read_text()
+
+
+@contextlib.contextmanager
+def _compiler_output():
+    """Collect what bcc's C++ side writes to fd 2 (clang diagnostics), so a
+    failure can be reported in one exception instead of a wall of stderr."""
+    captured: list[str] = []
+    with tempfile.TemporaryFile() as tmp:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            captured.append(tmp.read().decode("utf-8", "replace"))
+
+
+def load(plan: AttachPlan):
+    """Compile the program and attach every planned probe; return the bcc
+    ``BPF`` object. Raise BpfUnavailable naming what failed."""
+    if not plan.usable:
+        raise BpfUnavailable([str(p) for p in plan.problems] or ["the attach plan has no probe"])
+    try:
+        from bcc import BPF
+    except ImportError as exc:
+        raise BpfUnavailable([f"bcc cannot be imported ({exc}) (fix: apt-get install python3-bpfcc)"]) from None
+    src = source_path()
+    with _compiler_output() as output:
+        try:
+            # TRACEPOINT_PROBE functions attach themselves when BPF() loads.
+            bpf = BPF(src_file=str(src).encode(), cflags=compile_flags(plan))
+            failure = None
+        except Exception as exc:  # bcc raises bare Exception for compile/attach errors
+            bpf, failure = None, exc
+    diagnostics = output[0] if output else ""
+    if failure is not None:
+        errors = [line for line in diagnostics.splitlines() if "error" in line] or [str(failure)]
+        raise BpfUnavailable([f"{src}: {failure}: " + " | ".join(errors[:5])]) from failure
+    if diagnostics.strip():
+        log.debug("bcc compiler output for %s:\n%s", src, diagnostics)
+    log.info("bpf probes attached: %s", ", ".join(p.spec.tracepoint for p in plan.probes))
+    return bpf

@@ -1,0 +1,91 @@
+"""``TracepointSource``: the loaded probes as a pollable source of hits.
+
+``fileno()`` is the BPF ring buffer map's own file descriptor: the kernel
+reports it readable (EPOLLIN) while unconsumed samples sit in the ring, so
+the daemon's one selector loop can wait on it like on /dev/kmsg, with no
+thread. bcc's ``ring_buffer_consume()`` then drains it without blocking.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import logging
+
+from ..errors import BpfUnavailable
+from . import loader
+from .decode import SampleError, TracepointHit, decode_sample, kinds
+from .plan import AttachPlan, plan_attach
+
+log = logging.getLogger("peripety.tracepoints.source")
+
+
+class TracepointSource:
+    """Storage error hits from the kernel's tracepoints."""
+
+    def __init__(self, bpf, plan: AttachPlan):
+        self.plan = plan
+        self._bpf = bpf
+        self._samples: list[bytes] = []
+        self.undecodable = 0
+        """Samples that did not decode (logged, never dropped silently)."""
+        self._ring = bpf[b"events"]
+        # Keep the callback trivial: an exception raised inside a ctypes
+        # callback would be printed and lost, so decoding happens in read().
+        self._ring.open_ring_buffer(self._on_sample)
+
+    @classmethod
+    def open(cls, mode: str = "auto", plan: AttachPlan | None = None) -> "TracepointSource | None":
+        """Load the probes for ``--bpf MODE``.
+
+        ``off`` returns None. ``auto`` returns None after one warning naming
+        why when the probes cannot load. ``on`` raises BpfUnavailable then.
+        """
+        plan = plan or plan_attach(mode)
+        if mode == "off":
+            return None
+        try:
+            return cls(loader.load(plan), plan)
+        except BpfUnavailable as exc:
+            if mode == "on":
+                raise
+            log.warning("--bpf auto: continuing without tracepoint probes: %s", "; ".join(exc.reasons))
+            return None
+
+    def _on_sample(self, ctx, data, size) -> int:
+        self._samples.append(ct.string_at(data, size))
+        return 0
+
+    def fileno(self) -> int:
+        return self._ring.map_fd
+
+    def read(self) -> list[TracepointHit]:
+        """Every hit waiting in the ring buffer (possibly none); never blocks."""
+        self._bpf.ring_buffer_consume()
+        samples, self._samples = self._samples, []
+        hits = []
+        for raw in samples:
+            try:
+                hits.append(decode_sample(raw))
+            except SampleError as exc:
+                self.undecodable += 1
+                log.warning("bpf sample dropped: %s (%d so far)", exc, self.undecodable)
+        return hits
+
+    def lost_by_kind(self) -> dict[str, int]:
+        """Samples the kernel could not queue (ring buffer full), per kind."""
+        table = self._bpf[b"lost"]
+        return {name: int(table.sum(table.Key(number)).value) for name, number in kinds().items()}
+
+    def lost(self) -> int:
+        return sum(self.lost_by_kind().values())
+
+    def close(self) -> None:
+        if self._bpf is not None:
+            self._bpf.cleanup()
+            self._bpf = None
+
+    def __enter__(self) -> "TracepointSource":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

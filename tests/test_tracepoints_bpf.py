@@ -1,0 +1,141 @@
+"""bpf/scsi_trace.c on the real kernel: real failed requests on a faulty
+loop device must all arrive as hits, successful I/O must produce none."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from peripety.tracepoints import TracepointSource, plan_attach
+from tests.harness.faulty import FaultyDisk, MiB
+
+pytestmark = [pytest.mark.root, pytest.mark.bpf]
+
+
+@pytest.fixture(scope="module")
+def source():
+    if not Path("/sys/kernel/tracing/events").is_dir():
+        subprocess.run(["mount", "-t", "tracefs", "nodev", "/sys/kernel/tracing"], check=True)
+    # One compile for the whole file: bcc compiles cost CPU.
+    with TracepointSource.open("on", plan_attach("on")) as src:
+        yield src
+
+
+@pytest.fixture
+def disk():
+    with FaultyDisk(size=32 * MiB) as faulty:
+        yield faulty
+
+
+def _hits_for(source, dev_num, until, timeout=10.0):
+    """Drain hits for ``dev_num`` until ``until(hits)`` holds, waiting on the
+    ring buffer's fd (other tests' devices may add hits of their own)."""
+    hits = []
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(source, selectors.EVENT_READ)
+        while True:
+            hits += [h for h in source.read() if h.dev_num == dev_num]
+            left = deadline - time.monotonic()
+            if until(hits) or left <= 0:
+                return hits
+            selector.select(left)
+
+
+def test_burst_of_failing_direct_reads_is_counted_completely(source, disk):
+    first, count = 4096, 48
+    lost_before = source.lost()
+    disk.fail_sectors(first, count, "read")
+    before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    results = disk.read_sectors(first, count)
+    after = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    assert [r.error for r in results] == [5] * count  # the harness really failed them
+
+    hits = _hits_for(source, disk.dev_num, lambda h: len(h) >= count)
+    assert sorted(h.sector for h in hits) == list(range(first, first + count))
+    for hit in hits:
+        assert hit.kind == "block_rq_error" and hit.tracepoint == "block:block_rq_error"
+        assert (hit.errno, hit.errno_name, hit.blk_status) == (5, "EIO", "I/O")
+        assert hit.nr_sector == 1 and hit.op == "READ" and hit.rwbs.startswith("R")
+        assert hit.kdev == disk.dev_num
+        # The probe's clock is CLOCK_MONOTONIC: each hit lies inside the
+        # window in which this process issued the reads.
+        assert before <= hit.kernel_usec <= after
+    assert source.lost() == lost_before == 0
+
+
+def test_successful_io_produces_no_hits(source, disk):
+    assert all(r.error == 0 for r in disk.read_sectors(0, 64, sectors_per_request=8))
+    assert all(r.error == 0 for r in disk.write_sectors(512, 16))
+    # A sentinel failure after the good I/O: once its hit is in, any hit the
+    # good requests made would be in too (completions are in order here:
+    # each O_DIRECT request completed before the next was issued).
+    sentinel = 20000
+    disk.fail_sectors(sentinel, 1, "read")
+    assert disk.read_sectors(sentinel, 1)[0].error == 5
+    hits = _hits_for(source, disk.dev_num, lambda h: any(x.sector == sentinel for x in h))
+    assert [(h.sector, h.errno) for h in hits] == [(sentinel, 5)]
+
+
+def test_failing_write_is_reported_as_write(source, disk):
+    disk.fail_sectors(8192, 8, "write")
+    assert disk.write_sectors(8192, 8, sectors_per_request=8)[0].error == 5
+    hits = _hits_for(source, disk.dev_num, lambda h: len(h) >= 1)
+    assert [(h.sector, h.nr_sector, h.op) for h in hits] == [(8192, 8, "WRITE")]
+
+
+def test_ext4_metadata_error_is_a_hit(source, disk, tmp_path):
+    disk.mkfs("ext4", "-b", "4096")
+    mnt = disk.mount(tmp_path / "mnt")
+    (mnt / "f").write_text("x")
+    disk.umount(mnt)
+    # Fresh mount (nothing of "f" cached), then fail every read past the
+    # superblock and drop the device's clean buffers: looking "f" up has to
+    # read the directory or inode table from the disk, and ext4 reports that
+    # failure through ext4_error.
+    disk.mount(mnt)
+    disk.fail(64 * 1024, disk.size - 64 * 1024, "read")
+    subprocess.run(["blockdev", "--flushbufs", disk.loopdev], check=True)
+    with pytest.raises(OSError):
+        os.stat(mnt / "f")
+    hits = _hits_for(source, disk.dev_num, lambda h: any(x.kind == "ext4_error" for x in h))
+    ext4 = [h for h in hits if h.kind == "ext4_error"]
+    assert ext4, [h.kind for h in hits]
+    assert ext4[0].fs.fs == "ext4" and ext4[0].fs.function and ext4[0].fs.line > 0
+    assert any(h.kind == "block_rq_error" and h.errno == 5 for h in hits)
+
+
+_COMPILE_WITH_RECORDED_TRACEFS = """
+from peripety.tracepoints import plan_attach
+from peripety.tracepoints.loader import load
+from peripety.errors import BpfUnavailable
+plan = plan_attach("on")
+print("DEFINES", " ".join(plan.defines))
+try:
+    load(plan)
+except BpfUnavailable as exc:
+    print("RESULT", exc)
+"""
+
+
+def test_scsi_and_nvme_probes_compile_against_recorded_formats():
+    """bcc builds each probe's ``args`` struct from the tracefs format file.
+    In a private mount namespace the recorded SCSI/NVMe tracefs tree stands
+    in for the real one: compiling must succeed, and only attaching (no such
+    event in this kernel) may fail."""
+    tree = Path(__file__).parent / "fixtures" / "tracepoints" / "tracefs-scsi-nvme"
+    script = f"mount --bind {tree} /sys/kernel/tracing && exec {sys.executable} -c '{_COMPILE_WITH_RECORDED_TRACEFS}'"
+    done = subprocess.run(["unshare", "--mount", "sh", "-c", script], capture_output=True, text=True,
+                          cwd=Path(__file__).parent.parent)
+    out = done.stdout
+    for define in ("PRPT_SCSI_DISPATCH_CMD_ERROR", "PRPT_SCSI_DISPATCH_CMD_DONE_SENSE",
+                   "PRPT_SCSI_DISPATCH_CMD_TIMEOUT_SENSE", "PRPT_SCSI_EH_WAKEUP", "PRPT_NVME_COMPLETE_RQ"):
+        assert define in out, out + done.stderr
+    assert "Failed to compile" not in out, out
+    assert "Failed to attach BPF program" in out, out + done.stderr
