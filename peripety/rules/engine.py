@@ -1,13 +1,21 @@
 """Rule engine: load rules from TOML, match lines fast.
 
 Most kernel lines are not about storage, so the hot path must reject them
-cheaply: rules are indexed by the first few characters of their
-``starts_with`` prefix and a line only meets the regexes of rules whose
-prefix it shares. Rules without ``starts_with`` are tried on every line.
+cheaply: every built-in rule has a ``starts_with`` prefix of at least
+``KEY_LENGTH`` characters, and rules are indexed by the first
+``KEY_LENGTH`` characters of their prefixes. A line costs one slice and one
+dict lookup; only lines sharing a prefix key meet any regex. Rules without
+a usable prefix (user rules may omit it) are merged into every bucket they
+could match, keeping the rule order (user rules first).
+
+Built-in rules are compiled with Python ``re`` (reviewed, fast); user
+rules with RE2 (``user_regex``), so a site's pattern can never hang the
+daemon.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -17,9 +25,21 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..event import Severity, canonical_sub_system
 from ..event_types import EVENT_TYPES
+from .template import Template, TemplateError, compile_template
+from .toml_lines import TomlLines, decode_error, where
+from .user_regex import UserRegexError, compile_user_regex
+
+log = logging.getLogger("peripety.rules")
 
 BUILTIN_RULES = "builtin.toml"
-_MAX_KEY = 4
+KEY_LENGTH = 3
+"""Prefix characters used as the dispatch key; ``"sd "`` is the shortest
+built-in prefix that still says something."""
+
+RULE_KEYS = frozenset(
+    {"starts_with", "regex", "sub_system", "event_type", "severity", "identifier", "msg"}
+)
+_FIXED_FIELDS = frozenset({"kdev", "sub_system", "event_type"})
 
 
 @dataclass(frozen=True)
@@ -30,6 +50,14 @@ class Match:
     event_type: str
     severity: Severity
     extension: dict[str, str]
+
+    def message(self) -> str:
+        """The rule's ``msg`` sentence for this match (see ``template``)."""
+        values = dict(self.extension)
+        values.update(kdev=self.kdev, sub_system=self.sub_system, event_type=self.event_type)
+        template = self.rule.template or compile_template(
+            self.rule.msg or _default_msg(self.event_type))  # a Rule built by hand
+        return template.render(values)
 
 
 @dataclass
@@ -43,8 +71,9 @@ class Rule:
     """Non-empty: a user-space rule for these SYSLOG_IDENTIFIERs, never kernel."""
     msg: str = ""
     origin: str = ""
-    """Where the rule came from, e.g. ``/etc/peripetyd.conf: collector.regexs[3]``."""
+    """Where the rule came from, e.g. ``/etc/peripetyd.conf: collector.regexs[3] (line 12)``."""
     compiled: object = field(default=None, repr=False, compare=False)
+    template: Template = field(default=None, repr=False, compare=False)
 
     def match(self, text: str) -> Match | None:
         m = self.compiled.search(text)
@@ -64,31 +93,55 @@ class Rule:
         )
 
 
-def rule_from_table(entry: dict, origin: str, path=None) -> Rule:
-    """Build and compile one rule from its TOML table, or raise ConfigError."""
+def rule_from_table(entry: dict, origin: str, path=None, *, trusted: bool = False,
+                    lines: TomlLines | None = None, index: int | None = None) -> Rule:
+    """Build and compile one rule from its TOML table, or raise ConfigError.
+
+    ``trusted`` rules (the built-in file) compile with Python ``re``; all
+    others with RE2. ``lines``/``index`` locate the rule in its file so an
+    error can name the line.
+    """
+    block = lines.array_item("collector.regexs", index) if lines and index is not None else None
+
+    def fail(reason: str, key: str | None = None):
+        line = (lines.key(block, key) if key and block else None) or (block.line if block else None)
+        raise ConfigError(path, where(origin, line), reason)
+
     if not isinstance(entry, dict):
-        raise ConfigError(path, origin, "a rule must be a table ([[collector.regexs]])")
+        fail("a rule must be a table ([[collector.regexs]])")
+    unknown = sorted(set(entry) - RULE_KEYS)
+    if unknown:
+        fail(f"unknown key {unknown[0]!r} (a rule takes {', '.join(sorted(RULE_KEYS))})", unknown[0])
     for key in ("regex", "sub_system", "event_type"):
         if not isinstance(entry.get(key), str) or not entry[key]:
-            raise ConfigError(path, origin, f"'{key}' is required and must be a non-empty string")
+            fail(f"'{key}' is required and must be a non-empty string", key)
     try:
         sub_system = canonical_sub_system(entry["sub_system"])
     except ValueError as exc:
-        raise ConfigError(path, origin, str(exc)) from None
+        fail(str(exc), "sub_system")
     severity = None
     if "severity" in entry:
         try:
             severity = Severity.parse(entry["severity"])
         except ValueError as exc:
-            raise ConfigError(path, origin, str(exc)) from None
-    starts_with = _strings(entry.get("starts_with"), "starts_with", origin, path)
-    identifier = _strings(entry.get("identifier"), "identifier", origin, path)
+            fail(str(exc), "severity")
     try:
-        compiled = re.compile(entry["regex"])
-    except re.error as exc:
-        raise ConfigError(path, origin, f"regex does not compile: {exc}") from None
+        starts_with = _strings(entry.get("starts_with"), "starts_with")
+        identifier = _strings(entry.get("identifier"), "identifier")
+    except ValueError as exc:
+        fail(str(exc), str(exc).split("'")[1])
+    if not isinstance(entry.get("msg", ""), str):
+        fail("'msg' must be a string", "msg")
+    compiled = _compile(entry["regex"], trusted, fail)
     if "kdev" not in compiled.groupindex:
-        raise ConfigError(path, origin, "regex has no 'kdev' named group: add (?P<kdev>...) around the device name")
+        fail("regex has no 'kdev' named group: add (?P<kdev>...) around the device name", "regex")
+    try:
+        template = compile_template(entry.get("msg") or _default_msg(entry["event_type"]))
+    except TemplateError as exc:
+        fail(str(exc), "msg")
+    unknown_fields = template.fields - set(compiled.groupindex) - _FIXED_FIELDS
+    if unknown_fields:
+        fail(f"msg uses {{{sorted(unknown_fields)[0]}}}, which is not a named group of the regex", "msg")
     return Rule(
         regex=entry["regex"],
         sub_system=sub_system,
@@ -97,18 +150,37 @@ def rule_from_table(entry: dict, origin: str, path=None) -> Rule:
         severity=severity,
         identifier=identifier,
         msg=entry.get("msg", ""),
-        origin=origin,
+        origin=(f"{path}: " if path is not None else "") + where(origin, block.line if block else None),
         compiled=compiled,
+        template=template,
     )
 
 
-def _strings(value, key, origin, path) -> tuple[str, ...]:
+def _compile(pattern: str, trusted: bool, fail):
+    if trusted:
+        try:
+            return re.compile(pattern)
+        except re.error as exc:
+            fail(f"regex does not compile: {exc}", "regex")
+    try:
+        return compile_user_regex(pattern)
+    except UserRegexError as exc:
+        fail(str(exc), "regex")
+
+
+def _default_msg(event_type: str) -> str:
+    info = EVENT_TYPES.get(event_type)
+    title = info.title if info else event_type
+    return title.replace("{", "{{").replace("}", "}}").replace("[", "[[").replace("]", "]]") + " on {kdev}"
+
+
+def _strings(value, key) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise ConfigError(path, origin, f"'{key}' must be a non-empty string or a list of them")
+        raise ValueError(f"'{key}' must be a non-empty string or a list of them")
     return tuple(value)
 
 
@@ -118,38 +190,60 @@ class RuleSet:
     def __init__(self, rules: list[Rule]):
         self.rules = list(rules)
         kernel = [r for r in self.rules if not r.identifier]
-        prefixes = [p for r in kernel for p in r.starts_with]
-        self._key_len = min([_MAX_KEY] + [len(p) for p in prefixes])
-        self._unprefixed = [r for r in kernel if not r.starts_with]
-        self._by_key: dict[str, list[Rule]] = {}
-        for rule in kernel:
+        keyed = [r for r in kernel if r.starts_with and min(map(len, r.starts_with)) >= KEY_LENGTH]
+        loose = [r for r in kernel if r not in keyed]
+        order = {id(r): i for i, r in enumerate(self.rules)}
+        buckets: dict[str, list[Rule]] = {}
+        for rule in keyed:
             for prefix in rule.starts_with:
-                bucket = self._by_key.setdefault(prefix[: self._key_len], [])
+                bucket = buckets.setdefault(prefix[:KEY_LENGTH], [])
                 if rule not in bucket:
                     bucket.append(rule)
+        # (prefixes, rule): str.startswith takes the tuple in one call; ""
+        # stands for "no prefix" and matches every line.
+        self._by_key: dict[str, tuple[tuple[tuple[str, ...], Rule], ...]] = {}
+        for key, bucket in buckets.items():
+            merged = bucket + [r for r in loose if _could_start(r, key)]
+            merged.sort(key=lambda r: order[id(r)])
+            self._by_key[key] = tuple((r.starts_with or ("",), r) for r in merged)
+        self._fallback = tuple((r.starts_with or ("",), r) for r in loose)
         self._by_identifier: dict[str, list[Rule]] = {}
         for rule in self.rules:
             for ident in rule.identifier:
                 self._by_identifier.setdefault(ident, []).append(rule)
 
     @classmethod
-    def from_toml(cls, text: str, path=None) -> "RuleSet":
+    def from_toml(cls, text: str, path=None, *, trusted: bool = False) -> "RuleSet":
+        """Rules from ``[[collector.regexs]]`` tables in ``text``. Other
+        top-level content is ignored here (``config.load_config`` checks it)."""
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(path, "", f"invalid TOML: {exc}") from None
-        entries = data.get("collector", {}).get("regexs", [])
+            line, reason = decode_error(exc)
+            raise ConfigError(path, f"line {line}" if line else "", f"invalid TOML: {reason}") from None
+        return cls.from_data(data, path, text=text, trusted=trusted)
+
+    @classmethod
+    def from_data(cls, data: dict, path=None, *, text: str | None = None, trusted: bool = False) -> "RuleSet":
+        lines = TomlLines(text) if text is not None else None
+        collector = data.get("collector", {})
+        if not isinstance(collector, dict):
+            raise ConfigError(path, "collector", "must be a table ([collector] or [[collector.regexs]])")
+        entries = collector.get("regexs", [])
         if not isinstance(entries, list):
             raise ConfigError(path, "collector.regexs", "must be an array of tables ([[collector.regexs]])")
-        where = str(path) if path else "<string>"
-        return cls(
-            [rule_from_table(e, f"collector.regexs[{i}]", path) for i, e in enumerate(entries)]
-        )
+        return cls([
+            rule_from_table(e, f"collector.regexs[{i}]", path, trusted=trusted, lines=lines, index=i)
+            for i, e in enumerate(entries)
+        ])
 
     @classmethod
     def builtin(cls) -> "RuleSet":
-        text = resources.files(__package__).joinpath(BUILTIN_RULES).read_text()
-        return cls.from_toml(text, path=f"peripety/rules/{BUILTIN_RULES}")
+        global _BUILTIN
+        if _BUILTIN is None:
+            text = resources.files(__package__).joinpath(BUILTIN_RULES).read_text()
+            _BUILTIN = cls.from_toml(text, path=f"peripety/rules/{BUILTIN_RULES}", trusted=True)
+        return cls(_BUILTIN.rules)
 
     @classmethod
     def load(cls, user_path: str | Path | None = None) -> "RuleSet":
@@ -159,22 +253,24 @@ class RuleSet:
         if user_path is None:
             return builtin
         path = Path(user_path)
-        user = cls.from_toml(path.read_text(), path=path)
-        return cls(user.rules + builtin.rules)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(path, "", f"cannot read rules: {exc.strerror}") from None
+        return builtin.with_user_rules(cls.from_toml(text, path=path).rules)
+
+    def with_user_rules(self, rules: list[Rule]) -> "RuleSet":
+        if rules:
+            log.debug("%d user rule(s) placed before %d built-in ones", len(rules), len(self.rules))
+        return RuleSet(list(rules) + self.rules)
 
     def match(self, text: str) -> Match | None:
         """Match a kernel line."""
-        for rule in self._by_key.get(text[: self._key_len], ()):
-            for prefix in rule.starts_with:
-                if text.startswith(prefix):
-                    found = rule.match(text)
-                    if found:
-                        return found
-                    break
-        for rule in self._unprefixed:
-            found = rule.match(text)
-            if found:
-                return found
+        for prefixes, rule in self._by_key.get(text[:KEY_LENGTH], self._fallback):
+            if text.startswith(prefixes):
+                found = rule.match(text)
+                if found:
+                    return found
         return None
 
     def match_userspace(self, identifier: str, text: str) -> Match | None:
@@ -195,3 +291,19 @@ class RuleSet:
         if record.identifier:
             return self.match_userspace(record.identifier, record.text)
         return None
+
+    @property
+    def identifiers(self) -> frozenset[str]:
+        """SYSLOG_IDENTIFIERs some rule listens to."""
+        return frozenset(self._by_identifier)
+
+
+_BUILTIN: RuleSet | None = None
+
+
+def _could_start(rule: Rule, key: str) -> bool:
+    """Could a line whose first KEY_LENGTH characters are ``key`` start with
+    one of ``rule``'s (short) prefixes?"""
+    if not rule.starts_with:
+        return True
+    return any(key.startswith(p) or p.startswith(key) for p in rule.starts_with)

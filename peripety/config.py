@@ -1,0 +1,142 @@
+"""``/etc/peripetyd.conf``: the daemon's settings and the site's rules.
+
+The file is TOML with the original peripety's layout::
+
+    [main]        notify_stdout
+    [daemon]      blk_info_dump, store, storm_window, user_space_identifiers
+    [collector]   regexs = [[collector.regexs]] user rules (see rules/)
+
+A missing default file means built-in rules and defaults; a file named
+explicitly must exist. Anything unknown is an error naming the file and
+line: a typo silently ignored is a rule that never fires.
+"""
+
+from __future__ import annotations
+
+import logging
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+from .rules import RuleSet
+from .rules.toml_lines import TomlLines, decode_error, where
+
+log = logging.getLogger("peripety.config")
+
+DEFAULT_PATH = Path("/etc/peripetyd.conf")
+STORES = ("auto", "journald", "sqlite")
+DEFAULT_USER_SPACE_IDENTIFIERS = ("multipathd", "iscsid", "dmeventd", "lvm", "smartd")
+
+
+@dataclass
+class Config:
+    path: Path | None
+    rules: RuleSet
+    blk_info_dump: bool = True
+    """Log a PERIPETY_BLK_INFO event per block device at start-up."""
+    store: str = "auto"
+    """journald where it runs, else SQLite; or force one."""
+    storm_window: float = 5.0
+    """Seconds within which identical events fold into one with a count."""
+    notify_stdout: bool = False
+    """Also print events to stdout (the original's [main] notify_stdout)."""
+    user_space_identifiers: tuple[str, ...] = DEFAULT_USER_SPACE_IDENTIFIERS
+    """SYSLOG_IDENTIFIERs whose journal lines are read; rules add their own."""
+
+
+# section -> key -> (expected type(s), type name for the message)
+_SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
+    "main": {
+        "notify_stdout": ((bool,), "true or false"),
+        "save_to_journald": ((bool,), "true or false"),  # the original's; see _legacy
+    },
+    "daemon": {
+        "blk_info_dump": ((bool,), "true or false"),
+        "store": ((str,), "a string"),
+        "storm_window": ((int, float), "a number of seconds"),
+        "user_space_identifiers": ((list,), "a list of strings"),
+    },
+    "collector": {
+        "regexs": ((list,), "an array of tables ([[collector.regexs]])"),
+    },
+}
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read the config at ``path`` (default ``/etc/peripetyd.conf``)."""
+    explicit = path is not None
+    path = Path(path) if explicit else DEFAULT_PATH
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(path, "", "no such file") from None
+        log.debug("%s not found: built-in rules and defaults", path)
+        return Config(path=None, rules=RuleSet.builtin())
+    except OSError as exc:
+        raise ConfigError(path, "", f"cannot read: {exc.strerror}") from None
+    return config_from_text(text, path)
+
+
+def config_from_text(text: str, path: str | Path | None = None) -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line, reason = decode_error(exc)
+        raise ConfigError(path, f"line {line}" if line else "", f"invalid TOML: {reason}") from None
+    lines = TomlLines(text)
+    _check_schema(data, path, lines)
+    main, daemon = data.get("main", {}), data.get("daemon", {})
+    user_rules = RuleSet.from_data(data, path, text=text).rules
+    rules = RuleSet.builtin().with_user_rules(user_rules)
+    store = daemon.get("store", _legacy_store(main))
+    if store not in STORES:
+        raise ConfigError(path, _at(lines, "daemon", "store"),
+                          f"store {store!r} is not one of {', '.join(STORES)}")
+    storm_window = float(daemon.get("storm_window", 5.0))
+    if storm_window < 0:
+        raise ConfigError(path, _at(lines, "daemon", "storm_window"), "storm_window must be >= 0")
+    identifiers = daemon.get("user_space_identifiers", list(DEFAULT_USER_SPACE_IDENTIFIERS))
+    if not all(isinstance(i, str) and i for i in identifiers):
+        raise ConfigError(path, _at(lines, "daemon", "user_space_identifiers"),
+                          "user_space_identifiers must be a list of non-empty strings")
+    extra = sorted({i for r in user_rules for i in r.identifier} - set(identifiers))
+    return Config(
+        path=Path(path) if path is not None else None,
+        rules=rules,
+        blk_info_dump=daemon.get("blk_info_dump", True),
+        store=store,
+        storm_window=storm_window,
+        notify_stdout=main.get("notify_stdout", False),
+        user_space_identifiers=tuple(identifiers) + tuple(extra),
+    )
+
+
+def _check_schema(data: dict, path, lines: TomlLines) -> None:
+    for section, values in data.items():
+        if section not in _SCHEMA:
+            block = lines.table(section) or next((b for b in lines.blocks if b.name.startswith(section)), None)
+            raise ConfigError(path, where(f"[{section}]", block.line if block else lines.key(None, section)),
+                              f"unknown section (expected {', '.join('[' + s + ']' for s in _SCHEMA)})")
+        if not isinstance(values, dict):
+            raise ConfigError(path, where(section, lines.key(None, section)), "must be a table")
+        for key, value in values.items():
+            if key not in _SCHEMA[section]:
+                known = ", ".join(_SCHEMA[section])
+                raise ConfigError(path, _at(lines, section, key), f"unknown key {key!r} in [{section}] (known: {known})")
+            types, described = _SCHEMA[section][key]
+            if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
+                raise ConfigError(path, _at(lines, section, key), f"{key} must be {described}")
+
+
+def _at(lines: TomlLines, section: str, key: str) -> str:
+    block = lines.table(section)
+    return where(f"{section}.{key}", lines.key(block, key) if block else None)
+
+
+def _legacy_store(main: dict) -> str:
+    """The original's ``save_to_journald = false`` meant "not journald"."""
+    if main.get("save_to_journald") is False:
+        return "sqlite"
+    return "auto"

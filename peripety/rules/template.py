@@ -1,0 +1,105 @@
+"""A rule's ``msg`` template: a human sentence built from the match.
+
+``{name}`` expands to the named group (or ``kdev``, ``sub_system``,
+``event_type``). Text in ``[...]`` is optional: it is dropped when a field
+inside it did not take part in the match, so one template serves the old
+and the new kernel wording::
+
+    "{blk_status} on {kdev} at sector {sector}[ ({op})]"
+
+A field missing outside brackets renders as ``?``: the sentence stays
+readable and the gap is visible. Write ``[[``/``]]`` for literal brackets,
+``{{``/``}}`` for literal braces.
+
+Templates are parsed once, at rule load, so a typo in a field name is a
+load-time error rather than a silently odd message at 3 a.m.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+
+MISSING = "?"
+
+
+class TemplateError(ValueError):
+    """The template is malformed (unbalanced brackets, bad field)."""
+
+
+@dataclass(frozen=True)
+class _Part:
+    literal: str
+    field: str | None = None
+
+
+@dataclass(frozen=True)
+class Template:
+    source: str
+    segments: tuple[tuple[bool, tuple[_Part, ...]], ...]
+    """(optional, parts) in order."""
+
+    @property
+    def fields(self) -> set[str]:
+        return {p.field for _, parts in self.segments for p in parts if p.field}
+
+    def render(self, values: dict[str, str]) -> str:
+        out = []
+        for optional, parts in self.segments:
+            if optional and any(p.field and not values.get(p.field) for p in parts):
+                continue
+            for part in parts:
+                out.append(part.literal)
+                if part.field:
+                    out.append(values.get(part.field) or MISSING)
+        return "".join(out)
+
+
+def compile_template(source: str) -> Template:
+    """Parse ``source`` or raise TemplateError saying what is wrong."""
+    segments = []
+    for optional, text in _split_optional(source):
+        try:
+            parsed = list(string.Formatter().parse(text))
+        except ValueError as exc:
+            raise TemplateError(f"msg template {source!r}: {exc}") from None
+        parts = []
+        for literal, field, spec, conversion in parsed:
+            if field is not None and (spec or conversion or not field.isidentifier()):
+                raise TemplateError(
+                    f"msg template {source!r}: write fields as {{name}}, got {{{field}}}"
+                )
+            parts.append(_Part(literal, field or None))
+        segments.append((optional, tuple(parts)))
+    return Template(source, tuple(segments))
+
+
+def _split_optional(source: str) -> list[tuple[bool, str]]:
+    """Cut ``source`` at unescaped ``[`` ``]`` into (optional, text) pieces."""
+    pieces: list[tuple[bool, str]] = []
+    buf: list[str] = []
+    optional = False
+    i = 0
+    while i < len(source):
+        ch = source[i]
+        if ch in "[]" and source[i + 1 : i + 2] == ch:
+            buf.append(ch)
+            i += 2
+            continue
+        if ch == "[":
+            if optional:
+                raise TemplateError(f"msg template {source!r}: optional parts cannot nest")
+            pieces.append((False, "".join(buf)))
+            buf, optional = [], True
+        elif ch == "]":
+            if not optional:
+                raise TemplateError(f"msg template {source!r}: ']' without '['")
+            pieces.append((True, "".join(buf)))
+            buf, optional = [], False
+        else:
+            buf.append(ch)
+        i += 1
+    if optional:
+        raise TemplateError(f"msg template {source!r}: '[' is never closed")
+    pieces.append((False, "".join(buf)))
+    return [(opt, text) for opt, text in pieces if text]
