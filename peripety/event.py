@@ -133,29 +133,29 @@ def local_hostname() -> str:
     return _HOSTNAME
 
 
-_RANDOM_POOL = b""
+_RANDOM_HEX = ""
 _RANDOM_POS = 0
+# RFC 4122 variant: the first hex digit of the 4th group is 10xx in binary.
+_VARIANT_DIGIT = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}
 
 
 def new_event_id() -> str:
     """A random (version 4) UUID string.
 
     Same format and entropy source as ``str(uuid.uuid4())`` but reads
-    os.urandom in 4 KiB batches instead of once per id (4x faster).
+    os.urandom 4 KiB at a time instead of once per id (4x faster).
     """
-    global _RANDOM_POOL, _RANDOM_POS
-    if _RANDOM_POS >= len(_RANDOM_POOL):
-        _RANDOM_POOL, _RANDOM_POS = os.urandom(4096), 0
-    value = int.from_bytes(_RANDOM_POOL[_RANDOM_POS : _RANDOM_POS + 16], "big")
-    _RANDOM_POS += 16
-    # RFC 4122: version 4 in bits 76-79, variant 10 in bits 62-63.
-    value = (value & ~(0xF000 << 64) & ~(0xC000 << 48)) | (0x4000 << 64) | (0x8000 << 48)
-    h = "%032x" % value
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    global _RANDOM_HEX, _RANDOM_POS
+    pos = _RANDOM_POS
+    if pos >= len(_RANDOM_HEX):
+        _RANDOM_HEX, pos = os.urandom(4096).hex(), 0
+    h = _RANDOM_HEX[pos : pos + 32]
+    _RANDOM_POS = pos + 32
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT_DIGIT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
 # The child may fork (daemon workers); never share the random pool with it.
-os.register_at_fork(after_in_child=lambda: globals().update(_RANDOM_POOL=b"", _RANDOM_POS=0))
+os.register_at_fork(after_in_child=lambda: globals().update(_RANDOM_HEX="", _RANDOM_POS=0))
 
 
 @dataclass
@@ -185,7 +185,9 @@ class BlkInfo:
     """Fields that could not be determined (e.g. no udev database)."""
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        # Not dataclasses.asdict: its recursive deepcopy was 60 % of `prpt query` time.
+        # Fields are scalars, lists of str and a dict of str: a shallow copy of each is a deep one.
+        return {k: (v.copy() if isinstance(v, (list, dict)) else v) for k, v in vars(self).items()}
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "BlkInfo | None":
@@ -386,43 +388,44 @@ def _timestamp_json(ts: _dt.datetime) -> str:
     return _last_ts_text
 
 
+_COMPACT = (
+    '{"hostname":%s,"severity":"%s","sub_system":%s,"timestamp":%s,"event_id":%s,'
+    '"event_type":%s,"kdev":%s,"dev_num":%s,"cur_blk_info":null,"hierarchy_blk_info":[],'
+    '"msg":%s,"raw_msg":%s,"extension":{%s},"sources":[%s],"root_cause_event_id":%s,'
+    '"count":%d,"last_timestamp":%s}'
+)
+
+
 def _compact_json(event: StorageEvent) -> str | None:
     """``json.dumps(event.to_dict(), separators=(",", ":"), ensure_ascii=False)``
-    for the common event (no device information yet, string extension
-    values), built directly: 3x faster, byte-identical (tests check). None
-    when the event needs the general path."""
-    if event.cur_blk_info is not None or event.hierarchy_blk_info:
+    for the common event (no device information yet, string values), built
+    directly: 4x faster, byte-identical (tests check). None when the event
+    needs the general path."""
+    if event.cur_blk_info is not None or event.hierarchy_blk_info or type(event.count) is not int:
         return None
-    ext = event.extension
-    if not all(type(k) is str and type(v) is str for k, v in ext.items()):
-        return None
-    if not all(type(s) is str for s in event.sources):
-        return None
+    enc = _json_str
     root = event.root_cause_event_id
-    texts = (event.hostname, event.sub_system, event.event_id, event.event_type, event.kdev, event.dev_num, event.msg, event.raw_msg)
-    if not all(type(t) is str for t in texts) or type(event.count) is not int:
-        return None
-    if root is not None and type(root) is not str or type(event.severity) is not Severity:
-        return None
     last = event.last_timestamp
-    return (
-        '{"hostname":' + _json_str(event.hostname)
-        + ',"severity":"' + event.severity.name
-        + '","sub_system":' + _json_str(event.sub_system)
-        + ',"timestamp":' + _timestamp_json(event.timestamp)
-        + ',"event_id":' + _json_str(event.event_id)
-        + ',"event_type":' + _json_str(event.event_type)
-        + ',"kdev":' + _json_str(event.kdev)
-        + ',"dev_num":' + _json_str(event.dev_num)
-        + ',"cur_blk_info":null,"hierarchy_blk_info":[],"msg":' + _json_str(event.msg)
-        + ',"raw_msg":' + _json_str(event.raw_msg)
-        + ',"extension":{' + ",".join(_json_str(k) + ":" + _json_str(v) for k, v in ext.items())
-        + '},"sources":[' + ",".join(map(_json_str, event.sources))
-        + '],"root_cause_event_id":' + ("null" if root is None else _json_str(root))
-        + ',"count":' + str(event.count)
-        + ',"last_timestamp":' + ("null" if last is None else _json_str(format_timestamp(last)))
-        + "}"
-    )
+    try:  # encode_basestring raises TypeError on anything but str
+        return _COMPACT % (
+            enc(event.hostname),
+            event.severity.name,
+            enc(event.sub_system),
+            _timestamp_json(event.timestamp),
+            enc(event.event_id),
+            enc(event.event_type),
+            enc(event.kdev),
+            enc(event.dev_num),
+            enc(event.msg),
+            enc(event.raw_msg),
+            ",".join([enc(k) + ":" + enc(v) for k, v in event.extension.items()]),
+            ",".join([enc(x) for x in event.sources]),
+            "null" if root is None else enc(root),
+            event.count,
+            "null" if last is None else enc(format_timestamp(last)),
+        )
+    except (TypeError, AttributeError):
+        return None
 
 
 def _journal_key(key: str) -> str:

@@ -1,0 +1,195 @@
+"""How fast ``prpt parse`` turns a large kernel log into events.
+
+Generates a 1,000,000-line log in /dev/kmsg record format (90 % everyday
+kernel noise, 10 % storage lines: every recorded line of
+tests/fixtures/lines/, i.e. every family the built-in rules cover), then
+times, in the same run:
+
+  floor    Python reading the same lines and splitting the kmsg prefix
+  library  LogFile.matches -> events -> JSON lines, in process
+  cli      the real ``prpt parse --jsonl`` as a subprocess, output to /dev/null
+
+and prints lines/s and each one's ratio to the floor. Targets: >= 1,000,000
+lines/s, within 4x of the floor. The event count is checked against the
+number of storage lines written, so a fast but wrong parser shows up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LINES_DIR = ROOT / "tests" / "fixtures" / "lines"
+PRPT = Path(sys.executable).with_name("prpt")
+
+# Everyday kernel lines (usb, net, audit, systemd, firmware, cpu, memory,
+# acpi, pci, ...); {n} {m} {h} vary per line so no two are alike.
+NOISE = [
+    (6, "usb {n}-{m}: new high-speed USB device number {n} using xhci_hcd", "usb"),
+    (6, "usb {n}-{m}: New USB device found, idVendor=046d, idProduct=c52b, bcdDevice=12.{m}", "usb"),
+    (6, "usb {n}-{m}: Product: USB Receiver", "usb"),
+    (3, "usb {n}-{m}: device descriptor read/64, error -71", "usb"),
+    (6, "hid-generic 0003:046D:C52B.{h}: input,hidraw{m}: USB HID v1.11 Keyboard [Logitech USB Receiver] on usb-0000:00:14.0-{m}/input0", None),
+    (6, "e1000e 0000:00:1f.6 eno1: NIC Link is Up 1000 Mbps Full Duplex, Flow Control: Rx/Tx", "net"),
+    (6, "e1000e 0000:00:1f.6 eno1: NIC Link is Down", "net"),
+    (6, "IPv6: ADDRCONF(NETDEV_CHANGE): wlp{m}s0: link becomes ready", None),
+    (6, "wlp{m}s0: authenticate with 3c:84:6a:{h}:1f:20 (local address=dc:41:a9:0b:{h}:7e)", None),
+    (6, "br-{h}: port {m}(veth{h}) entered forwarding state", None),
+    (4, "TCP: request_sock_TCP: Possible SYN flooding on port {n}. Sending cookies.", None),
+    (5, 'audit: type=1400 audit(1732502641.{n}:{m}): apparmor="STATUS" operation="profile_load" profile="unconfined" name="snap-update-ns.firefox" pid={n} comm="apparmor_parser"', None),
+    (5, "audit: type=1130 audit(1732502641.{n}:{m}): pid=1 uid=0 auid=4294967295 ses=4294967295 msg='unit=systemd-tmpfiles-clean comm=\"systemd\" exe=\"/usr/lib/systemd/systemd\" hostname=? addr=? terminal=? res=success'", None),
+    (6, "systemd[1]: Started session-{n}.scope - Session {n} of User root.", None),
+    (6, "systemd[1]: Starting systemd-tmpfiles-clean.service - Cleanup of Temporary Directories...", None),
+    (6, "systemd-journald[{n}]: Data hash table of /var/log/journal/{h}/system.journal has a fill level at 75.0 (8535 of 11377 items), suggesting rotation.", None),
+    (6, "iwlwifi 0000:00:14.3: loaded firmware version 77.{h}.0 so-a0-gf-a0-77.ucode op_mode iwlmvm", None),
+    (4, "i915 0000:00:02.0: [drm] *ERROR* Failed to load DMC firmware i915/adlp_dmc.bin. Disabling runtime power management.", None),
+    (6, "Bluetooth: hci0: Firmware revision 0.{m} build {n} week 37 2021", None),
+    (4, "mce: CPU{m}: Core temperature above threshold, cpu clock throttled (total events = {n})", None),
+    (6, "mce: CPU{m}: Package temperature/speed normal", None),
+    (6, "smpboot: CPU {m} is now offline", None),
+    (6, "x86/cpu: SGX disabled by BIOS.", None),
+    (4, "perf: interrupt took too long ({n} > {m}), lowering kernel.perf_event_max_sample_rate to 63000", None),
+    (3, "Out of memory: Killed process {n} (chrome) total-vm:{n}kB, anon-rss:{m}kB, file-rss:0kB, shmem-rss:0kB, UID:1000 pgtables:{m}kB oom_score_adj:300", None),
+    (4, "chrome invoked oom-killer: gfp_mask=0x140cca(GFP_HIGHUSER_MOVABLE|__GFP_COMP), order=0, oom_score_adj=300", None),
+    (6, "Memory: {n}K/16579192K available (18432K kernel code, 3216K rwdata, 13764K rodata, 4712K init, 4756K bss, {m}K reserved, 0K cma-reserved)", None),
+    (6, "ACPI: \\_SB_.PCI0.LPCB.EC0_: interrupt blocked", None),
+    (6, "ACPI: button: Lid Switch [LID0]", None),
+    (4, "ACPI BIOS Error (bug): Could not resolve symbol [\\_SB.PC00.LPCB.HEC.TSR{m}], AE_NOT_FOUND (20230628/psargs-330)", None),
+    (6, "pci 0000:00:1c.{m}: [8086:7ab8] type 01 class 0x060400 PCIe Root Port", "pci"),
+    (6, "pcieport 0000:00:1c.{m}: PME: Signaling with IRQ {n}", "pci"),
+    (4, "pcieport 0000:00:1c.{m}: AER: Corrected error message received from 0000:0{m}:00.0", "pci"),
+    (6, "thermal thermal_zone{m}: failed to read out thermal zone (-61)", None),
+    (6, "rfkill: input handler disabled", None),
+    (6, "input: Logitech MX Master 3 as /devices/virtual/misc/uhid/0005:046D:B023.{h}/input/input{n}", None),
+    (6, "snd_hda_intel 0000:00:1f.3: bound 0000:00:02.0 (ops i915_audio_component_bind_ops [i915])", None),
+    (6, "kvm_intel: L1TF CPU bug present and SMT on, data leak possible.", None),
+    (6, "nf_conntrack: default automatic helper assignment has been turned off for security reasons", None),
+    (6, "wireguard: WireGuard 1.0.0 loaded. See www.wireguard.com for information.", None),
+    (6, "fuse: init (API version 7.{m})", None),
+    (6, "loop{m}: detected capacity change from 0 to {n}", "block"),  # storage-ish noise that no rule wants
+    (6, "random: crng reseeded on system resumption", None),
+    (6, "PM: suspend exit", None),
+    (7, "psmouse serio{m}: synaptics: queried max coordinates: x [..{n}], y [..{m}]", None),
+]
+STORAGE_FRACTION = 0.10
+STORAGE_PRIO = 3
+
+
+def storage_lines() -> list[str]:
+    """Every recorded storage line the rules engineer keeps per rule."""
+    texts = []
+    for path in sorted(LINES_DIR.glob("*.toml")):
+        entries = tomllib.loads(path.read_text()).get("line", [])
+        # user-space daemons' lines (identifier = ...) never come through kmsg
+        texts += [e["text"] for e in entries if not e.get("identifier")]
+    if not texts:
+        raise SystemExit(f"no recorded storage lines under {LINES_DIR}")
+    return texts
+
+
+def generate(path: Path, lines: int, seed: int = 2025) -> int:
+    """Write the log; return how many storage records it holds."""
+    rng = random.Random(seed)
+    storage = storage_lines()
+    usec = 1_000_000
+    written = storage_count = seq = 0
+    out = []
+    while written < lines:
+        usec += rng.randint(1, 20_000)
+        if rng.random() < STORAGE_FRACTION:
+            prio, text, subsystem = STORAGE_PRIO, rng.choice(storage), None
+            storage_count += 1
+        else:
+            prio, template, subsystem = rng.choice(NOISE)
+            text = template.format(n=rng.randint(1, 65535), m=rng.randint(0, 9), h=f"{rng.randint(0, 0xFFFF):04x}")
+        out.append(f"{prio},{seq},{usec},-;{text}\n")
+        written += 1
+        if subsystem and written < lines and rng.random() < 0.5:
+            out.append(f" SUBSYSTEM={subsystem}\n")
+            written += 1
+        seq += 1
+    path.write_text("".join(out))
+    return storage_count
+
+
+def time_floor(path: Path) -> tuple[float, int]:
+    start = time.perf_counter()
+    count = 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            prefix, _, text = line.partition(";")
+            count += 1
+    return time.perf_counter() - start, count
+
+
+def time_library(path: Path) -> tuple[float, int]:
+    from peripety.classify import events_from_matches
+    from peripety.cli.output import EventWriter
+    from peripety.rules import RuleSet
+    from peripety.sources.logfile import LogFile
+
+    start = time.perf_counter()
+    ruleset = RuleSet.builtin()
+    with open(os.devnull, "w") as sink, LogFile.open(path, "kmsg") as logfile:
+        writer = EventWriter(sink, "jsonl", flush_each=False)
+        for event in events_from_matches(logfile.matches(ruleset, count_malformed=False)):
+            writer.write(event)
+    return time.perf_counter() - start, writer.written
+
+
+def time_cli(path: Path, *extra: str) -> tuple[float, int]:
+    """Wall time of the whole command, interpreter start-up included."""
+    start = time.perf_counter()
+    done = subprocess.run(
+        [str(PRPT), "parse", "--jsonl", *extra, str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=True,
+    )
+    elapsed = time.perf_counter() - start
+    matched = 0
+    if "--stats" in extra:
+        # "<file>: format kmsg: N lines read, M matched, K skipped (malformed)"
+        matched = int(done.stderr.rsplit(" matched", 1)[0].rsplit(" ", 1)[1])
+    return elapsed, matched
+
+
+def report(name: str, elapsed: float, lines: int, floor: float) -> None:
+    print(f"{name:<28} {elapsed:7.3f} s  {lines / elapsed:12,.0f} lines/s  {elapsed / floor:5.2f}x floor")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.parse", description=__doc__.split("\n")[0])
+    parser.add_argument("--lines", type=int, default=1_000_000)
+    parser.add_argument("--keep", metavar="PATH", help="write the generated log here and keep it")
+    args = parser.parse_args(argv if argv is not None else [])
+    with tempfile.TemporaryDirectory(prefix="peripety-bench-") as tmp:
+        path = Path(args.keep) if args.keep else Path(tmp) / "kernel.kmsg"
+        storage = generate(path, args.lines)
+        size = path.stat().st_size
+        print(f"log: {args.lines:,} lines, {size / 1e6:.1f} MB, {storage:,} storage records, prpt: {PRPT}")
+        floor, counted = time_floor(path)
+        report("floor (read + split)", floor, counted, floor)
+        elapsed, events = time_library(path)
+        report("library (in process)", elapsed, args.lines, floor)
+        if events != storage:
+            print(f"  WRONG: {events:,} events for {storage:,} storage records")
+        elapsed, _ = time_cli(path, "--format", "kmsg")
+        report("prpt parse --jsonl", elapsed, args.lines, floor)
+        elapsed, matched = time_cli(path, "--stats")
+        report("prpt parse --jsonl --stats", elapsed, args.lines, floor)
+        if matched != storage:
+            print(f"  WRONG: {matched:,} matched for {storage:,} storage records")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

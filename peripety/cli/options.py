@@ -1,0 +1,59 @@
+"""Options shared by ``prpt`` commands, defined once (parse, query, monitor, top)."""
+
+from __future__ import annotations
+
+import click
+
+from ..logsetup import setup_logging
+
+OUTPUT_TEXT = "text"
+OUTPUT_JSON = "json"
+OUTPUT_JSONL = "jsonl"
+
+
+def _set_verbosity(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    setup_logging(value)
+    return value
+
+
+verbose_option = click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_set_verbosity,
+    help="Log more to stderr: -v info, -vv debug.",
+)
+
+
+def output_options(func):
+    """``-J/--json`` and ``--jsonl`` as one ``output_format`` parameter
+    (``text``, ``json`` or ``jsonl``)."""
+    func = click.option(
+        "--jsonl",
+        "output_format",
+        flag_value=OUTPUT_JSONL,
+        help="One compact JSON object per line (for scripts and jq).",
+    )(func)
+    func = click.option(
+        "-J",
+        "--json",
+        "output_format",
+        flag_value=OUTPUT_JSON,
+        help="Pretty JSON, events separated by a blank line.",
+    )(func)
+    func = click.option(
+        "--text", "output_format", flag_value=OUTPUT_TEXT, default=True, hidden=True
+    )(func)
+    return func
+
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="PATH",
+    help="peripetyd.conf whose [[collector.regexs]] rules are tried before the built-in ones.",
+)

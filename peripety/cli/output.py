@@ -1,0 +1,60 @@
+"""How events are shown: a readable line, pretty JSON, or JSON lines."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TextIO
+
+from ..event import StorageEvent, format_timestamp
+from .options import OUTPUT_JSON, OUTPUT_JSONL, OUTPUT_TEXT
+
+
+def event_line(event: StorageEvent) -> str:
+    """``TIMESTAMP SEVERITY SUB_SYSTEM EVENT_TYPE kdev: msg`` (one line)."""
+    line = (
+        f"{format_timestamp(event.timestamp)} {event.severity.name} {event.sub_system} "
+        f"{event.event_type} {event.kdev}: {event.msg}"
+    )
+    if event.count > 1:
+        line += f" (x{event.count})"
+    return line.replace("\n", " ")
+
+
+class EventWriter:
+    """Writes events to a stream in one of the output formats.
+
+    ``flush_each`` makes every event visible at once (monitor, pipes); a
+    batch job over a file leaves it off and calls :meth:`flush` itself.
+    """
+
+    def __init__(self, stream: TextIO | None = None, output_format: str = OUTPUT_TEXT, flush_each: bool = True):
+        if output_format not in (OUTPUT_TEXT, OUTPUT_JSON, OUTPUT_JSONL):
+            raise ValueError(f"unknown output format {output_format!r}")
+        self.stream = stream if stream is not None else sys.stdout
+        self.output_format = output_format
+        self.flush_each = flush_each
+        self.written = 0
+
+    def write(self, event: StorageEvent) -> None:
+        if self.output_format == OUTPUT_JSONL:
+            text = event.to_json() + "\n"
+        elif self.output_format == OUTPUT_JSON:
+            text = ("\n" if self.written else "") + event.to_json(pretty=True) + "\n"
+        else:
+            text = event_line(event) + "\n"
+        self.stream.write(text)
+        self.written += 1
+        if self.flush_each:
+            self.stream.flush()
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def quiet_broken_pipe() -> None:
+    """The reader went away (``prpt parse x | head``): stop without a
+    traceback and without another EPIPE when Python flushes stdout at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)

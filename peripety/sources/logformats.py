@@ -1,0 +1,221 @@
+"""Line formats of saved logs: how to find the message text in a line.
+
+Each format turns one line (kmsg: one record with its dictionary lines) into
+a :class:`~peripety.record.LogRecord`, or None when the line is not in that
+format. ``lead`` is a regex fragment that always directly precedes the
+message text in a line of this format: the file reader searches a whole
+chunk for ``lead + rule prefix`` and only parses the lines found.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+from ..kmsg.record import parse_record
+from ..record import KERNEL_FACILITY, LogRecord
+
+SOURCE = "file"
+
+# dmesg:  "[  123.456789] text", "[Tue Nov 25 03:44:01 2025] text", "text";
+# with CONFIG_PRINTK_CALLER dmesg adds "[  T123] " after the stamp.
+_DMESG_STAMP = re.compile(r"\[ *(\d+)\.(\d+)\] (?:\[ *[TC]\d+\] )?")
+_DMESG_CTIME = re.compile(r"\[([A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4})\] (?:\[ *[TC]\d+\] )?")
+# dmesg -r:  "<3>[  123.456789] text" or "<3>text" (printk.time=0)
+_DMESG_RAW = re.compile(r"<(\d+)>(?:\[ *(\d+)\.(\d+)\] )?(?:\[ *[TC]\d+\] )?")
+# /dev/kmsg: "3,123,456789,-;text" (dictionary lines follow, indented by one space)
+_KMSG_HEAD = re.compile(r"\d+,\d+,\d+,[^;\n]*;")
+# syslog / journalctl short, short-precise, short-iso, RFC 3339 (rsyslog)
+_SYSLOG = re.compile(
+    r"(?P<ts>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d(?:\.\d+)?"
+    r"|\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?)"
+    r" (?P<host>\S+) (?P<prog>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: ?(?P<text>.*)"
+)
+_KERNEL_STAMP = re.compile(r"\[ *(\d+)\.(\d+)\] ")
+
+
+def _usec(seconds: str, fraction: str) -> int:
+    return int(seconds) * 1_000_000 + int((fraction + "000000")[:6])
+
+
+def _join_continuation(text: str) -> str:
+    """dmesg prints a message's embedded newlines as indented lines."""
+    if "\n" not in text:
+        return text
+    first, *rest = text.split("\n")
+    return "\n".join([first] + [l.lstrip(" ") for l in rest])
+
+
+def parse_dmesg(line: str) -> LogRecord:
+    """Every line is a kernel message, stamped or not."""
+    line = _join_continuation(line)
+    m = _DMESG_STAMP.match(line)
+    if m:
+        return LogRecord(line[m.end():], SOURCE, kernel_usec=_usec(m.group(1), m.group(2)))
+    m = _DMESG_CTIME.match(line)
+    if m:
+        try:
+            wall = _dt.datetime.strptime(m.group(1), "%a %b %d %H:%M:%S %Y").astimezone()
+        except ValueError:
+            wall = None
+        return LogRecord(line[m.end():], SOURCE, wallclock=wall)
+    return LogRecord(line, SOURCE)
+
+
+def parse_kmsg(block: str) -> LogRecord | None:
+    """``dmesg -r`` lines and /dev/kmsg records; facility decides trust."""
+    if block.startswith("<"):
+        m = _DMESG_RAW.match(block)
+        if not m:
+            return None
+        prio = int(m.group(1))
+        usec = _usec(m.group(2), m.group(3)) if m.group(2) else None
+        return LogRecord(
+            _join_continuation(block[m.end():]),
+            SOURCE,
+            trusted_kernel=prio >> 3 == KERNEL_FACILITY,
+            kernel_usec=usec,
+            level=prio & 7,
+            facility=prio >> 3,
+        )
+    return parse_record(block, source=SOURCE)
+
+
+def parse_syslog(line: str) -> LogRecord | None:
+    m = _SYSLOG.match(line)
+    if not m:
+        return None
+    text, prog = m.group("text"), m.group("prog")
+    wall = _syslog_time(m.group("ts"))
+    # The kernel has no pid: "kernel[123]:" is a program that named itself kernel.
+    if prog != "kernel" or m.group("pid") is not None:
+        return LogRecord(text, SOURCE, trusted_kernel=False, wallclock=wall, identifier=prog)
+    usec = None
+    stamp = _KERNEL_STAMP.match(text)
+    if stamp:
+        usec = _usec(stamp.group(1), stamp.group(2))
+        text = text[stamp.end():]
+    return LogRecord(text, SOURCE, kernel_usec=usec, wallclock=wall, facility=KERNEL_FACILITY)
+
+
+def _syslog_time(text: str) -> _dt.datetime | None:
+    if text[0].isdigit():
+        try:
+            ts = _dt.datetime.fromisoformat(text)
+        except ValueError:
+            return None
+        return ts if ts.tzinfo else ts.astimezone()
+    # BSD syslog has no year: take the latest year that does not put the line in the future.
+    today = _dt.datetime.now()
+    fmt = "%Y %b %d %H:%M:%S.%f" if "." in text else "%Y %b %d %H:%M:%S"
+    try:
+        ts = _dt.datetime.strptime(f"{today.year} {text}", fmt)
+        if ts > today + _dt.timedelta(days=1):
+            ts = ts.replace(year=today.year - 1)
+    except ValueError:  # Feb 29 outside a leap year
+        return None
+    return ts.astimezone()
+
+
+def parse_journal_json(line: str) -> LogRecord | None:
+    """One ``journalctl -o json`` entry. Only ``_TRANSPORT=kernel`` with
+    facility 0 is the kernel: ``SYSLOG_IDENTIFIER=kernel`` can be set by
+    anyone (logger -t), and journald files a user's write to /dev/kmsg under
+    ``_TRANSPORT=kernel`` too, with ``SYSLOG_FACILITY=1``."""
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(entry, dict):
+        return None
+    text = _journal_text(entry.get("MESSAGE"))
+    if text is None:
+        return None
+    wall = None
+    realtime = entry.get("__REALTIME_TIMESTAMP")
+    if isinstance(realtime, str) and realtime.isdigit():
+        wall = _dt.datetime.fromtimestamp(int(realtime) / 1_000_000).astimezone()
+    if entry.get("_TRANSPORT") == "kernel" and entry.get("SYSLOG_FACILITY", "0") == "0":
+        usec = entry.get("_SOURCE_MONOTONIC_TIMESTAMP")
+        return LogRecord(
+            text,
+            SOURCE,
+            kernel_usec=int(usec) if isinstance(usec, str) and usec.isdigit() else None,
+            wallclock=wall,
+            facility=KERNEL_FACILITY,
+            subsystem=_journal_text(entry.get("_KERNEL_SUBSYSTEM")),
+            device=_journal_text(entry.get("_KERNEL_DEVICE")),
+        )
+    ident = _journal_text(entry.get("SYSLOG_IDENTIFIER")) or _journal_text(entry.get("_COMM"))
+    facility = entry.get("SYSLOG_FACILITY")
+    return LogRecord(
+        text,
+        SOURCE,
+        trusted_kernel=False,
+        wallclock=wall,
+        identifier=ident,
+        facility=int(facility) if isinstance(facility, str) and facility.isdigit() else None,
+    )
+
+
+def _journal_text(value) -> str | None:
+    """journalctl writes non-UTF-8 or binary fields as an array of byte values."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(b, int) and 0 <= b < 256 for b in value):
+        return bytes(value).decode("utf-8", "replace").rstrip("\n")
+    return None
+
+
+@dataclass(frozen=True)
+class LogFormat:
+    name: str
+    parse: Callable[[str], LogRecord | None]
+    looks_like: Callable[[str], bool]
+    """True when a line is typical of this format (for ``--format auto``)."""
+    multiline: bool = False
+    """Lines starting with a space continue the previous record (kmsg
+    dictionary lines, dmesg's indented lines of a multi-line message)."""
+
+
+def _looks_like_dmesg(line: str) -> bool:
+    return bool(_DMESG_STAMP.match(line) or _DMESG_CTIME.match(line))
+
+
+def _looks_like_kmsg(line: str) -> bool:
+    return bool(_KMSG_HEAD.match(line) or (line.startswith("<") and _DMESG_RAW.match(line)))
+
+
+def _looks_like_json(line: str) -> bool:
+    return line.startswith("{") and '"MESSAGE"' in line
+
+
+def _looks_like_syslog(line: str) -> bool:
+    return bool(_SYSLOG.match(line))
+
+
+# Order matters for detection: the most specific shapes first, dmesg without
+# stamps (any text at all) never auto-detected.
+FORMATS: dict[str, LogFormat] = {
+    "journal-json": LogFormat("journal-json", parse_journal_json, _looks_like_json),
+    "kmsg": LogFormat("kmsg", parse_kmsg, _looks_like_kmsg, multiline=True),
+    "syslog": LogFormat("syslog", parse_syslog, _looks_like_syslog),
+    "dmesg": LogFormat("dmesg", parse_dmesg, _looks_like_dmesg, multiline=True),
+}
+
+FORMAT_NAMES = tuple(sorted(FORMATS))
+
+
+def detect_format(lines: list[str]) -> str | None:
+    """The format most of the first non-empty lines fit, or None."""
+    sample = [l for l in lines if l.strip() and not l.startswith("-- ")][:20]
+    if not sample:
+        return None
+    for fmt in FORMATS.values():
+        fits = sum(1 for l in sample if fmt.looks_like(l) or (fmt.multiline and l.startswith(" ")))
+        if fits * 2 > len(sample):
+            return fmt.name
+    return None

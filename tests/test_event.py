@@ -1,0 +1,112 @@
+"""The event model: JSON round trip, the original project's JSON, journald fields."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+
+import pytest
+
+from peripety.errors import EventFormatError
+from peripety.event import BlkInfo, Severity, StorageEvent, new_event_id
+
+UTC = dt.timezone.utc
+
+
+def sample(**overrides) -> StorageEvent:
+    fields = dict(
+        event_type="BLK_IO_ERROR",
+        sub_system="block",
+        severity=Severity.Error,
+        kdev="loop0",
+        msg="I/O error on loop0 at sector 8 — \"quoted\"\n",
+        raw_msg="I/O error, dev loop0, sector 8 op 0x0:(READ) flags 0x800 phys_seg 1 prio class 2",
+        timestamp=dt.datetime(2025, 11, 25, 3, 44, 1, 123456, tzinfo=UTC),
+        hostname="host1",
+        extension={"sector": "8", "blk_status": "I/O error"},
+        sources=["kmsg", "bpf"],
+    )
+    fields.update(overrides)
+    return StorageEvent(**fields)
+
+
+def test_json_round_trip_keeps_every_field():
+    event = sample(root_cause_event_id=str(uuid.uuid4()), count=3,
+                   last_timestamp=dt.datetime(2025, 11, 25, 3, 45, tzinfo=UTC))
+    again = StorageEvent.from_json(event.to_json())
+    assert again.to_dict() == event.to_dict()
+    assert StorageEvent.from_json(event.to_json(pretty=True)).to_dict() == event.to_dict()
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        sample(),
+        sample(kdev="ünïcødé\u2028\x00\x1f", extension={}, sources=[]),
+        sample(root_cause_event_id="abc", count=7, last_timestamp=dt.datetime(2025, 1, 1, tzinfo=UTC)),
+        sample(cur_blk_info=BlkInfo(wwid="w", blk_path="/dev/loop0", dev_num="7:0"),
+               hierarchy_blk_info=[BlkInfo(wwid="x")]),
+        sample(extension={"n": 5}),  # not a string: the general path
+    ],
+)
+def test_compact_json_is_exactly_json_dumps(event):
+    expected = json.dumps(event.to_dict(), separators=(",", ":"), ensure_ascii=False)
+    assert event.to_json() == expected
+
+
+def test_timestamp_is_rfc3339_with_microseconds():
+    assert sample().to_dict()["timestamp"] == "2025-11-25T03:44:01.123456+00:00"
+
+
+def test_original_project_json_is_accepted():
+    original = {
+        "hostname": "gris",
+        "severity": "Ctritical",
+        "sub_system": "FsExt4",
+        "timestamp": 1511862342123456,
+        "event_id": "b5d1e5a6-5d0f-4c0b-9a57-4d9e1c6e6f3e",
+        "event_type": "FS_ERROR",
+        "dev_wwid": "36001405a0b1c2d3",
+        "dev_path": "/dev/sdb",
+        "owners_wwids": ["36001405a0b1c2d3"],
+        "owners_paths": ["/dev/sdb"],
+        "kdev": "sdb",
+        "msg": "EXT4-fs error (device sdb): ext4_find_entry",
+        "extention": {"mount_point": "/mnt"},
+    }
+    event = StorageEvent.from_dict(original)
+    assert event.severity is Severity.Critical and event.sub_system == "ext4"
+    assert event.extension == {"mount_point": "/mnt"}
+    assert event.timestamp == dt.datetime(2017, 11, 28, 9, 45, 42, 123456, tzinfo=UTC)
+    assert event.cur_blk_info.wwid == "36001405a0b1c2d3" and event.cur_blk_info.mount_point == "/mnt"
+    assert event.raw_msg == original["msg"]
+
+
+@pytest.mark.parametrize("bad", ["[1, 2]", '{"sub_system": "block"}', "{not json", '{"event_type": "X", "sub_system": "nope"}'])
+def test_bad_json_raises_event_format_error(bad):
+    with pytest.raises(EventFormatError):
+        StorageEvent.from_json(bad)
+
+
+def test_journal_fields():
+    event = sample(cur_blk_info=BlkInfo(wwid="w1", blk_path="/dev/dm-3", preferred_blk_path="/dev/mapper/mpatha",
+                                        dev_num="253:3", owners_wwids=["a", "b"], owners_paths=["/dev/sdb", "/dev/sdc"],
+                                        mount_point="/srv"))
+    fields = event.to_journal_fields()
+    assert fields["IS_PERIPETY"] == "TRUE" and fields["PRIORITY"] == "3"
+    assert fields["SYSLOG_IDENTIFIER"] == "peripetyd" and fields["EVENT_TYPE"] == "BLK_IO_ERROR"
+    assert fields["DEV_PATH"] == "/dev/mapper/mpatha" and fields["DEV_NUM"] == "253:3"
+    assert fields["OWNERS_PATHS"] == ["/dev/sdb", "/dev/sdc"] and fields["MOUNT_POINT"] == "/srv"
+    assert fields["EXT_SECTOR"] == "8" and fields["EXT_BLK_STATUS"] == "I/O error"
+    assert len(fields["MESSAGE_ID"]) == 32
+    assert json.loads(fields["JSON"])["event_id"] == event.event_id
+    assert "ROOT_CAUSE_EVENT_ID" not in fields
+
+
+def test_event_ids_are_unique_version4_uuids():
+    ids = [new_event_id() for _ in range(3000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and str(parsed) == text
