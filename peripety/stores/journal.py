@@ -1,0 +1,222 @@
+"""The journald store: each event is one journal entry (DESIGN.md "journald
+fields"), so ``journalctl IS_PERIPETY=TRUE EVENT_TYPE=FS_ERROR`` works with
+no peripety installed.
+
+Reading decodes only the ``JSON`` field of each matching entry: the
+per-field conversion ``systemd.journal.Reader.get_next()`` does is the
+slowest part of reading and peripety needs none of it.
+
+Rate limiting: journald limits entries per *systemd unit*
+(``RateLimitIntervalSec``/``RateLimitBurst``, 10000 per 30 s by default,
+scaled by free disk space). A sender outside any unit (no unit in its
+cgroup, as the tests and benchmark here) is not limited at all: 30000
+entries in under a second all arrived. peripetyd under
+``peripetyd.service`` *is* limited; storms are aggregated into one event
+with a ``count`` before they reach the store, and the unit may raise
+``LogRateLimitBurst=``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Iterator
+
+from systemd import journal as _sd
+
+from ..errors import EventFormatError, StoreError
+from ..event import Severity, StorageEvent
+from .filter import EventFilter, to_usec
+from .journald_socket import JournaldSocket, runtime_dir, synchronize
+
+log = logging.getLogger("peripety.stores.journal")
+
+UNTIL_SLACK_USEC = 10 * 60 * 1_000_000
+"""The journal is ordered by arrival, ``until`` compares event times: an
+event arrives after it happened, by up to this much (longer only when it
+was spooled), so reading stops this far past ``until``."""
+
+_DATA_THRESHOLD = 64 * 1024 * 1024
+"""Return whole fields: a JSON cut at journald's default 64 KiB is useless."""
+
+_JOURNAL_GROUP_HINT = (
+    "reading the system journal needs root or membership of the systemd-journal group "
+    "(usermod -aG systemd-journal USER, then log in again)"
+)
+
+
+class JournalStore:
+    """Events in the system journal, or in the journal namespace ``namespace``
+    (``systemd-journald NS``), or read from a journal ``directory``."""
+
+    name = "journal"
+
+    def __init__(self, namespace: str | None = None, *, socket_path: str | os.PathLike | None = None,
+                 directory: str | os.PathLike | None = None):
+        self.namespace = namespace
+        self.directory = str(directory) if directory is not None else None
+        self.socket_path = Path(socket_path) if socket_path else runtime_dir(namespace) / "socket"
+        self._sender = JournaldSocket(self.socket_path)
+
+    # -- writing ------------------------------------------------------------
+    def append(self, event: StorageEvent) -> None:
+        self._sender.send(event.to_journal_fields())
+
+    def sync(self) -> None:
+        """Block until journald has written what we sent (readers see it).
+        A no-op when we may not ask journald (not root)."""
+        if self.directory is None:
+            synchronize(self.namespace)
+
+    # -- reading ------------------------------------------------------------
+    def _open_reader(self, flt: EventFilter) -> _sd._Reader:
+        if self.directory is None:
+            _check_readable(self.namespace)
+        try:
+            if self.directory is not None:
+                reader = _sd._Reader(0, self.directory)
+            elif self.namespace:
+                reader = _sd._Reader(0, None, None, self.namespace)
+            else:
+                reader = _sd._Reader(_sd.LOCAL_ONLY)
+        except OSError as exc:
+            where = self.directory or (f"journal namespace {self.namespace}" if self.namespace else "the system journal")
+            hint = f"; {_JOURNAL_GROUP_HINT}" if isinstance(exc, PermissionError) else ""
+            raise StoreError(f"cannot open {where}: {exc.strerror}{hint}") from exc
+        reader.data_threshold = _DATA_THRESHOLD
+        add_matches(reader, flt)
+        return reader
+
+    def query(self, flt: EventFilter) -> Iterator[StorageEvent]:
+        if flt.limit == 0:
+            return iter(())
+        reader = self._open_reader(flt)
+        if flt.limit is None:
+            return self._forward(reader, flt)
+        return self._newest(reader, flt)
+
+    def _forward(self, reader, flt: EventFilter) -> Iterator[StorageEvent]:
+        with reader:
+            if flt.since is not None:
+                # An event never arrives before it happened: nothing older can match.
+                reader.seek_realtime(to_usec(flt.since))
+            stop = to_usec(flt.until) + UNTIL_SLACK_USEC if flt.until is not None else None
+            while reader._next():
+                if stop is not None and reader._get_realtime() > stop:
+                    return
+                event = _decode(reader)
+                if event is not None and flt.matches_time(event.timestamp):
+                    yield event
+
+    def _newest(self, reader, flt: EventFilter) -> Iterator[StorageEvent]:
+        newest: list[StorageEvent] = []
+        with reader:
+            if flt.until is not None:
+                reader.seek_realtime(to_usec(flt.until) + UNTIL_SLACK_USEC)
+            else:
+                reader.seek_tail()
+            start = to_usec(flt.since) if flt.since is not None else None
+            while len(newest) < flt.limit and reader._previous():
+                if start is not None and reader._get_realtime() < start:
+                    break
+                event = _decode(reader)
+                if event is not None and flt.matches_time(event.timestamp):
+                    newest.append(event)
+        return reversed(newest)
+
+    def follow(self, flt: EventFilter) -> "JournalFollower":
+        return JournalFollower(self._open_reader(flt), flt)
+
+    def close(self) -> None:
+        self._sender.close()
+
+    def __repr__(self) -> str:
+        where = self.directory or (f"namespace={self.namespace}" if self.namespace else "system")
+        return f"JournalStore({where})"
+
+
+class JournalFollower:
+    def __init__(self, reader, flt: EventFilter):
+        self._reader = reader
+        self._flt = flt
+        # Set up inotify before positioning, so nothing written from now on is missed.
+        self._fd = reader.fileno()
+        # Step onto the last matching entry so _next() returns only newer ones.
+        # With none, stay at the head: sd-journal would jump from "tail" to
+        # the last entry written by then, skipping those before it.
+        reader.seek_tail()
+        if not reader._previous():
+            reader.seek_head()
+
+    def fileno(self) -> int | None:
+        return self._fd
+
+    def wait(self, timeout: float) -> bool:
+        return self._reader.wait(max(0, int(timeout * 1_000_000))) != _sd.NOP
+
+    def read(self) -> list[StorageEvent]:
+        self._reader.process()  # consume the inotify events behind fileno()
+        events = []
+        while self._reader._next():
+            event = _decode(self._reader)
+            if event is not None and self._flt.matches_time(event.timestamp):
+                events.append(event)
+        return events
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+def _check_readable(namespace: str | None) -> None:
+    """sd-journal silently skips files it may not read: a user outside the
+    systemd-journal group would see "no events". Say why instead."""
+    if os.geteuid() == 0:
+        return
+    suffix = f".{namespace}" if namespace else ""
+    machine_id = Path("/etc/machine-id").read_text().strip()
+    for base in ("/var/log/journal", "/run/log/journal"):
+        directory = Path(base) / f"{machine_id}{suffix}"
+        if directory.is_dir() and not os.access(directory, os.R_OK | os.X_OK):
+            raise StoreError(f"cannot read {directory}: {_JOURNAL_GROUP_HINT}")
+        system = directory / "system.journal"
+        if system.exists() and not os.access(system, os.R_OK):
+            raise StoreError(f"cannot read {system}: {_JOURNAL_GROUP_HINT}")
+
+
+def add_matches(reader, flt: EventFilter) -> None:
+    """Express the filter as journal matches.
+
+    sd-journal combines matches on different fields with AND and values of
+    one field with OR; ``add_disjunction`` ORs whole groups and
+    ``add_conjunction`` ANDs those. The device criterion (DEV_WWID or
+    OWNERS_WWIDS or KDEV) is the only OR across fields, so it is its own
+    conjunction term.
+    """
+    reader.add_match(b"IS_PERIPETY=TRUE")
+    for field, values in (("EVENT_TYPE", flt.event_types), ("SUB_SYSTEM", flt.sub_systems),
+                          ("EVENT_ID", flt.event_ids)):
+        for value in values:
+            reader.add_match(f"{field}={value}".encode())
+    if flt.severity is not None:
+        for priority in range(int(Severity.Emergency), int(flt.severity) + 1):
+            reader.add_match(f"PRIORITY={priority}".encode())
+    if flt.wwids or flt.kdevs:
+        reader.add_conjunction()
+        groups = [("DEV_WWID", flt.wwids), ("OWNERS_WWIDS", flt.wwids), ("KDEV", flt.kdevs)]
+        for index, (field, values) in enumerate(g for g in groups if g[1]):
+            if index:
+                reader.add_disjunction()
+            for value in values:
+                reader.add_match(f"{field}={value}".encode())
+
+
+def _decode(reader) -> StorageEvent | None:
+    try:
+        return StorageEvent.from_json(reader._get("JSON"))
+    except KeyError:
+        log.warning("journal entry %s has IS_PERIPETY=TRUE but no JSON field; skipped",
+                    reader._get_cursor())
+    except EventFormatError as exc:
+        log.warning("journal entry %s: %s; skipped", reader._get_cursor(), exc)
+    return None

@@ -1,0 +1,111 @@
+"""The journal store against the real system journald: what users' own
+tools (journalctl) see, the catalog, and the failure modes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from peripety.event_types import EVENT_TYPES
+from peripety.stores import EventFilter, StoreError, open_store
+from peripety.stores.catalog import catalog_text, install_catalog
+from peripety.stores.journal import JournalStore
+from tests.harness.services import ensure_journald
+from tests.stores_support import full_event, read_follower
+
+pytestmark = pytest.mark.root
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def journal():
+    ensure_journald()
+    store = open_store("journal", write=True)
+    assert isinstance(store, JournalStore)
+    yield store
+    store.close()
+
+
+def unique_kdev() -> str:
+    return f"loop-t{uuid.uuid4().hex[:10]}"  # isolates this test's entries in the shared journal
+
+
+def journalctl(*args: str) -> str:
+    return subprocess.run(["journalctl", "--no-pager", *args], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def test_journalctl_finds_events_without_peripety(journal):
+    kdev = unique_kdev()
+    event = full_event("jctl", event_type="FS_ERROR", kdev=kdev, wwid="W-J", owners=["W-O1", "W-O2"])
+    journal.append(event)
+    journal.sync()
+    lines = journalctl("IS_PERIPETY=TRUE", "EVENT_TYPE=FS_ERROR", f"KDEV={kdev}", "-o", "json").splitlines()
+    assert len(lines) == 1
+    entry = json.loads(lines[0])
+    assert entry["MESSAGE_ID"] == EVENT_TYPES.message_id("FS_ERROR")
+    assert entry["EVENT_ID"] == event.event_id
+    assert entry["OWNERS_WWIDS"] == ["W-O1", "W-O2"]  # one field per owner
+    assert entry["PRIORITY"] == "3"
+    assert entry["SYSLOG_IDENTIFIER"] == "peripetyd"
+    assert json.loads(entry["JSON"]) == event.to_dict()
+
+
+def test_catalog_explains_events_in_journalctl_x(journal):
+    install_catalog()
+    kdev = unique_kdev()
+    journal.append(full_event("cat", event_type="FS_REMOUNT_READ_ONLY", kdev=kdev))
+    journal.sync()
+    text = journalctl("-x", f"KDEV={kdev}")
+    info = EVENT_TYPES.get("FS_REMOUNT_READ_ONLY")
+    assert f"Subject: {info.title}" in text
+    assert f"/dev/{kdev}" in text  # @DEV_PATH@ filled from the entry
+
+
+def test_shipped_catalog_file_is_generated_from_event_types():
+    shipped = (REPO / "systemd" / "peripety.catalog").read_text()
+    assert shipped == catalog_text(), "regenerate it: python -m peripety.stores.catalog"
+
+
+def test_event_larger_than_a_datagram_is_stored_whole(journal):
+    kdev = unique_kdev()
+    big = full_event("big", kdev=kdev, extension={"dump": "x" * 600_000})
+    journal.append(big)
+    journal.sync()
+    assert list(journal.query(EventFilter(kdevs=(kdev,)))) == [big]
+
+
+def test_query_and_follow_on_the_system_journal(journal):
+    kdev = unique_kdev()
+    follower = journal.follow(EventFilter(kdevs=(kdev,)))
+    try:
+        events = [full_event(f"s{i}", kdev=kdev) for i in range(3)]
+        for event in events:
+            journal.append(event)
+        journal.sync()
+        assert list(journal.query(EventFilter(kdevs=(kdev,)))) == events
+        assert list(journal.query(EventFilter(kdevs=(kdev,), limit=1))) == events[-1:]
+        assert read_follower(follower, 3) == events
+    finally:
+        follower.close()
+
+
+def test_append_to_a_missing_socket_is_a_store_error(tmp_path):
+    store = JournalStore(socket_path=tmp_path / "no-such-socket")
+    with pytest.raises(StoreError, match="no-such-socket"):
+        store.append(full_event("lost"))
+
+
+def test_unprivileged_reader_is_told_about_the_journal_group():
+    # A real unprivileged process: nobody may not read the system journal.
+    code = ("from peripety.stores import open_store, StoreError\n"
+            "try:\n    open_store('journal')\nexcept StoreError as e:\n    print(e)\n")
+    result = subprocess.run(
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c", code],
+        capture_output=True, text=True, cwd="/", check=True)
+    assert "usermod -aG systemd-journal" in result.stdout
