@@ -45,7 +45,9 @@ class TmuxTerminal:
     ):
         self.command = command
         self.width, self.height = width, height
-        self.env = env
+        # COLUMNS/LINES in the environment (seen under pytest) override the real
+        # terminal size in the program under test.
+        self.env = {k: v for k, v in (env or os.environ).items() if k not in ("COLUMNS", "LINES")}
         self.cwd = cwd
         self._dir = Path(tempfile.mkdtemp(prefix="prpt-tmux-"))
         self.socket = self._dir / "tmux.sock"
@@ -95,19 +97,24 @@ class TmuxTerminal:
         return self._tmux("capture-pane", "-p", "-t", self.session).stdout
 
     def wait_for(self, expected: str | Callable[[str], bool], timeout: float = SCREEN_TIMEOUT) -> str:
-        """The screen once it contains ``expected`` (or satisfies it)."""
+        """The screen once it contains ``expected`` (or satisfies it) and
+        has settled (two reads alike)."""
         test = expected if callable(expected) else (lambda screen: expected in screen)
         deadline = time.monotonic() + timeout
+        previous = None
         while True:
             screen = self.capture()
-            if test(screen):
+            # Twice the same: not read in the middle of a redraw.
+            if test(screen) and screen == previous:
                 return screen
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TmuxError(f"screen never showed {expected!r} within {timeout}s:\n{screen}")
-            # Wake when the program writes anything (or recheck shortly).
-            if select.select([self._fifo_fd], [], [], min(left, RECHECK_INTERVAL))[0]:
-                self._drain()
+            previous = screen if test(screen) else None
+            if previous is None:
+                # Wake when the program writes anything (or recheck shortly).
+                if select.select([self._fifo_fd], [], [], min(left, RECHECK_INTERVAL))[0]:
+                    self._drain()
 
     def _drain(self) -> None:
         try:
@@ -132,6 +139,14 @@ class TmuxTerminal:
             raise TmuxError(f"command did not exit within {timeout}s:\n{self.capture()}") from None
         self.exit_status = int((self._dir / "status").read_text().strip())
         return self.exit_status
+
+    def command_pid(self) -> int:
+        """The pid of the running command (a child of the pane's shell)."""
+        shell = self.pane_flag("pane_pid")
+        children = Path(f"/proc/{shell}/task/{shell}/children").read_text().split()
+        if not children:
+            raise TmuxError(f"the command is not running:\n{self.capture()}")
+        return int(children[0])
 
     def pane_flag(self, name: str) -> str:
         """A tmux pane format variable: alternate_on, cursor_flag, pane_width ..."""

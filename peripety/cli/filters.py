@@ -1,0 +1,174 @@
+"""Event filter options shared by ``prpt query``, ``prpt monitor`` and
+``prpt top``: defined once here, turned into an ``EventFilter`` by
+``build_filter``."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+from typing import Iterable
+
+import click
+
+from ..errors import PeripetyError
+from ..event import Severity, canonical_sub_system
+
+log = logging.getLogger("peripety.cli.filters")
+
+
+def _severity(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return Severity.parse(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+def _sub_systems(ctx, param, values):
+    try:
+        return tuple(canonical_sub_system(v) for v in values)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+def _event_types(ctx, param, values):
+    from ..event_types import EVENT_TYPES
+
+    # Built-in types are upper case; accept "fs_error". A user rule's own
+    # type is kept exactly as written.
+    return tuple(v.upper() if v.upper() in EVENT_TYPES else v for v in values)
+
+
+def _time(ctx, param, value):
+    if value is None or isinstance(value, _dt.datetime):
+        return value
+    from ..timespec import parse_time  # late: only commands with times need it
+
+    try:
+        return parse_time(value)
+    except (ValueError, PeripetyError) as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+blk_option = click.option(
+    "--blk",
+    "blk",
+    multiple=True,
+    metavar="DEVICE",
+    help="Only events about DEVICE or devices stacked on it: a kernel name (sdb, dm-1), "
+    "a path (/dev/mapper/mpatha), major:minor, a WWID or a filesystem UUID. Repeatable.",
+)
+severity_option = click.option(
+    "--severity",
+    callback=_severity,
+    metavar="SEVERITY",
+    help="Only events this severe or worse: Emergency, Alert, Critical, Error, Warning, "
+    "Notice, Info, Debug (or err, warn, crit, 0-7).",
+)
+sub_system_option = click.option(
+    "--sub-system",
+    "sub_systems",
+    multiple=True,
+    callback=_sub_systems,
+    metavar="NAME",
+    help="Only events from this sub-system (SCSI, block, ata, NVMe, Multipath, ext4, xfs, ...). Repeatable.",
+)
+event_type_option = click.option(
+    "--event-type",
+    "event_types",
+    multiple=True,
+    callback=_event_types,
+    metavar="TYPE",
+    help="Only events of this type (FS_ERROR, BLK_IO_ERROR, ...). Repeatable.",
+)
+store_option = click.option(
+    "--store",
+    "store_spec",
+    default="auto",
+    show_default=True,
+    envvar="PRPT_STORE",
+    metavar="SPEC",
+    help="Where to read events: auto (the journal where journald runs, else SQLite), "
+    "journal, journal:NAMESPACE, sqlite or sqlite:PATH.",
+)
+
+
+def since_option(default: str | None = None, help: str = "Only events at or after this time."):
+    return click.option(
+        "--since",
+        default=default,
+        callback=_time,
+        metavar="TIME",
+        help=help + " An RFC 3339 time or a relative one such as -1h.",
+    )
+
+
+def until_option(help: str = "Only events at or before this time."):
+    return click.option("--until", callback=_time, metavar="TIME", help=help)
+
+
+def filter_options(command):
+    """--blk, --severity, --sub-system and --event-type, in that order in --help."""
+    for option in (event_type_option, sub_system_option, severity_option, blk_option):
+        command = option(command)
+    return command
+
+
+def build_filter(
+    blk: str | Iterable[str] | None,
+    severity: Severity | str | None,
+    sub_systems: Iterable[str] = (),
+    event_types: Iterable[str] = (),
+    since: _dt.datetime | None = None,
+    until: _dt.datetime | None = None,
+    event_ids: Iterable[str] = (),
+    limit: int | None = None,
+):
+    """The ``EventFilter`` the options ask for.
+
+    Each ``--blk`` key is resolved to the device's WWID (so events recorded
+    under another name for the same disk match) plus its kernel name. A key
+    that names no device present now is still matched as a kernel name: the
+    disk may be gone, its events are not.
+    """
+    from ..stores import EventFilter  # late: the store backends are heavy
+
+    keys = (blk,) if isinstance(blk, str) else tuple(blk or ())
+    wwids: list[str] = []
+    kdevs: list[str] = []
+    for key in keys:
+        wwid, kdev = _resolve_device(key)
+        if wwid and wwid not in wwids:
+            wwids.append(wwid)
+        if kdev and kdev not in kdevs:
+            kdevs.append(kdev)
+    return EventFilter(
+        event_types=tuple(event_types),
+        sub_systems=tuple(sub_systems),
+        severity=Severity.parse(severity) if isinstance(severity, (str, int)) else severity,
+        wwids=tuple(wwids),
+        kdevs=tuple(kdevs),
+        event_ids=tuple(event_ids),
+        since=since,
+        until=until,
+        limit=limit,
+    )
+
+
+def _resolve_device(key: str) -> tuple[str, str]:
+    """(wwid, kernel name) for a --blk key; ("", key) when unresolvable."""
+    from ..devices import resolve  # late: pyudev and sysfs only when --blk is used
+
+    try:
+        info = resolve(key)
+    except PeripetyError as exc:
+        log.info("--blk %s: %s; matching it as a kernel device name", key, exc)
+        return "", _kernel_name(key)
+    kdev = os.path.basename(info.blk_path) if info.blk_path else ""
+    return info.wwid, kdev or _kernel_name(key)
+
+
+def _kernel_name(key: str) -> str:
+    return key[len("/dev/") :] if key.startswith("/dev/") and key.count("/") == 2 else key
