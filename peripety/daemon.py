@@ -149,15 +149,19 @@ class Daemon:
     def _open_bpf(self) -> None:
         if self.options.bpf == "off":
             return
-        from .tracepoints import open_tracepoints
+        from .tracepoints import TracepointSource
 
-        try:
-            self.tracepoints = open_tracepoints(self.options.bpf)
-        except PeripetyError:
-            raise
+        # "on" raises BpfUnavailable naming the fix; "auto" logs why once.
+        self.tracepoints = TracepointSource.open(self.options.bpf)
         if self.tracepoints is None:
+            self.bpf_status = {"attached": [], "error": "not loaded (see the log)"}
             return
-        self.bpf_status = self.tracepoints.status()
+        plan = self.tracepoints.plan
+        self.bpf_status = {
+            "attached": [p.spec.tracepoint for p in plan.probes],
+            "skipped": {s.tracepoint: s.reason for s in plan.skipped},
+        }
+        log.info("bpf: attached %s", ", ".join(self.bpf_status["attached"]))
         self._add_source("bpf", self.tracepoints, self._on_bpf)
 
     def _add_source(self, name, obj, handler) -> None:
@@ -280,7 +284,7 @@ class Daemon:
             self.reload()
         self.pipeline.tick()
         now = time.monotonic()
-        if now - self._last_spool_try >= SPOOL_RETRY_INTERVAL and self.store.spooled():
+        if now - self._last_spool_try >= SPOOL_RETRY_INTERVAL and len(self.store.spool):
             self._last_spool_try = now
             delivered = self.store.flush_spool()
             if delivered:

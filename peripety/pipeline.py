@@ -207,37 +207,44 @@ class Pipeline:
 
 def hit_to_event(hit, event_type: str, sub_system: str, *, hostname: str, to_wallclock=None) -> StorageEvent:
     """An event from a tracepoint hit alone (no kernel line seen for it)."""
-    extension = {}
-    for f in dataclasses.fields(hit):
-        if f.name in ("kind", "kernel_usec", "dev_num"):
-            continue
-        value = getattr(hit, f.name)
-        if value is None or value == "" or isinstance(value, (dict, list, tuple)):
-            continue
-        extension[f.name] = str(value)
-    extension["tracepoint"] = hit.kind
-    status = extension.get("errno_name") or extension.get("result") or "error"
-    where = f" at sector {hit.sector}" if getattr(hit, "sector", None) is not None else ""
-    op = extension.get("op") or extension.get("rwbs")
-    msg = f"{EVENT_TYPES.get(event_type).title if event_type in EVENT_TYPES else event_type}" \
-          f" ({status}) on {hit.dev_num or '?'}{where}{f' ({op})' if op else ''}"
-    timestamp = to_wallclock(hit.kernel_usec) if to_wallclock and hit.kernel_usec else None
+    extension = _flatten(hit.to_dict(), skip={"kind", "kernel_usec", "dev_num", "kdev"})
+    extension["tracepoint"] = hit.tracepoint
+    status = hit.blk_status or hit.errno_name or extension.get("host_byte") or "error"
+    where = f" at sector {hit.sector}" if hit.sector is not None else ""
+    op = f" ({hit.op})" if hit.op else ""
+    title = EVENT_TYPES.get(event_type).title if event_type in EVENT_TYPES else event_type
     event = StorageEvent(
         event_type=event_type,
         sub_system=sub_system,
         severity=EVENT_TYPES.default_severity(event_type),
-        kdev=getattr(hit, "dev_num", "") or "",
-        msg=msg,
+        kdev=hit.kdev or hit.dev_num,
+        msg=f"{title}: {status} error on {hit.kdev or hit.dev_num}{where}{op}",
         raw_msg="",
         hostname=hostname,
-        dev_num=getattr(hit, "dev_num", "") or "",
+        dev_num=hit.dev_num,
         extension=extension,
         sources=["bpf"],
     )
-    if timestamp is not None:
-        event.timestamp = timestamp
+    if to_wallclock is not None and hit.kernel_usec:
+        event.timestamp = to_wallclock(hit.kernel_usec)
     event.kernel_usec = hit.kernel_usec
     return event
+
+
+def _flatten(data: dict, skip=(), prefix="") -> dict[str, str]:
+    """Tracepoint detail as flat ``extension`` strings (``scsi`` detail's
+    ``host_byte`` becomes ``host_byte``; lists are joined)."""
+    out: dict[str, str] = {}
+    for key, value in data.items():
+        if key in skip or value in (None, "", [], {}):
+            continue
+        if isinstance(value, dict):
+            out.update(_flatten(value, skip=("fs",) if key == "fs" else (), prefix=""))
+        elif isinstance(value, (list, tuple)):
+            out[prefix + key] = ",".join(map(str, value))
+        else:
+            out[prefix + key] = str(value)
+    return out
 
 
 def daemon_event(event_type: str, msg: str, *, hostname: str, severity: Severity | None = None, **extension) -> StorageEvent:

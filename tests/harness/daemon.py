@@ -37,7 +37,7 @@ class DaemonProcess:
             "--state-dir", str(self.state_dir),
             "--status-file", str(self.status_file),
             "--stdout",
-            "-v",
+            "-vv",
             *self.args,
         ]
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import mmap
 import os
+import re
 import select
 import shutil
 import subprocess
@@ -375,3 +376,14 @@ class FaultyDisk:
 
     def write_sectors(self, first: int, count: int, **kw) -> list[SectorIO]:
         return direct_io(self.loopdev, first, count, write=True, sector_size=self.sector_size, **kw)
+
+
+def ext4_journal_extent(device: str) -> tuple[int, int]:
+    """Byte (start, length) of the ext4 journal (inode 8) on ``device``."""
+    header = subprocess.run(["dumpe2fs", "-h", device], capture_output=True, text=True).stdout
+    block_size = int(re.search(r"^Block size:\s+(\d+)", header, re.M).group(1))
+    stat = subprocess.run(["debugfs", "-R", "stat <8>", device], capture_output=True, text=True).stdout
+    first, last = 10**12, 0
+    for a, b in re.findall(r"\(\d+(?:-\d+)?\):(\d+)(?:-(\d+))?", stat):
+        first, last = min(first, int(a)), max(last, int(b or a))
+    return first * block_size, (last - first + 1) * block_size

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import shutil
 import socket
 import subprocess
@@ -20,8 +21,23 @@ JOURNALD = "/lib/systemd/systemd-journald"
 UDEVD = "/lib/systemd/systemd-udevd"
 
 
+def _pids_of(name: str) -> list[int]:
+    """Live processes called ``name`` (zombies excluded: a killed daemon
+    stays a zombie until its parent reaps it, and is not running)."""
+    out = subprocess.run(["pgrep", "-x", name], capture_output=True, text=True).stdout
+    pids = []
+    for pid in map(int, out.split()):
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z":
+            pids.append(pid)
+    return pids
+
+
 def _pid_of(name: str) -> bool:
-    return subprocess.run(["pgrep", "-x", name], capture_output=True).returncode == 0
+    return bool(_pids_of(name))
 
 
 def journald_running() -> bool:
@@ -59,9 +75,25 @@ def ensure_journald(timeout: float = 30.0) -> None:
             sock.close()
 
 
-def stop_journald() -> None:
-    subprocess.run(["pkill", "-x", "systemd-journal"], check=False)
-    subprocess.run(["pkill", "-x", "systemd-journald"], check=False)
+def stop_journald(timeout: float = 30.0) -> None:
+    """Stop systemd-journald and return once it has exited (its socket file
+    stays behind, so the process is what tells whether it runs)."""
+    pids = _pids_of("systemd-journal")
+    for pid in pids:
+        os.kill(pid, 15)
+    for pid in pids:
+        # pidfd becomes readable when the process exits: no polling.
+        # A pidfd becomes readable when the process exits (also when it is
+        # only a zombie, not reaped by its parent): no polling.
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue
+        try:
+            if not select.select([fd], [], [], timeout)[0]:
+                raise RuntimeError(f"systemd-journald ({pid}) did not exit in {timeout}s")
+        finally:
+            os.close(fd)
 
 
 def ensure_udevd() -> None:

@@ -1,0 +1,70 @@
+"""``prpt monitor``: follow new events as peripetyd stores them."""
+
+from __future__ import annotations
+
+import logging
+import select
+import signal
+
+import click
+
+from ..errors import PeripetyError
+from .filters import build_filter, filter_options, store_option
+from .options import output_options, verbose_option
+from .output import EventWriter, quiet_broken_pipe
+from .store_access import open_store_for_reading
+
+log = logging.getLogger("peripety.cli.monitor")
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum, frame):
+    raise _Stop()
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@filter_options
+@store_option
+@output_options
+@verbose_option
+def command(blk, severity, sub_systems, event_types, store_spec, output_format):
+    """Follow new storage events until interrupted (Ctrl-C).
+
+    \b
+    Examples:
+      prpt monitor -J
+      prpt monitor --severity error --jsonl | jq -c '{kdev, event_type}'
+
+    -J and --jsonl write each event at once, so pipes see it immediately.
+    Exit status: 0 when interrupted, 1 on error.
+    """
+    flt = build_filter(blk, severity, sub_systems, event_types)
+    store = open_store_for_reading(store_spec)
+    writer = EventWriter(output_format=output_format, flush_each=True)
+    signal.signal(signal.SIGTERM, _raise_stop)
+    try:
+        follower = store.follow(flt)
+        log.info("following %s events (Ctrl-C to stop)", store.name)
+        _follow(follower, writer)
+    except (KeyboardInterrupt, _Stop):
+        pass
+    except BrokenPipeError:
+        quiet_broken_pipe()
+    except PeripetyError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        store.close()
+
+
+def _follow(follower, writer: EventWriter) -> None:
+    fd = follower.fileno()
+    while True:
+        for event in follower.read():
+            writer.write(event)
+        if fd is not None:
+            select.select([fd], [], [], 1.0)
+        else:
+            follower.wait(1.0)
