@@ -47,6 +47,7 @@ class DaemonOptions:
     state_dir: Path = DEFAULT_STATE_DIR
     status_path: Path = DEFAULT_STATUS_PATH
     sources: tuple[str, ...] = ("kmsg", "journal", "udev")
+    replay: Path | None = None
 
 
 @dataclass
@@ -117,6 +118,29 @@ class Daemon:
             self._add_source("udev", self.timeline, self._on_udev)
         self._open_journal(position)
         self._open_bpf()
+
+    def replay(self) -> int:
+        """--replay: run a saved log through the whole pipeline into the
+        store, then stop. No merge hold: there is no second live source."""
+        from .kmsg import kernel_usec_to_wallclock
+        from .sources import LogFile
+        from .stores import SpoolingStore, open_store
+
+        spec = self.options.store or self.config.store
+        self.store = SpoolingStore(open_store(spec, write=True), spool_dir=self.options.state_dir / "spool")
+        self.timeline = self._open_timeline()
+        self.pipeline = Pipeline(self.config.rules, self.timeline, self._emit, hostname=self.hostname,
+                                 storm_window=self.config.storm_window, hold=0.0)
+        with LogFile.open(self.options.replay) as logfile:
+            for count, record in enumerate(logfile.records(), 1):
+                self.pipeline.add_record(record)
+                if count % 1024 == 0:
+                    self.pipeline.tick()
+        self.pipeline.drain()
+        self.store.sync()
+        self.store.close()
+        log.info("replayed %s: %s", self.options.replay, dict(self.pipeline.stats))
+        return 0
 
     def _open_timeline(self):
         if "udev" not in self.options.sources:
@@ -428,9 +452,13 @@ def _check(options: DaemonOptions) -> int:
               show_default=True, help="Read position and spool directory.")
 @click.option("--status-file", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_STATUS_PATH,
               show_default=True, help="Status file read by `prpt top`.")
+@click.option("--replay", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Instead of /dev/kmsg, run a saved kernel log (any format `prpt parse` reads) through "
+                   "the pipeline into the store, then exit.")
 @click.option("--check", is_flag=True, help="Validate the config, print the sources and the probe attach plan, exit.")
 @click.option("-v", "--verbose", count=True, help="More logging to stderr (-vv for debug).")
-def main(config_path, store, stdout, no_blk_info_dump, bpf, from_start, state_dir, status_file, check, verbose):
+def main(config_path, store, stdout, no_blk_info_dump, bpf, from_start, state_dir, status_file, replay, check,
+         verbose):
     """Peripety daemon: read kernel storage messages from /dev/kmsg (and
     user-space storage daemons' logs from the journal), turn them into
     structured storage events and store them (journald or SQLite).
@@ -449,11 +477,14 @@ def main(config_path, store, stdout, no_blk_info_dump, bpf, from_start, state_di
         from_start=from_start,
         state_dir=state_dir,
         status_path=status_file,
+        replay=replay,
     )
     try:
         if check:
             sys.exit(_check(options))
         daemon = Daemon(options)
+        if replay is not None:
+            sys.exit(daemon.replay())
         daemon.open()
         sys.exit(daemon.run())
     except PermissionError as exc:

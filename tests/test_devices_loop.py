@@ -119,7 +119,7 @@ def test_loop_wwid_is_the_backing_file_identity(loop_disk):
     info = resolve(loop_disk.name)
     st = os.stat(loop_disk.image)
     assert info.blk_type == "Loop"
-    assert info.wwid == f"loop:{os.major(st.st_dev)}:{os.minor(st.st_dev)}:{st.st_ino}"
+    assert info.wwid == f"loop:{os.major(st.st_dev)}:{os.minor(st.st_dev)}:{st.st_ino}:{loop_disk.image}"
     assert info.transport["backing_file"] == str(loop_disk.image)
     # the image sits on a block-device filesystem: that device is below the loop
     below = resolve(f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}") if os.major(st.st_dev) else None

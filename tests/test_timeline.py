@@ -50,6 +50,16 @@ def timeline():
     return DeviceTimeline.from_system()
 
 
+def reattach(disk: str, backing) -> None:
+    """losetup DISK FILE right after a detach: the detach completes only once
+    udev's probe of the old attachment closes the device (EBUSY until then)."""
+    for _ in range(50):
+        subprocess.run(["udevadm", "settle"], check=True)
+        if subprocess.run(["losetup", disk, str(backing)], capture_output=True).returncode == 0:
+            return
+    raise AssertionError(f"could not attach {backing} to {disk}")
+
+
 @pytest.mark.root
 def test_reattached_loop_is_told_apart_by_time(timeline, tmp_path):
     first, second = image(tmp_path / "first.img"), image(tmp_path / "second.img")
@@ -61,7 +71,7 @@ def test_reattached_loop_is_told_apart_by_time(timeline, tmp_path):
         before = monotonic_usec()
 
         run("losetup", "-d", disk)
-        run("losetup", disk, str(second))  # same name, another file
+        reattach(disk, second)  # same name, another file
         second_wwid = resolve(name).wwid
         assert second_wwid != first_wwid
         wait_for(timeline, lambda: timeline.at(name).wwid == second_wwid)

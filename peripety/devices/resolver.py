@@ -26,9 +26,11 @@ MD RAID                       ``md-uuid-`` + array uuid in mdadm's ``xxxxxxxx:â€
 Virtio                        ``virtio-<serial>``; without a serial
                               ``virtio-path-<ID_PATH>`` (or the PCI address from
                               sysfs): stable while the disk stays in its slot
-Loop                          ``loop:<maj>:<min>:<inode>`` of the backing file,
-                              so re-attaching to another file changes it and
-                              re-attaching the same file keeps it
+Loop                          ``loop:<maj>:<min>:<inode>:<path>`` of the backing
+                              file, so re-attaching to another file changes it
+                              and re-attaching the same file keeps it; the path
+                              tells files apart where device numbers and inodes
+                              are reused (FUSE, tmpfs mounted anew)
 Partition                     parent's WWID + ``-part<N>``
 ============================  =================================================
 
@@ -325,7 +327,10 @@ class Resolver:
 
     def _wwid_loop(self, name: str, props) -> str:
         st = self._backing_stat(name)
-        return f"loop:{os.major(st.st_dev)}:{os.minor(st.st_dev)}:{st.st_ino}" if st else ""
+        if st is None:
+            return ""
+        backing = self.sysfs.attr(name, "loop/backing_file")
+        return f"loop:{os.major(st.st_dev)}:{os.minor(st.st_dev)}:{st.st_ino}:{backing}"
 
     def _backing_stat(self, name: str) -> os.stat_result | None:
         backing = self.sysfs.attr(name, "loop/backing_file")

@@ -101,6 +101,9 @@ class DeviceTimeline:
         self._by_name: dict[str, list[TimelineEntry]] = collections.defaultdict(list)
         self._by_dev_num: dict[str, list[TimelineEntry]] = collections.defaultdict(list)
         self._closed: collections.deque[TimelineEntry] = collections.deque()
+        # Keys that named no device, remembered until the next uevent: a
+        # storm of lines about an unknown name must not rescan sysfs per line.
+        self._misses: set[str] = set()
 
     # -- construction ----------------------------------------------------------
     @classmethod
@@ -162,6 +165,7 @@ class DeviceTimeline:
     def apply(self, event: Uevent) -> None:
         if event.action not in _HANDLED_ACTIONS:
             return
+        self._misses.clear()
         current = self._open_entry(event.name)
         if event.action == "remove":
             if current:
@@ -204,13 +208,20 @@ class DeviceTimeline:
             return self._by_dev_num.get(kdev, [])
         if kdev in self._by_name:
             return self._by_name[kdev]
+        if kdev in self._misses:
+            return []
         try:
             name = self.resolver.kernel_name(kdev)
         except DeviceNotFound:
             # a WWID or FS UUID of a device that is gone: search the history
             found = [e for es in self._by_name.values() for e in es if kdev in (e.info.wwid, e.info.uuid)]
+            if not found:
+                self._misses.add(kdev)
             return sorted(found, key=lambda e: e.start_usec)
-        return self._by_name.get(name, [])
+        found = self._by_name.get(name, [])
+        if not found:
+            self._misses.add(kdev)
+        return found
 
     def _open_entry(self, name: str) -> TimelineEntry | None:
         entries = self._by_name.get(name)
