@@ -27,7 +27,10 @@ pytestmark = [pytest.mark.root, pytest.mark.usefixtures("journald", "udevd")]
 
 
 def since_now() -> str:
-    return _dt.datetime.now().astimezone().isoformat(timespec="microseconds")
+    # Event times come from the kernel's record time, which runs ~1 ms behind
+    # CLOCK_MONOTONIC here; a small margin keeps the first event in range.
+    start = _dt.datetime.now().astimezone() - _dt.timedelta(milliseconds=50)
+    return start.isoformat(timespec="microseconds")
 
 
 @pytest.fixture

@@ -1,0 +1,97 @@
+"""peripetyd --bpf on the real kernel: tracepoint hits merged with kernel lines.
+
+Real failing O_DIRECT reads on a loop device over tests/faultyfs; bcc loads
+bpf/scsi_trace.c against the linked headers (scripts/kernel-headers.sh).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.harness.daemon import PERIPETYD, DaemonProcess, prpt, query, wait_for_events
+from tests.harness.faulty import FaultyDisk
+
+pytestmark = [pytest.mark.root, pytest.mark.bpf, pytest.mark.usefixtures("journald", "udevd", "tracefs")]
+
+
+def since_now() -> str:
+    # Event times come from the kernel's record time, which runs ~1 ms behind
+    # CLOCK_MONOTONIC here; a small margin keeps the first event in range.
+    start = _dt.datetime.now().astimezone() - _dt.timedelta(milliseconds=50)
+    return start.isoformat(timespec="microseconds")
+
+
+@pytest.fixture
+def bpf_daemon(tmp_path):
+    proc = DaemonProcess(tmp_path / "daemon", args=("--bpf=on",)).start()
+    yield proc
+    proc.stop()
+
+
+def total(events) -> int:
+    return sum(e["count"] for e in events)
+
+
+def test_check_prints_the_attach_plan():
+    out = subprocess.run([PERIPETYD, "--check", "--bpf=on"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "block:block_rq_error" in out.stdout
+
+
+def test_burst_of_40_failing_reads_is_counted_completely(bpf_daemon, faulty_disk):
+    t0 = since_now()
+    first = 20480
+    faulty_disk.fail_sectors(first, 40, "read")
+    results = faulty_disk.read_sectors(first, 40)
+    assert [r.error for r in results] == [5] * 40  # 40 real EIO, the kernel prints ~10 lines
+    args = ("--since", t0, "--blk", faulty_disk.loopdev, "--event-type", "BLK_IO_ERROR")
+    events = wait_for_events(args, lambda evs: total(evs) >= 40, what="40 counted failures")
+    time.sleep(1.0)  # a line that failed to pair would arrive as a 41st: give it the time to
+    events = query(*args)
+    assert total(events) == 40
+    assert all(e["dev_num"] == faulty_disk.dev_num for e in events)
+    assert all("bpf" in e["sources"] for e in events)
+    merged = [e for e in events if e["sources"] == ["kmsg", "bpf"]]
+    assert merged, "no kernel line was merged with its tracepoint hit"
+    for e in merged:
+        assert e["raw_msg"].startswith(f"I/O error, dev {faulty_disk.name}, sector {e['extension']['sector']} ")
+        assert e["extension"]["errno_name"] == "EIO"
+    sectors = {int(e["extension"]["sector"]) for e in events if e["count"] == 1}
+    assert sectors <= set(range(first, first + 40))
+    assert all(e["cur_blk_info"]["wwid"] for e in events)
+
+
+def test_reattached_name_is_resolved_to_the_old_device(bpf_daemon, tmp_path):
+    """The error happens on loopN, loopN is detached and re-attached to another
+    file before the daemon processes anything: the event names the old one."""
+    t0 = since_now()
+    old = FaultyDisk(workdir=tmp_path).__enter__()
+    try:
+        name, old_backing = old.name, f"{old.workdir}/fuse/disk"
+        bpf_daemon.signal(signal.SIGSTOP)
+        old.fail_sectors(4096, 1, "read")
+        assert old.read_sectors(4096, 1)[0].error == 5
+    finally:
+        old.close()
+    new = FaultyDisk(workdir=tmp_path).__enter__()
+    try:
+        if new.name != name:
+            bpf_daemon.signal(signal.SIGCONT)
+            pytest.skip(f"the kernel gave {new.name}, not {name}, to the new disk")
+        bpf_daemon.signal(signal.SIGCONT)
+        events = wait_for_events(("--since", t0, "--event-type", "BLK_IO_ERROR", "--blk", name),
+                                 lambda evs: any(e["extension"].get("sector") == "4096" for e in evs),
+                                 what="the error on the old disk")
+        event = next(e for e in events if e["extension"].get("sector") == "4096")
+        assert event["cur_blk_info"]["transport"]["backing_file"] == old_backing
+        assert event["cur_blk_info"]["wwid"].endswith(old_backing)
+        assert "bpf" in event["sources"]
+        # and prpt info on the name now describes the new disk
+        assert f"{new.workdir}/fuse/disk" in prpt("info", "-J", new.loopdev).stdout
+    finally:
+        new.close()
