@@ -5,13 +5,20 @@ kernel noise, 10 % storage lines: every recorded line of
 tests/fixtures/lines/, i.e. every family the built-in rules cover), then
 times, in the same run:
 
-  floor    Python reading the same lines and splitting the kmsg prefix
-  library  LogFile.matches -> events -> JSON lines, in process
-  cli      the real ``prpt parse --jsonl`` as a subprocess, output to /dev/null
+  floor      Python reading the same lines and splitting the kmsg prefix
+  rules      RuleSet.match on every line's text, no prefilter: what noise
+             costs the rule engine (one dict lookup; a bucket one regex)
+  library    LogFile.matches -> events -> JSON lines, in process (the
+             StorageEvent path, and the direct JSON path prpt uses)
+  cli        the real ``prpt parse --jsonl`` as a subprocess, output to
+             /dev/null: one process (-j 1) and the default (one worker per
+             CPU for files of 16 MB or more)
 
 and prints lines/s and each one's ratio to the floor. Targets: >= 1,000,000
 lines/s, within 4x of the floor. The event count is checked against the
-number of storage lines written, so a fast but wrong parser shows up.
+number of storage lines written, so a fast but wrong parser shows up. On a
+shared machine the multi-process figure depends on idle cores: the CPU time
+of the workers is printed too.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ import tempfile
 import time
 import tomllib
 from pathlib import Path
+
+from peripety.sources.parallel import default_workers
 
 ROOT = Path(__file__).resolve().parent.parent
 LINES_DIR = ROOT / "tests" / "fixtures" / "lines"
@@ -130,8 +139,20 @@ def time_floor(path: Path) -> tuple[float, int]:
     return time.perf_counter() - start, count
 
 
-def time_library(path: Path) -> tuple[float, int]:
-    from peripety.classify import events_from_matches
+def time_rules(path: Path) -> tuple[float, int]:
+    """The rule engine alone on every line (noise included), no prefilter."""
+    from peripety.rules import RuleSet
+
+    with open(path, encoding="utf-8", errors="replace") as f:
+        texts = [line.partition(";")[2] for line in f if not line.startswith(" ")]
+    match = RuleSet.builtin().match
+    start = time.perf_counter()
+    found = sum(1 for text in texts if match(text))
+    return time.perf_counter() - start, found
+
+
+def time_library(path: Path, direct_json: bool) -> tuple[float, int]:
+    from peripety.classify import events_from_matches, json_lines_from_matches
     from peripety.cli.output import EventWriter
     from peripety.rules import RuleSet
     from peripety.sources.logfile import LogFile
@@ -139,14 +160,23 @@ def time_library(path: Path) -> tuple[float, int]:
     start = time.perf_counter()
     ruleset = RuleSet.builtin()
     with open(os.devnull, "w") as sink, LogFile.open(path, "kmsg") as logfile:
+        matches = logfile.matches(ruleset, count_malformed=False)
+        if direct_json:
+            written = 0
+            for line in json_lines_from_matches(matches):
+                sink.write(line)
+                written += 1
+            return time.perf_counter() - start, written
         writer = EventWriter(sink, "jsonl", flush_each=False)
-        for event in events_from_matches(logfile.matches(ruleset, count_malformed=False)):
+        for event in events_from_matches(matches):
             writer.write(event)
     return time.perf_counter() - start, writer.written
 
 
-def time_cli(path: Path, *extra: str) -> tuple[float, int]:
-    """Wall time of the whole command, interpreter start-up included."""
+def time_cli(path: Path, *extra: str) -> tuple[float, int, float]:
+    """Wall time of the whole command, interpreter start-up included, and
+    the CPU time of the command and its workers."""
+    before = os.times()
     start = time.perf_counter()
     done = subprocess.run(
         [str(PRPT), "parse", "--jsonl", *extra, str(path)],
@@ -156,15 +186,20 @@ def time_cli(path: Path, *extra: str) -> tuple[float, int]:
         check=True,
     )
     elapsed = time.perf_counter() - start
+    after = os.times()
+    cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
     matched = 0
     if "--stats" in extra:
         # "<file>: format kmsg: N lines read, M matched, K skipped (malformed)"
         matched = int(done.stderr.rsplit(" matched", 1)[0].rsplit(" ", 1)[1])
-    return elapsed, matched
+    return elapsed, matched, cpu
 
 
-def report(name: str, elapsed: float, lines: int, floor: float) -> None:
-    print(f"{name:<28} {elapsed:7.3f} s  {lines / elapsed:12,.0f} lines/s  {elapsed / floor:5.2f}x floor")
+def report(name: str, elapsed: float, lines: int, floor: float, cpu: float | None = None) -> None:
+    line = f"{name:<28} {elapsed:7.3f} s  {lines / elapsed:12,.0f} lines/s  {elapsed / floor:5.2f}x floor"
+    if cpu is not None:
+        line += f"  ({cpu:.2f} s CPU)"
+    print(line)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -179,17 +214,22 @@ def main(argv: list[str] | None = None) -> None:
         print(f"log: {args.lines:,} lines, {size / 1e6:.1f} MB, {storage:,} storage records, prpt: {PRPT}")
         floor, counted = time_floor(path)
         report("floor (read + split)", floor, counted, floor)
-        elapsed, events = time_library(path)
-        report("library (in process)", elapsed, args.lines, floor)
-        if events != storage:
-            print(f"  WRONG: {events:,} events for {storage:,} storage records")
-        elapsed, _ = time_cli(path, "--format", "kmsg")
-        report("prpt parse --jsonl", elapsed, args.lines, floor)
-        elapsed, matched = time_cli(path, "--stats")
-        report("prpt parse --jsonl --stats", elapsed, args.lines, floor)
+        elapsed, found = time_rules(path)
+        print(f"{'rules, every line':<28} {elapsed:7.3f} s  {elapsed / counted * 1e9:12,.0f} ns/line"
+              f"  ({found:,} matched, noise included)")
+        for name, direct in (("library, StorageEvent", False), ("library, direct JSON", True)):
+            elapsed, events = time_library(path, direct)
+            report(name, elapsed, args.lines, floor)
+            if events != storage:
+                print(f"  WRONG: {events:,} events for {storage:,} storage records")
+        workers = default_workers()
+        for name, extra in (("prpt parse --jsonl -j 1", ("-j", "1")), (f"prpt parse --jsonl ({workers} cpu)", ())):
+            elapsed, _, cpu = time_cli(path, "--format", "kmsg", *extra)
+            report(name, elapsed, args.lines, floor, cpu)
+        elapsed, matched, cpu = time_cli(path, "--stats")
+        report("prpt parse --jsonl --stats", elapsed, args.lines, floor, cpu)
         if matched != storage:
             print(f"  WRONG: {matched:,} matched for {storage:,} storage records")
-
 
 if __name__ == "__main__":
     main(sys.argv[1:])

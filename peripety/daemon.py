@@ -29,6 +29,9 @@ log = logging.getLogger("peripety.daemon")
 
 DEFAULT_CONFIG = Path("/etc/peripetyd.conf")
 POSITION_SAVE_INTERVAL = 0.5  # seconds
+# How long an event waits for its other half (kernel line <-> tracepoint hit)
+# when --bpf runs; without probes nothing is held.
+BPF_MERGE_HOLD = 0.25  # seconds
 SPOOL_RETRY_INTERVAL = 2.0  # seconds
 # How far back to look for events already stored when resuming: covers the
 # longest time an event can be held in memory (storm window, merge hold).
@@ -103,6 +106,7 @@ class Daemon:
             boot_id=self.boot_id,
             hostname=self.hostname,
             storm_window=self.config.storm_window,
+            hold=0.0,
             to_wallclock=kernel_usec_to_wallclock,
         )
         position = self._resume_position()
@@ -122,7 +126,6 @@ class Daemon:
     def replay(self) -> int:
         """--replay: run a saved log through the whole pipeline into the
         store, then stop. No merge hold: there is no second live source."""
-        from .kmsg import kernel_usec_to_wallclock
         from .sources import LogFile
         from .stores import SpoolingStore, open_store
 
@@ -186,6 +189,7 @@ class Daemon:
             "skipped": {s.tracepoint: s.reason for s in plan.skipped},
         }
         log.info("bpf: attached %s", ", ".join(self.bpf_status["attached"]))
+        self.pipeline.correlator.hold = BPF_MERGE_HOLD
         self._add_source("bpf", self.tracepoints, self._on_bpf)
 
     def _add_source(self, name, obj, handler) -> None:

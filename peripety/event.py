@@ -13,6 +13,7 @@ import json
 import os
 import socket
 from dataclasses import dataclass, field
+from json.encoder import ESCAPE as _JSON_ESCAPE  # what encode_basestring escapes
 from json.encoder import encode_basestring as _json_str
 
 from .errors import EventFormatError
@@ -418,7 +419,7 @@ def _compact_json(event: StorageEvent) -> str | None:
             enc(event.dev_num),
             enc(event.msg),
             enc(event.raw_msg),
-            ",".join([enc(k) + ":" + enc(v) for k, v in event.extension.items()]),
+            _extension_json(event.extension),
             ",".join([enc(x) for x in event.sources]),
             "null" if root is None else enc(root),
             event.count,
@@ -426,6 +427,60 @@ def _compact_json(event: StorageEvent) -> str | None:
         )
     except (TypeError, AttributeError):
         return None
+
+
+def _extension_json(extension: dict[str, str]) -> str:
+    enc = _json_str
+    return ",".join([enc(k) + ":" + enc(v) for k, v in extension.items()])
+
+
+# A fresh event's JSON with its per-line strings as plain "%s" slots: used when
+# none of them holds a character JSON escapes (nearly every kernel line), which
+# one regex search tells, instead of one encode call per string.
+_FRESH_PLAIN = _COMPACT.replace("%d", "1") % (
+    "%s", "%s", "%s", "%s", '"%s"', "%s", '"%s"', '""', '"%s"', '"%s"', "%s", "%s", "null", "null"
+)
+_FRESH_ENCODED = _COMPACT.replace("%d", "1") % (
+    "%s", "%s", "%s", "%s", '"%s"', "%s", "%s", '""', "%s", "%s", "%s", "%s", "null", "null"
+)
+_EXTENSION_PLAIN: dict[tuple[str, ...], str] = {}
+"""Extension keys (in order) -> '"key":"%s",...' for values needing no escape."""
+
+
+def fresh_event_json(
+    hostname_json: str,
+    severity_name: str,
+    sub_system_json: str,
+    timestamp: _dt.datetime,
+    event_type_json: str,
+    kdev: str,
+    msg: str,
+    raw_msg: str,
+    extension: dict[str, str],
+    sources_json: str,
+) -> str:
+    """``StorageEvent(...).to_json()`` for a new event, device not resolved,
+    without building the event (``prpt parse --jsonl`` writes 100k a second).
+
+    Values that stay the same over many events come JSON-encoded:
+    ``hostname_json``, ``sub_system_json``, ``event_type_json`` (one
+    string each, as ``encode_basestring`` gives it) and ``sources_json``
+    (the list's items without brackets). The rest must be ``str``."""
+    values = tuple(extension.values())
+    if _JSON_ESCAPE.search("".join((kdev, msg, raw_msg) + values)) is None:
+        keys = tuple(extension)
+        template = _EXTENSION_PLAIN.get(keys)
+        if template is None:
+            template = _EXTENSION_PLAIN[keys] = ",".join(_json_str(k).replace("%", "%%") + ':"%s"' for k in keys)
+        return _FRESH_PLAIN % (
+            hostname_json, severity_name, sub_system_json, _timestamp_json(timestamp), new_event_id(),
+            event_type_json, kdev, msg, raw_msg, template % values, sources_json,
+        )
+    enc = _json_str
+    return _FRESH_ENCODED % (
+        hostname_json, severity_name, sub_system_json, _timestamp_json(timestamp), new_event_id(),
+        event_type_json, enc(kdev), enc(msg), enc(raw_msg), _extension_json(extension), sources_json,
+    )
 
 
 def _journal_key(key: str) -> str:

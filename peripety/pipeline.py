@@ -6,7 +6,6 @@ record/hit → event → device identity at event time → correlate (kmsg + bpf
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import socket

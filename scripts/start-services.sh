@@ -8,6 +8,8 @@ if [ ! -S /run/systemd/journal/socket ] && [ -x /lib/systemd/systemd-journald ];
     /lib/systemd/systemd-journald </dev/null >/dev/null 2>&1 &
     for _ in $(seq 100); do [ -S /run/systemd/journal/socket ] && break; sleep 0.1; done
 fi
+# syslog(3) and logger(1) write to /dev/log: point it at journald as systemd does.
+[ -e /dev/log ] || ln -sfn /run/systemd/journal/dev-log /dev/log
 if ! pgrep -x systemd-udevd >/dev/null && [ -x /lib/systemd/systemd-udevd ]; then
     echo "start-services: starting systemd-udevd" >&2
     /lib/systemd/systemd-udevd --daemon

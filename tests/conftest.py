@@ -15,6 +15,7 @@ import pytest
 from tests.harness import services
 from tests.harness.faulty import FaultyDisk
 from tests.harness.kmsg_tail import KmsgTail
+from tests.harness.partitioned import partitioned_loop
 
 TRACEFS = Path("/sys/kernel/tracing")
 
@@ -70,3 +71,10 @@ def tracefs() -> Path:
     if not os.path.exists(TRACEFS / "events"):
         subprocess.run(["mount", "-t", "tracefs", "nodev", str(TRACEFS)], check=True)
     return TRACEFS
+
+
+@pytest.fixture
+def loop_disk(tmp_path):
+    """A loop device on a GPT image: ext4 on p1, xfs on p2, both mounted."""
+    with partitioned_loop(tmp_path) as disk:
+        yield disk

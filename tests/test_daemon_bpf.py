@@ -6,24 +6,16 @@ bpf/scsi_trace.c against the linked headers (scripts/kernel-headers.sh).
 
 from __future__ import annotations
 
-import datetime as _dt
 import signal
 import subprocess
 import time
 
 import pytest
 
-from tests.harness.daemon import PERIPETYD, DaemonProcess, prpt, query, wait_for_events
+from tests.harness.daemon import PERIPETYD, DaemonProcess, prpt, query, since_now, wait_for_events
 from tests.harness.faulty import FaultyDisk
 
 pytestmark = [pytest.mark.root, pytest.mark.bpf, pytest.mark.usefixtures("journald", "udevd", "tracefs")]
-
-
-def since_now() -> str:
-    # Event times come from the kernel's record time, which runs ~1 ms behind
-    # CLOCK_MONOTONIC here; a small margin keeps the first event in range.
-    start = _dt.datetime.now().astimezone() - _dt.timedelta(milliseconds=50)
-    return start.isoformat(timespec="microseconds")
 
 
 @pytest.fixture

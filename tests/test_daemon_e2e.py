@@ -8,29 +8,20 @@ triggers are repeated on fresh sectors until the event shows up.
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
 from peripety.devices import resolve
 from tests.harness import services
-from tests.harness.daemon import DaemonProcess, prpt, query, wait_for_events
+from tests.harness.daemon import DaemonProcess, Retrigger, query, since_now, wait_for_events
 from tests.harness.faulty import MiB, ext4_journal_extent
 
 pytestmark = [pytest.mark.root, pytest.mark.usefixtures("journald", "udevd")]
-
-
-def since_now() -> str:
-    # Event times come from the kernel's record time, which runs ~1 ms behind
-    # CLOCK_MONOTONIC here; a small margin keeps the first event in range.
-    start = _dt.datetime.now().astimezone() - _dt.timedelta(milliseconds=50)
-    return start.isoformat(timespec="microseconds")
 
 
 @pytest.fixture
@@ -44,26 +35,6 @@ def journalctl(*matches: str) -> list[dict]:
     out = subprocess.run(["journalctl", "--no-pager", "-o", "json", *matches],
                          capture_output=True, text=True, check=True).stdout
     return [json.loads(line) for line in out.splitlines() if line.strip()]
-
-
-class Retrigger:
-    """Cause a read error on a fresh sector each call (the kernel may drop a
-    rate-limited line, but never the next one once the window has passed)."""
-
-    def __init__(self, disk, first=2048, op="read"):
-        self.disk, self.next, self.op = disk, first, op
-        self.sectors: list[int] = []
-
-    def __call__(self):
-        sector = self.next
-        self.next += 8
-        self.disk.fail_sectors(sector, 1, self.op)
-        if self.op == "read":
-            result = self.disk.read_sectors(sector, 1)
-        else:
-            result = self.disk.write_sectors(sector, 1)
-        assert result[0].error == 5  # EIO, really
-        self.sectors.append(sector)
 
 
 def wait_retrying(args, predicate, trigger, timeout=40.0, what="events"):

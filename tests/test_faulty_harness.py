@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.faulty import FaultCounters, FaultRange, FaultyDisk, MiB
-from tests.harness.kmsg_tail import KmsgTail, record_text
+from tests.harness.kmsg_tail import record_text
 
 pytestmark = pytest.mark.root
 

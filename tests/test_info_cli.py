@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from peripety.cli import main
-from tests.test_devices_loop import fs_uuid, loop_disk  # noqa: F401  (fixture)
+from tests.harness.partitioned import fs_uuid
 
 
 def info_json(*args: str):

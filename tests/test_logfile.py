@@ -110,7 +110,7 @@ def test_syslog_kernel_lines_lose_the_inner_stamp_and_others_keep_identifier():
     assert (mpath.identifier, mpath.trusted_kernel) == ("multipathd", False)
     assert mpath.wallclock.isoformat() == "2025-11-25T03:44:02.123456+00:00"
     assert fake.identifier == "kernel" and not fake.trusted_kernel  # the kernel has no pid
-    log = from_text(log_text := "\n".join(
+    log = from_text("\n".join(
         ["Nov 25 03:44:01 host kernel: EXT4-fs (loop1): mounted filesystem 4f9c1d2e-7a10-4b4e-9c55-0e2a6f1d3b7a r/w with ordered data mode."] * 3))
     assert [m.event_type for _, m in log.matches(RULES)] == ["FS_MOUNTED"] * 3
 

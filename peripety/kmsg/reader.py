@@ -50,10 +50,30 @@ class KmsgReader:
         self.close()
 
     def seek_end(self) -> None:
-        """Skip everything logged so far: the next read returns new records only."""
-        os.lseek(self._fd, 0, os.SEEK_END)
+        """Skip everything logged so far: the next read returns new records only.
+
+        Rather than SEEK_END, read through what is kept (headers only): the
+        last sequence number seen is what lets an overrun right after start be
+        counted. The kernel keeps at most log_buf_len bytes, so this is short.
+        """
+        os.lseek(self._fd, 0, os.SEEK_SET)
         self._pending.clear()
         self.last_seq = None
+        while True:
+            try:
+                raw = os.read(self._fd, _READ_SIZE)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno == errno.EPIPE:  # overwritten while we skim: skim on
+                    continue
+                raise
+            if not raw:
+                return
+            try:
+                self.last_seq = int(raw.split(b",", 2)[1])
+            except (IndexError, ValueError):
+                self.stats.malformed += 1
 
     def seek_start(self) -> None:
         """Go back to the oldest record the kernel still holds."""

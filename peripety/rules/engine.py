@@ -6,7 +6,9 @@ cheaply: every built-in rule has a ``starts_with`` prefix of at least
 ``KEY_LENGTH`` characters of their prefixes. A line costs one slice and one
 dict lookup; only lines sharing a prefix key meet any regex. Rules without
 a usable prefix (user rules may omit it) are merged into every bucket they
-could match, keeping the rule order (user rules first).
+could match, keeping the rule order (user rules first). Within a bucket,
+consecutive built-in rules share one compiled alternation (``_RuleRun``), so
+a bucket of a dozen rules costs one regex call.
 
 Built-in rules are compiled with Python ``re`` (reviewed, fast); user
 rules with RE2 (``user_regex``), so a site's pattern can never hang the
@@ -42,8 +44,10 @@ RULE_KEYS = frozenset(
 _FIXED_FIELDS = frozenset({"kdev", "sub_system", "event_type"})
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Match:
+    # Slots, not frozen: one is built per matched line (100k a second in
+    # ``prpt parse``), and a frozen dataclass pays object.__setattr__ per field.
     rule: "Rule"
     kdev: str
     sub_system: str
@@ -53,8 +57,8 @@ class Match:
 
     def message(self) -> str:
         """The rule's ``msg`` sentence for this match (see ``template``)."""
-        values = dict(self.extension)
-        values.update(kdev=self.kdev, sub_system=self.sub_system, event_type=self.event_type)
+        values = {**self.extension, "kdev": self.kdev, "sub_system": self.sub_system,
+                  "event_type": self.event_type}
         template = self.rule.template or compile_template(
             self.rule.msg or _default_msg(self.event_type))  # a Rule built by hand
         return template.render(values)
@@ -184,6 +188,136 @@ def _strings(value, key) -> tuple[str, ...]:
     return tuple(value)
 
 
+# -- one regex per bucket ------------------------------------------------------
+# A bucket such as "sd " or "XFS" holds about a dozen rules; trying their
+# regexes in turn cost 3-5 us a line. Consecutive built-in rules are instead
+# compiled into one alternation, each rule's pattern wrapped in a group of
+# its own, so a bucket costs one regex call and ``m.lastindex`` names the rule.
+# The alternation is tried with ``match`` (at position 0) and every rule
+# pattern is anchored, so the first alternative that matches is the first
+# rule that matches: the order contract holds.
+
+_NAMED_GROUP = re.compile(r"\(\?P<(\w+)>")
+_UNSAFE_TO_WRAP = re.compile(r"\(\?P=|\(\?\(|\\[1-9]")
+"""Back-references: their group names or numbers change once wrapped."""
+
+
+def _combinable(rule: Rule) -> bool:
+    """Can ``rule`` join an alternation without changing what it matches?"""
+    compiled = rule.compiled
+    return (
+        isinstance(compiled, re.Pattern)
+        and compiled.flags == re.UNICODE  # an inline global flag must stay first
+        and "kdev" in compiled.groupindex
+        # each "(?P<" is a real group, so renaming them renames nothing else
+        and len(_NAMED_GROUP.findall(rule.regex)) == len(compiled.groupindex)
+        and not _UNSAFE_TO_WRAP.search(rule.regex)
+        and _anchored(rule.regex)
+    )
+
+
+def _anchored(pattern: str) -> bool:
+    """Does every match of ``pattern`` start at position 0? ``^a|b`` does not.
+
+    Python's own parser answers exactly; it is private, so any surprise
+    from it just means "not anchored" (the rule is then tried alone)."""
+    try:
+        from re import _constants, _parser
+
+        first = _parser.parse(pattern).data[0]
+        return first[0] is _constants.AT and first[1] in (_constants.AT_BEGINNING, _constants.AT_BEGINNING_STRING)
+    except Exception:  # noqa: BLE001 - any failure only disables an optimisation
+        return False
+
+
+class _RuleRun:
+    """Consecutive combinable rules of a bucket, matched with one regex."""
+
+    __slots__ = ("regex", "by_index", "rules")
+
+    def __init__(self, rules: list[Rule]):
+        self.rules = tuple(rules)
+        parts, base = [], 1
+        layout = []
+        for n, rule in enumerate(rules):
+            body = _NAMED_GROUP.sub(lambda m, n=n: f"(?P<_r{n}_{m.group(1)}>", rule.regex)
+            prefixes = "|".join(map(re.escape, rule.starts_with))
+            guard = f"(?={prefixes})" if prefixes else ""
+            parts.append(f"(?P<_r{n}>{guard}(?:{body}))")
+            layout.append((base, rule))
+            base += 1 + rule.compiled.groups
+        self.regex = re.compile("|".join(parts))
+        self.by_index = {}
+        for n, (wrapper, rule) in enumerate(layout):
+            names = rule.compiled.groupindex
+            expected = {f"_r{n}_{name}": wrapper + g for name, g in names.items()}
+            if any(self.regex.groupindex.get(k) != v for k, v in expected.items()):
+                raise ValueError(f"{rule.origin}: groups moved when combined")
+            ext = tuple((name, g) for name, g in names.items() if name != "kdev")
+            # m.group(0, kdev, *ext) always returns a tuple, even with no extension.
+            indices = (0, wrapper + names["kdev"]) + tuple(wrapper + g for _, g in ext)
+            severity = rule.severity or EVENT_TYPES.default_severity(rule.event_type)
+            self.by_index[wrapper] = (n, rule, severity, indices, tuple(name for name, _ in ext))
+
+    def __call__(self, text: str) -> Match | None:
+        m = self.regex.match(text)
+        if m is None:
+            return None
+        n, rule, severity, indices, names = self.by_index[m.lastindex]
+        values = m.group(*indices)
+        if not values[1]:
+            return self._after(n, text)  # kdev empty: this rule did not match after all
+        found = values[2:]
+        extension = dict(zip(names, found))
+        if None in found:  # optional groups that took no part
+            extension = {k: v for k, v in extension.items() if v is not None}
+        return Match(rule, values[1], rule.sub_system, rule.event_type, severity, extension)
+
+    def _after(self, n: int, text: str) -> Match | None:
+        """The rules after rule ``n``, one by one (rare: an empty kdev)."""
+        for step in map(_single_step, self.rules[n + 1 :]):
+            found = step(text)
+            if found:
+                return found
+        return None
+
+
+def _single_step(rule: Rule):
+    prefixes = rule.starts_with or ("",)  # "" matches every line
+
+    def step(text: str) -> Match | None:
+        return rule.match(text) if text.startswith(prefixes) else None
+
+    return step
+
+
+def _steps(rules: list[Rule], cache: dict) -> tuple:
+    """The callables that try ``rules`` in order: a run of combinable rules
+    becomes one ``_RuleRun``, any other rule is tried alone."""
+    steps, run = [], []
+
+    def close_run():
+        if run:
+            key = tuple(map(id, run))
+            if key not in cache:
+                try:
+                    cache[key] = (_RuleRun(run),)
+                except (re.error, ValueError) as exc:
+                    log.debug("rules tried one by one: %s", exc)
+                    cache[key] = tuple(map(_single_step, run))
+            steps.extend(cache[key])
+            run.clear()
+
+    for rule in rules:
+        if _combinable(rule):
+            run.append(rule)
+        else:
+            close_run()
+            steps.append(_single_step(rule))
+    close_run()
+    return tuple(steps)
+
+
 class RuleSet:
     """An ordered set of rules; the first rule that matches wins."""
 
@@ -199,14 +333,13 @@ class RuleSet:
                 bucket = buckets.setdefault(prefix[:KEY_LENGTH], [])
                 if rule not in bucket:
                     bucket.append(rule)
-        # (prefixes, rule): str.startswith takes the tuple in one call; ""
-        # stands for "no prefix" and matches every line.
-        self._by_key: dict[str, tuple[tuple[tuple[str, ...], Rule], ...]] = {}
+        runs: dict = {}  # the same run of rules in several buckets compiles once
+        self._by_key: dict[str, tuple] = {}
         for key, bucket in buckets.items():
             merged = bucket + [r for r in loose if _could_start(r, key)]
             merged.sort(key=lambda r: order[id(r)])
-            self._by_key[key] = tuple((r.starts_with or ("",), r) for r in merged)
-        self._fallback = tuple((r.starts_with or ("",), r) for r in loose)
+            self._by_key[key] = _steps(merged, runs)
+        self._fallback = _steps(loose, runs)
         self._by_identifier: dict[str, list[Rule]] = {}
         for rule in self.rules:
             for ident in rule.identifier:
@@ -266,11 +399,10 @@ class RuleSet:
 
     def match(self, text: str) -> Match | None:
         """Match a kernel line."""
-        for prefixes, rule in self._by_key.get(text[:KEY_LENGTH], self._fallback):
-            if text.startswith(prefixes):
-                found = rule.match(text)
-                if found:
-                    return found
+        for step in self._by_key.get(text[:KEY_LENGTH], self._fallback):
+            found = step(text)
+            if found:
+                return found
         return None
 
     def match_userspace(self, identifier: str, text: str) -> Match | None:

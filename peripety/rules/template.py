@@ -18,9 +18,10 @@ load-time error rather than a silently odd message at 3 a.m.
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 MISSING = "?"
+_MAX_OPTIONAL = 4
 
 
 class TemplateError(ValueError):
@@ -38,12 +39,46 @@ class Template:
     source: str
     segments: tuple[tuple[bool, tuple[_Part, ...]], ...]
     """(optional, parts) in order."""
+    _variants: tuple = field(default=(), init=False, repr=False, compare=False)
+    """One (%-format, fields) per combination of optional parts kept, so a
+    render is one % operation: a message is rendered for every event of
+    ``prpt parse``. Empty for templates with too many optional parts."""
+    _optional: tuple = field(default=(), init=False, repr=False, compare=False)
+    """(bit, fields) of each optional part: the bit is set when all are present."""
+
+    def __post_init__(self):
+        optional = [parts for opt, parts in self.segments if opt]
+        if len(optional) > _MAX_OPTIONAL:
+            return
+        bits = {id(parts): 1 << i for i, parts in enumerate(optional)}
+        variants = []
+        for mask in range(1 << len(optional)):
+            kept = [p for opt, parts in self.segments if not opt or mask & bits[id(parts)] for p in parts]
+            fmt = "".join(p.literal.replace("%", "%%") + ("%s" if p.field else "") for p in kept)
+            variants.append((fmt, tuple(p.field for p in kept if p.field)))
+        object.__setattr__(self, "_variants", tuple(variants))
+        object.__setattr__(self, "_optional", tuple(
+            (bits[id(parts)], tuple(p.field for p in parts if p.field)) for parts in optional))
 
     @property
     def fields(self) -> set[str]:
         return {p.field for _, parts in self.segments for p in parts if p.field}
 
     def render(self, values: dict[str, str]) -> str:
+        if not self._variants:
+            return self._render_slowly(values)
+        get = values.get
+        mask = 0
+        for bit, fields in self._optional:
+            if all(map(get, fields)):
+                mask |= bit
+        fmt, fields = self._variants[mask]
+        found = tuple(map(get, fields))
+        if not all(found):  # a field outside brackets is missing
+            found = tuple([v or MISSING for v in found])
+        return fmt % found
+
+    def _render_slowly(self, values: dict[str, str]) -> str:
         out = []
         for optional, parts in self.segments:
             if optional and any(p.field and not values.get(p.field) for p in parts):

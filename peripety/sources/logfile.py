@@ -59,6 +59,15 @@ class LogFile:
         self.format: LogFormat | None = None if fmt == "auto" else FORMATS[fmt]
         self.stats = LogFileStats()
         self._count_lines = True
+        self._head_checked = False
+
+    @classmethod
+    def part(cls, stream: BinaryIO, name: str, fmt: str) -> "LogFile":
+        """A later part of a log whose head was checked and format detected
+        (see ``parallel``): it starts at a record boundary."""
+        logfile = cls(stream, name, fmt)
+        logfile._head_checked = True
+        return logfile
 
     @classmethod
     def open(cls, path: str | Path, fmt: str = "auto") -> "LogFile":
@@ -132,7 +141,8 @@ class LogFile:
             if not buf:
                 return
             if first:
-                self._check_start(buf)
+                if not self._head_checked:
+                    self.check_head(buf)
                 first = False
             cut = len(buf) if eof else self._boundary(buf)
             if cut <= 0:
@@ -159,7 +169,9 @@ class LogFile:
                 cut = buf.rfind(b"\n", 0, cut - 1) + 1
         return cut
 
-    def _check_start(self, head: bytes) -> None:
+    def check_head(self, head: bytes) -> None:
+        """Refuse binary input; detect the format when it is ``auto``."""
+        self._head_checked = True
         if b"\0" in head[:_SNIFF_SIZE]:
             raise LogFormatError(
                 f"{self.name}: binary data, not a text log "

@@ -31,6 +31,19 @@ def candidate_regex(lead: str, prefixes: tuple[str, ...]) -> re.Pattern | None:
     """``lead`` followed by any prefix; None when no rule can match at all."""
     if not prefixes:
         return None
-    # Longest first: alternation is ordered and one prefix may extend another.
-    ordered = sorted(prefixes, key=len, reverse=True)
-    return re.compile(lead + "(?:" + "|".join(map(re.escape, ordered)) + ")")
+    return re.compile(lead + _trie(sorted(set(prefixes))))
+
+
+def _trie(words: list[str]) -> str:
+    """A regex matching any of ``words`` (sorted), shared beginnings written
+    once: the regex engine tries alternatives one by one, so at each line a
+    flat list of ~100 prefixes costs ~100 tries, a trie a handful (half the
+    time of a whole-file scan)."""
+    if "" in words:
+        # A word ends here: whatever follows, the line is a candidate.
+        return ""
+    branches: dict[str, list[str]] = {}
+    for word in words:
+        branches.setdefault(word[0], []).append(word[1:])
+    alternatives = [re.escape(first) + _trie(rest) for first, rest in branches.items()]
+    return alternatives[0] if len(alternatives) == 1 else "(?:" + "|".join(alternatives) + ")"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import os
 import selectors
@@ -127,3 +128,30 @@ def wait_for_events(args: tuple[str, ...], predicate, timeout: float = 30.0, wha
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}; last query returned: "
                          + json.dumps([(e['event_type'], e['kdev'], e.get('extension')) for e in events])[:3000])
+
+
+def since_now() -> str:
+    # Event times come from the kernel's record time, which runs ~1 ms behind
+    # CLOCK_MONOTONIC here; a small margin keeps the first event in range.
+    start = _dt.datetime.now().astimezone() - _dt.timedelta(milliseconds=50)
+    return start.isoformat(timespec="microseconds")
+
+
+class Retrigger:
+    """Cause a read error on a fresh sector each call (the kernel may drop a
+    rate-limited line, but never the next one once the window has passed)."""
+
+    def __init__(self, disk, first=2048, op="read"):
+        self.disk, self.next, self.op = disk, first, op
+        self.sectors: list[int] = []
+
+    def __call__(self):
+        sector = self.next
+        self.next += 8
+        self.disk.fail_sectors(sector, 1, self.op)
+        if self.op == "read":
+            result = self.disk.read_sectors(sector, 1)
+        else:
+            result = self.disk.write_sectors(sector, 1)
+        assert result[0].error == 5  # EIO, really
+        self.sectors.append(sector)

@@ -44,8 +44,16 @@ def journald_running() -> bool:
     return JOURNAL_SOCKET.exists() and _pid_of("systemd-journal")
 
 
+def _link_dev_log() -> None:
+    """/dev/log -> journald's syslog socket, as systemd-journald-dev-log.socket
+    sets up on a systemd host (logger(1) and syslog(3) write there)."""
+    if not os.path.lexists("/dev/log"):
+        os.symlink("/run/systemd/journal/dev-log", "/dev/log")
+
+
 def ensure_journald(timeout: float = 30.0) -> None:
     """Start systemd-journald if it is not running; return once it is READY."""
+    _link_dev_log()
     if journald_running():
         return
     if not os.path.exists(JOURNALD):

@@ -1,0 +1,210 @@
+"""The fast paths of ``prpt parse`` give what the plain ones give:
+one regex per rule bucket, the direct JSON of fresh events, and large files
+parsed by worker processes with the output in file order."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import peripety.classify as classify_mod
+import peripety.event as event_mod
+from peripety.cli import main
+from peripety.record import LogRecord
+from peripety.rules import Rule, RuleSet
+from peripety.rules.engine import _RuleRun, rule_from_table
+from peripety.sources import from_text, parallel
+
+FIXTURES = Path(__file__).parent / "fixtures"
+LOGS = FIXTURES / "logs"
+LINES = FIXTURES / "lines"
+
+
+def _fixture_texts() -> list[str]:
+    texts = []
+    for path in sorted(LINES.glob("*.toml")):
+        texts += [e["text"] for e in tomllib.loads(path.read_text())["line"] if "identifier" not in e]
+    noise = (LINES / "noise.txt").read_text().splitlines()
+    return texts + [line for line in noise if line and not line.startswith("#")]
+
+
+def _one_by_one(rules: RuleSet, text: str):
+    """The rule contract, spelt out: the first rule whose prefix and regex match."""
+    for rule in rules.rules:
+        if rule.identifier or (rule.starts_with and not text.startswith(rule.starts_with)):
+            continue
+        found = rule.match(text)
+        if found:
+            return found
+    return None
+
+
+# -- one regex per bucket ------------------------------------------------------
+
+def test_bucket_regexes_match_exactly_as_rules_one_by_one():
+    rules = RuleSet.builtin()
+    assert any(isinstance(s, _RuleRun) for steps in rules._by_key.values() for s in steps)
+    for text in _fixture_texts():
+        fast, slow = rules.match(text), _one_by_one(rules, text)
+        if slow is None:
+            assert fast is None, text
+            continue
+        assert fast.rule is slow.rule, text
+        assert (fast.kdev, fast.sub_system, fast.event_type, fast.severity, fast.extension) == (
+            slow.kdev, slow.sub_system, slow.event_type, slow.severity, slow.extension), text
+        assert list(fast.extension) == list(slow.extension), text
+        assert fast.message() == slow.message(), text
+
+
+def _trusted(regex: str, event_type: str, starts_with="disk ") -> Rule:
+    entry = {"starts_with": starts_with, "regex": regex, "sub_system": "block", "event_type": event_type}
+    return rule_from_table(entry, event_type, trusted=True)
+
+
+def test_an_empty_kdev_passes_the_line_to_the_next_rule_in_order():
+    rules = RuleSet([
+        _trusted(r"^disk (?P<kdev>\w*) failed (?P<why>\w+)", "FIRST"),
+        _trusted(r"^disk (?P<kdev>\w*) failed", "SECOND"),
+        _trusted(r"^disk (?P<other>\w*) (?P<kdev>failed)", "THIRD"),
+    ])
+    assert isinstance(rules._by_key["dis"][0], _RuleRun)
+    assert rules.match("disk sda failed badly").event_type == "FIRST"
+    found = rules.match("disk  failed badly")  # kdev "": neither FIRST nor SECOND
+    assert (found.event_type, found.kdev, found.extension) == ("THIRD", "failed", {"other": ""})
+
+
+def test_rules_that_cannot_share_a_regex_are_tried_alone_in_order():
+    unanchored = _trusted(r"failed on (?P<kdev>\w+)", "UNANCHORED")
+    branch = _trusted(r"^disk x|disk (?P<kdev>\w+) gone", "BRANCH")
+    backref = _trusted(r"^disk (?P<kdev>(\w)\2\w*)", "BACKREF")
+    flagged = _trusted(r"(?i)^disk (?P<kdev>\w+) LOST", "FLAGGED")
+    rules = RuleSet([unanchored, branch, backref, flagged, _trusted(r"^disk (?P<kdev>\w+)", "ANY")])
+    assert rules.match("disk sdb failed on sdc").event_type == "UNANCHORED"
+    assert rules.match("disk sdb gone").event_type == "BRANCH"
+    assert rules.match("disk ssd1").event_type == "BACKREF"
+    assert rules.match("disk sdb lost").event_type == "FLAGGED"
+    assert rules.match("disk sdb").event_type == "ANY"
+    for text in ("disk sdb failed on sdc", "disk sdb gone", "disk ssd1", "disk sdb lost", "disk sdb"):
+        assert rules.match(text).rule is _one_by_one(rules, text).rule
+
+
+# -- templates -----------------------------------------------------------------
+
+def test_template_fast_render_equals_the_plain_one_with_any_field_missing():
+    templates = {r.template.source: r.template for r in RuleSet.builtin().rules}
+    for template in templates.values():
+        fields = sorted(template.fields)
+        for kept in itertools.chain.from_iterable(
+            itertools.combinations(fields, n) for n in range(len(fields) + 1)
+        ):
+            values = {f: ("" if f.startswith("s") else f"v%{f}") for f in kept}
+            assert template.render(values) == template._render_slowly(values), (template.source, kept)
+
+
+# -- JSON straight from the match ---------------------------------------------
+
+def _same_ids_and_time(monkeypatch):
+    """Event ids counted from 0 again, and a fixed parse time."""
+    counter = itertools.count()
+    fake_id = lambda: f"00000000-0000-4000-8000-{next(counter):012d}"  # noqa: E731
+    monkeypatch.setattr(event_mod, "new_event_id", fake_id)
+    monkeypatch.setattr(classify_mod, "new_event_id", fake_id)
+    moment = event_mod.parse_timestamp("2025-11-25T03:44:01.123456+01:00")
+    monkeypatch.setattr(classify_mod, "now", lambda: moment)
+
+
+@pytest.mark.parametrize("log", sorted(p.name for p in LOGS.glob("*") if p.suffix != ".md"))
+def test_json_lines_are_byte_identical_to_the_events_json(monkeypatch, log):
+    rules = RuleSet.builtin()
+    text = (LOGS / log).read_text()
+    _same_ids_and_time(monkeypatch)
+    fast = list(classify_mod.json_lines_from_matches(from_text(text).matches(rules), "höst"))
+    _same_ids_and_time(monkeypatch)
+    slow = [e.to_json() + "\n" for e in classify_mod.events_from_matches(from_text(text).matches(rules), "höst")]
+    assert fast == slow
+
+
+def test_json_lines_escape_what_json_escapes(monkeypatch):
+    _same_ids_and_time(monkeypatch)
+    rules = RuleSet.builtin()
+    line = 'XFS (loop0): metadata I/O error in "xfs_\\trans\x01_read" at daddr 0x2 len 8 error 5 ünï\u2028'
+    match = rules.match(line)
+    record = LogRecord(line)
+    [fast] = classify_mod.json_lines_from_matches([(record, match)], 'h"ost')
+    [event] = classify_mod.events_from_matches([(record, match)], 'h"ost')
+    assert json.loads(fast)["raw_msg"] == line
+    assert fast == event.to_json().replace(event.event_id, "00000000-0000-4000-8000-000000000000") + "\n"
+
+
+# -- worker processes ----------------------------------------------------------
+
+def _big_kmsg(tmp_path: Path) -> Path:
+    """Fixture records (dictionary lines, user-space forgeries, escapes)
+    repeated with fresh sequence numbers, plus a malformed line."""
+    records = (LOGS / "devkmsg.kmsg").read_text().split("\n")
+    out, seq = [], 0
+    for round_ in range(40):
+        for line in records:
+            if line and not line.startswith(" "):
+                prio, _, rest = line.partition(",")
+                line = f"{prio},{seq},{rest.partition(',')[2]}"
+                seq += 1
+            out.append(line)
+        if round_ == 7:
+            out.append("this line is garbage")
+    path = tmp_path / "big.kmsg"
+    path.write_text("\n".join(l for l in out if l) + "\n")
+    return path
+
+
+def _normalised(stdout: str, output: str) -> list:
+    if output == "--jsonl":
+        events = [json.loads(line) for line in stdout.splitlines()]
+    elif output == "-J":
+        events = [json.loads(block) for block in stdout.split("\n\n")]
+    else:
+        return [line.split(" ", 1)[1] for line in stdout.splitlines()]  # past the time
+    for event in events:
+        del event["event_id"], event["timestamp"]
+    return events
+
+
+@pytest.mark.parametrize("output", ["--jsonl", "-J", "--text"])
+def test_workers_write_what_one_process_writes_in_order(tmp_path, monkeypatch, output):
+    path = _big_kmsg(tmp_path)
+    serial = CliRunner().invoke(main, ["parse", output, "--stats", "-j", "1", str(path)])
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_SIZE", 0)
+    monkeypatch.setattr(parallel, "PART_SIZE", 3000)  # many parts, cut everywhere
+    split = CliRunner().invoke(main, ["parse", output, "--stats", "-j", "2", str(path)])
+    assert serial.exit_code == split.exit_code == 0, split.output
+    assert serial.stderr == split.stderr
+    assert "1 skipped (malformed)" in split.stderr and "format kmsg" in split.stderr
+    assert _normalised(split.stdout, output) == _normalised(serial.stdout, output)
+    assert len(_normalised(split.stdout, output)) == 40 * 45
+    if output == "--jsonl":
+        ids = [json.loads(line)["event_id"] for line in split.stdout.splitlines()]
+        assert len(set(ids)) == len(ids), "workers must not share the random pool"
+
+
+def test_parts_are_cut_only_where_a_record_starts(tmp_path, monkeypatch):
+    path = _big_kmsg(tmp_path)
+    monkeypatch.setattr(parallel, "PART_SIZE", 1000)
+    data = path.read_bytes()
+    with open(path, "rb") as stream:
+        ranges = parallel._ranges(stream, len(data), multiline=True)
+    assert ranges[0][0] == 0 and ranges[-1][1] == len(data) and len(ranges) > 50
+    for (_, end), (start, _) in zip(ranges, ranges[1:]):
+        assert end == start and data[start - 1 : start] == b"\n" and data[start : start + 1] != b" "
+
+
+def test_small_files_and_standard_input_stay_in_one_process(tmp_path):
+    path = _big_kmsg(tmp_path)
+    assert not parallel.worth_splitting("-", 8)
+    assert not parallel.worth_splitting(str(path), 8)  # below PARALLEL_MIN_SIZE
+    assert not parallel.worth_splitting(str(path), 1)
+    assert not parallel.worth_splitting(str(tmp_path / "missing"), 8)
