@@ -25,9 +25,14 @@ from dataclasses import dataclass, field
 
 from .event import StorageEvent
 
-# Event types that a block-layer tracepoint hit and a kernel line can both
-# describe, and the extension key holding the sector in the line's event.
-_PAIRABLE = {"BLK_IO_ERROR": "sector"}
+# Event types that a tracepoint hit and a kernel line can both describe, and
+# the extension keys that identify the failure in both: the sector of a
+# failed request, ext4's reporting function and line, xfs's disk address.
+_PAIRABLE = {
+    "BLK_IO_ERROR": ("sector",),
+    "FS_ERROR": ("function", "line"),
+    "FS_IO_ERROR": ("daddr",),
+}
 
 DEVICE_LEVEL_SUB_SYSTEMS = frozenset({"block", "SCSI", "ata", "NVMe", "Multipath", "md"})
 FS_SUB_SYSTEMS = frozenset({"ext4", "jbd2", "xfs", "btrfs"})
@@ -107,13 +112,22 @@ class Correlator:
 
 
 def _pair_key(event: StorageEvent) -> tuple | None:
-    sector_key = _PAIRABLE.get(event.event_type)
-    if sector_key is None or not event.dev_num:
+    keys = _PAIRABLE.get(event.event_type)
+    if keys is None or not event.dev_num:
         return None
-    sector = event.extension.get(sector_key)
-    if sector is None:
+    values = [event.extension.get(k) for k in keys]
+    if None in values:
         return None
-    return (event.event_type, event.dev_num, str(sector))
+    return (event.event_type, event.dev_num, *map(_normalise, values))
+
+
+def _normalise(value: str) -> str:
+    """Lines print numbers in hex ("daddr 0x80"), tracepoints decode them to
+    decimal: compare numbers as numbers."""
+    try:
+        return str(int(value, 0))
+    except ValueError:
+        return value
 
 
 def _merge_into(kept: StorageEvent, other: StorageEvent) -> None:

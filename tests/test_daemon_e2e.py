@@ -145,9 +145,10 @@ def test_xfs_metadata_error_is_an_event(daemon, faulty_disk_factory, tmp_path):
         lambda evs: any(e["event_type"] in ("FS_IO_ERROR", "FS_SHUTDOWN", "FS_CORRUPTION") for e in evs),
         what="xfs error",
     )
-    xfs = [e for e in events if e["event_type"] != "FS_MOUNTED"]
-    assert all(e["kdev"] == disk.name for e in xfs)
-    assert xfs[0]["cur_blk_info"]["mount_point"] == str(mnt)
+    errors = [e for e in events if e["event_type"] in ("FS_IO_ERROR", "FS_SHUTDOWN", "FS_CORRUPTION")]
+    assert all(e["kdev"] == disk.name for e in events)
+    assert errors[0]["cur_blk_info"]["mount_point"] == str(mnt)
+    assert errors[0]["extension"]["mount_point"] == str(mnt)
     disk.heal()
 
 

@@ -123,3 +123,28 @@ def test_resume_position_never_passes_an_event_still_in_memory():
     assert flight.safe_seq() == 7
     flight.release(8)
     assert flight.safe_seq() == 12
+
+
+def test_ext4_error_hit_pairs_with_its_line_by_function_and_line():
+    corr = Correlator(hold=0.1)
+    line = StorageEvent(event_type="FS_ERROR", sub_system="ext4", kdev="loop0", dev_num="7:0",
+                        extension={"function": "ext4_journal_check_start", "line": "87"}, sources=["kmsg"])
+    hit = StorageEvent(event_type="FS_ERROR", sub_system="ext4", kdev="7:0", dev_num="7:0",
+                       extension={"function": "ext4_journal_check_start", "line": "87", "fs": "ext4"},
+                       sources=["bpf"])
+    corr.add(line, 1_000_000, now=0.0)
+    corr.add(hit, 1_000_900, now=0.0)
+    out = corr.release(now=1.0)
+    assert len(out) == 1 and out[0].sources == ["kmsg", "bpf"]
+
+
+def test_xfs_daddr_in_hex_pairs_with_the_decoded_hit():
+    corr = Correlator(hold=0.1)
+    line = StorageEvent(event_type="FS_IO_ERROR", sub_system="xfs", kdev="loop0", dev_num="7:0",
+                        extension={"daddr": "0x80"}, sources=["kmsg"])
+    hit = StorageEvent(event_type="FS_IO_ERROR", sub_system="xfs", kdev="7:0", dev_num="7:0",
+                       extension={"daddr": "128"}, sources=["bpf"])
+    corr.add(hit, 1_000_000, now=0.0)
+    corr.add(line, 1_000_100, now=0.0)
+    out = corr.release(now=1.0)
+    assert len(out) == 1 and out[0].extension["daddr"] == "128" and out[0].raw_msg == line.raw_msg

@@ -48,6 +48,7 @@ def partitioned_loop(workdir: Path):
     mounts: list[Path] = []
     try:
         run("partx", "--add", disk)
+        run("udevadm", "settle")  # udev creates the partitions' /dev nodes
         p1, p2 = f"{disk}p1", f"{disk}p2"
         run("mkfs.ext4", "-q", p1)
         run("mkfs.xfs", "-q", p2)
