@@ -119,19 +119,20 @@ def test_missing_store_is_a_clear_error(tmp_path):
 
 def test_build_filter():
     flt = build_filter(("nosuchdisk0",), "warn", ("ext4",), ("FS_ERROR",), limit=5)
-    assert flt.kdevs == ("nosuchdisk0",) and flt.wwids == ()
+    # gone (or never here): still matched, as a kernel name or a WWID
+    assert flt.kdevs == ("nosuchdisk0",) and flt.wwids == ("nosuchdisk0",)
     assert flt.severity is Severity.Warning
     assert flt.sub_systems == ("ext4",) and flt.event_types == ("FS_ERROR",) and flt.limit == 5
     assert build_filter(None, None).devices == ()
 
 
-def test_build_filter_resolves_a_present_device_to_its_wwid(monkeypatch):
-    from peripety import devices
-    from peripety.event import BlkInfo
+def test_build_filter_resolves_a_present_device_to_its_wwid():
+    from peripety.devices import resolve
 
-    monkeypatch.setattr(devices, "resolve", lambda key: BlkInfo(wwid="naa.600a", blk_path="/dev/sdk"))
-    flt = build_filter("/dev/disk/by-id/wwn-0x600a", None)
-    assert flt.wwids == ("naa.600a",) and flt.kdevs == ("sdk",)
+    # a real block device of this machine that has a WWID
+    disk = next(d for d in sorted(os.listdir("/sys/block")) if resolve(d).wwid)
+    flt = build_filter(f"/dev/{disk}", None)
+    assert flt.wwids == (resolve(disk).wwid,) and flt.kdevs == (disk,)
 
 
 def test_real_process_piped_prints_one_plain_frame(store_spec):

@@ -130,8 +130,8 @@ def build_filter(
 
     Each ``--blk`` key is resolved to the device's WWID (so events recorded
     under another name for the same disk match) plus its kernel name. A key
-    that names no device present now is still matched as a kernel name: the
-    disk may be gone, its events are not.
+    that names no device present now is still matched as a kernel name and as
+    a WWID: the disk may be gone (or on another host), its events are not.
     """
     from ..stores import EventFilter  # late: the store backends are heavy
 
@@ -158,14 +158,14 @@ def build_filter(
 
 
 def _resolve_device(key: str) -> tuple[str, str]:
-    """(wwid, kernel name) for a --blk key; ("", key) when unresolvable."""
+    """(wwid, kernel name) for a --blk key; (key, key) when unresolvable."""
     from ..devices import resolve  # late: pyudev and sysfs only when --blk is used
 
     try:
         info = resolve(key)
     except PeripetyError as exc:
-        log.info("--blk %s: %s; matching it as a kernel device name", key, exc)
-        return "", _kernel_name(key)
+        log.info("--blk %s: %s; matching it as a WWID or kernel device name", key, exc)
+        return key, _kernel_name(key)
     kdev = os.path.basename(info.blk_path) if info.blk_path else ""
     return info.wwid, kdev or _kernel_name(key)
 

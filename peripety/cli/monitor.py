@@ -8,11 +8,10 @@ import signal
 
 import click
 
-from ..errors import PeripetyError
 from .filters import build_filter, filter_options, store_option
 from .options import output_options, verbose_option
-from .output import EventWriter, quiet_broken_pipe
-from .store_access import open_store_for_reading
+from .output import EventWriter
+from .store_access import reading_store
 
 log = logging.getLogger("peripety.cli.monitor")
 
@@ -42,21 +41,15 @@ def command(blk, severity, sub_systems, event_types, store_spec, output_format):
     Exit status: 0 when interrupted, 1 on error.
     """
     flt = build_filter(blk, severity, sub_systems, event_types)
-    store = open_store_for_reading(store_spec)
     writer = EventWriter(output_format=output_format, flush_each=True)
     signal.signal(signal.SIGTERM, _raise_stop)
-    try:
+    with reading_store(store_spec) as store:
         follower = store.follow(flt)
         log.info("following %s events (Ctrl-C to stop)", store.name)
-        _follow(follower, writer)
-    except (KeyboardInterrupt, _Stop):
-        pass
-    except BrokenPipeError:
-        quiet_broken_pipe()
-    except PeripetyError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        store.close()
+        try:
+            _follow(follower, writer)
+        except (KeyboardInterrupt, _Stop):
+            pass
 
 
 def _follow(follower, writer: EventWriter) -> None:

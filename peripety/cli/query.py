@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import click
 
-from ..errors import PeripetyError
 from .filters import build_filter, filter_options, since_option, store_option, until_option
 from .options import output_options, verbose_option
-from .output import EventWriter, quiet_broken_pipe
-from .store_access import open_store_for_reading
+from .output import EventWriter
+from .store_access import reading_store
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -35,15 +34,8 @@ def command(blk, severity, sub_systems, event_types, since, until, event_ids, li
     """
     flt = build_filter(blk, severity, sub_systems, event_types, since=since, until=until,
                        event_ids=event_ids, limit=limit)
-    store = open_store_for_reading(store_spec)
     writer = EventWriter(output_format=output_format, flush_each=False)
-    try:
+    with reading_store(store_spec) as store:
         for event in store.query(flt):
             writer.write(event)
         writer.flush()
-    except BrokenPipeError:
-        quiet_broken_pipe()
-    except PeripetyError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        store.close()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import click
 
 from ..errors import PeripetyError
+from .output import quiet_broken_pipe
 
 
 def open_store_for_reading(spec: str):
@@ -20,3 +23,18 @@ def open_store_for_reading(spec: str):
         ) from None
     except PeripetyError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+@contextlib.contextmanager
+def reading_store(spec: str):
+    """The store, open for the ``with`` block: a reader that went away
+    (``| head``) ends quietly, a store error becomes a message and exit 1."""
+    store = open_store_for_reading(spec)
+    try:
+        yield store
+    except BrokenPipeError:
+        quiet_broken_pipe()
+    except PeripetyError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        store.close()

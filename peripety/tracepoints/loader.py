@@ -22,10 +22,12 @@ from .plan import AttachPlan
 log = logging.getLogger("peripety.tracepoints.loader")
 
 SOURCE_ENV = "PERIPETY_BPF_SOURCE"
-# The work tree keeps the C next to the package; an installed copy goes to
-# /usr/share/peripety (packaging's job).
+# The work tree keeps the C next to the package; `pip install` puts a copy
+# in <prefix>/share/peripety/bpf (pyproject data-files), distributions in
+# /usr/share/peripety/bpf.
 _SOURCE_CANDIDATES = (
     Path(__file__).resolve().parents[2] / "bpf" / "scsi_trace.c",
+    Path(sys.prefix) / "share" / "peripety" / "bpf" / "scsi_trace.c",
     Path("/usr/share/peripety/bpf/scsi_trace.c"),
 )
 
