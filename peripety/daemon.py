@@ -28,6 +28,9 @@ from .status import DEFAULT_STATUS_PATH, remove_status, write_status
 log = logging.getLogger("peripety.daemon")
 
 DEFAULT_CONFIG = Path("/etc/peripetyd.conf")
+# One daemon per host reads /dev/kmsg: two would store every event twice
+# (with the same deterministic event ids).
+INSTANCE_LOCK = Path("/run/peripety/peripetyd.lock")
 POSITION_SAVE_INTERVAL = 0.5  # seconds
 # How long an event waits for its other half (kernel line <-> tracepoint hit)
 # when --bpf runs; without probes nothing is held.
@@ -95,6 +98,7 @@ class Daemon:
         from .kmsg import KmsgReader, boot_id, kernel_usec_to_wallclock
         from .stores import SpoolingStore, open_store
 
+        self._lock = _take_instance_lock(INSTANCE_LOCK)
         spec = self.options.store or self.config.store
         self.store = SpoolingStore(open_store(spec, write=True), spool_dir=self.options.state_dir / "spool")
         self.boot_id = boot_id()
@@ -410,6 +414,27 @@ class Daemon:
                 close()
         remove_status(self.options.status_path)
         log.info("stopped: %s", dict(self.pipeline.stats) if self.pipeline else {})
+
+
+def _take_instance_lock(path: Path):
+    """Hold an exclusive lock for the daemon's lifetime (released by the
+    kernel when the process dies, also on kill -9)."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    fh = open(path, "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        other = fh.read().strip() or "?"
+        fh.close()
+        raise PeripetyError(f"another peripetyd (pid {other}) is already running ({path} is locked)") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"{os.getpid()}\n")
+    fh.flush()
+    return fh
 
 
 def _sd_notify(state: str) -> None:

@@ -174,30 +174,30 @@ def test_kill_9_and_restart_loses_and_duplicates_nothing(tmp_path, faulty_disk_f
     disk.mkfs("ext4")
     workdir = tmp_path / "d"
     daemon = DaemonProcess(workdir).start()
-    t0 = since_now()
-    mnt = disk.mount(tmp_path / "m1")
-    disk.umount(mnt)
-    wait_for_events(("--since", t0, "--blk", disk.loopdev, "--event-type", "FS_MOUNTED"),
-                    lambda evs: len(evs) == 1, what="first mount")
-    # Events the kernel logs while the daemon is frozen and then killed are
-    # read after the restart, from the saved position.
-    daemon.signal(signal.SIGSTOP)
-    for i in range(3):
-        disk.umount(disk.mount(tmp_path / f"m{i + 2}"))
-    daemon.kill()
-    restarted = DaemonProcess(workdir).start()
+    restarted = None
     try:
+        t0 = since_now()
+        disk.umount(disk.mount(tmp_path / "m1"))
+        wait_for_events(("--since", t0, "--blk", disk.loopdev, "--event-type", "FS_MOUNTED"),
+                        lambda evs: len(evs) == 1, what="first mount")
+        # Events the kernel logs while the daemon is frozen and then killed are
+        # read after the restart, from the saved position.
+        daemon.signal(signal.SIGSTOP)
+        for i in range(3):
+            disk.umount(disk.mount(tmp_path / f"m{i + 2}"))
+        daemon.kill()
+        restarted = DaemonProcess(workdir).start()
         disk.umount(disk.mount(tmp_path / "m5"))
-        events = wait_for_events(
-            ("--since", t0, "--blk", disk.loopdev, "--event-type", "FS_MOUNTED"),
-            lambda evs: len(evs) >= 5, what="five mounts",
-        )
+        wait_for_events(("--since", t0, "--blk", disk.loopdev, "--event-type", "FS_MOUNTED"),
+                        lambda evs: len(evs) >= 5, what="five mounts")
         time.sleep(1.0)  # let a would-be duplicate arrive before counting
         events = query("--since", t0, "--blk", disk.loopdev, "--event-type", "FS_MOUNTED")
         assert len(events) == 5
         assert len({e["event_id"] for e in events}) == 5
     finally:
-        restarted.stop()
+        daemon.stop()
+        if restarted is not None:
+            restarted.stop()
 
 
 def test_journald_down_loses_nothing(tmp_path, faulty_disk_factory):

@@ -151,3 +151,16 @@ def test_user_space_storage_daemon_lines_come_from_the_journal(tmp_path):
         assert not [e for e in events if e["kdev"] == "8:48"]
     finally:
         daemon.stop()
+
+
+def test_a_second_daemon_refuses_to_start(tmp_path):
+    first = DaemonProcess(tmp_path / "a").start()
+    try:
+        second = subprocess.run(
+            [PERIPETYD, "--store", f"sqlite:{tmp_path}/b.db", "--state-dir", str(tmp_path / "b")],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert second.returncode == 1
+        assert f"another peripetyd (pid {first.proc.pid}) is already running" in second.stderr
+    finally:
+        first.stop()
