@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import enum
+import functools
 import json
 import os
 import socket
@@ -342,8 +343,9 @@ class StorageEvent:
         """The journald entry for this event (DESIGN.md "journald fields").
 
         Values are strings, or lists of strings for fields that repeat
-        (``OWNERS_WWIDS``, ``OWNERS_PATHS``); ``systemd.journal.send`` writes
-        a list as one field per element.
+        (``OWNERS_WWIDS``, ``OWNERS_PATHS``): the journal store writes a list
+        as one field per element (``systemd.journal.send`` would not: it
+        sends ``str(list)``).
         """
         from .event_types import EVENT_TYPES  # late: data file load
 
@@ -483,7 +485,9 @@ def fresh_event_json(
     )
 
 
+@functools.lru_cache(maxsize=1024)
 def _journal_key(key: str) -> str:
-    """journald field names: upper-case ASCII letters, digits, underscore."""
+    """journald field names: upper-case ASCII letters, digits, underscore.
+    Cached: the same few extension keys come back with every event."""
     out = "".join(c if c.isalnum() and c.isascii() else "_" for c in key.upper())
     return out or "_"

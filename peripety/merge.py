@@ -205,21 +205,25 @@ class StormAggregator:
         return out, self.FOLDED
 
     def expire(self, now: float, everything: bool = False) -> list[StorageEvent]:
+        # Windows are kept in the order they started (never moved), so the
+        # expired ones are at the front: stop at the first still open.
         out = []
-        for key in list(self._windows):
-            win = self._windows[key]
-            if everything or now - win.started >= self.window:
-                del self._windows[key]
-                if win.aggregate is not None:
-                    out.append(_finish_aggregate(win.aggregate))
+        while self._windows:
+            key, win = next(iter(self._windows.items()))
+            if not everything and now - win.started < self.window:
+                break
+            del self._windows[key]
+            if win.aggregate is not None:
+                out.append(_finish_aggregate(win.aggregate))
         return out
 
     def pending(self) -> int:
         return sum(1 for w in self._windows.values() if w.aggregate is not None)
 
     def next_deadline(self) -> float | None:
-        starts = [w.started for w in self._windows.values()]
-        return min(starts) + self.window if starts else None
+        if not self._windows:
+            return None
+        return next(iter(self._windows.values())).started + self.window
 
 
 def _fold(agg: StorageEvent, event: StorageEvent) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import stat
 from dataclasses import dataclass
 
@@ -95,3 +96,33 @@ def dev_num_mounted_at(path: str, mounts: list[Mount]) -> str | None:
 def is_mount_point(path: str, mounts: list[Mount]) -> bool:
     want = os.path.realpath(path)
     return any(m.mount_point == want for m in mounts)
+
+
+class MountTable:
+    """The mount table, re-read only when it changed.
+
+    The kernel flags ``/proc/self/mountinfo`` with POLLPRI on every mount or
+    unmount, so asking "did it change?" is one poll(2) with no timeout
+    instead of parsing the table for every event.
+    """
+
+    def __init__(self, path: str = "/proc/self/mountinfo"):
+        self.path = path
+        self._mounts: list[Mount] | None = None
+        self._poll = None
+        try:
+            self._file = open(path, "rb")
+            self._poll = select.poll()
+            self._poll.register(self._file, select.POLLPRI | select.POLLERR)
+        except OSError as exc:
+            log.debug("%s cannot be watched (%s): re-reading it every time", path, exc)
+            self._file = None
+
+    def current(self) -> list[Mount]:
+        if self._mounts is None or self._poll is None or self._poll.poll(0):
+            if self._file is not None:
+                # reading to EOF re-arms the change notification
+                self._file.seek(0)
+                self._file.read()
+            self._mounts = read_mounts(self.path)
+        return self._mounts

@@ -62,6 +62,11 @@ _READ_DB = object()  # sentinel: read the udev database for this device
 
 _DEV_NUM = re.compile(r"^\d+:\d+$")
 _HCTL = re.compile(r"^\d+:\d+:\d+:\d+$")
+# Kernel block device names: sdX, vdX, xvdX, hdX, loopN, dm-N, mdN, nvmeXnY[pZ],
+# mmcblkN, zramN, nbdN, srN, with an optional partition suffix.
+_KERNEL_NAME_SHAPE = re.compile(
+    r"^(?:[shv]d[a-z]+|xvd[a-z]+|loop|dm-|md|nvme\d+n|mmcblk|zram|nbd|sr|rbd|pmem)\d*(?:p?\d+)?$"
+)
 _NVME_CONTROLLER = re.compile(r"^nvme\d+$")
 
 # dm/uuid prefix -> blk_type; the prefix is set by the tool that made the map.
@@ -150,6 +155,10 @@ class Resolver:
             return key.replace("/", "!")
         if _NVME_CONTROLLER.match(key):
             return self._name_of_nvme_controller(key, nsid)
+        if _KERNEL_NAME_SHAPE.match(key) and not self._name_of_dm_name(key):
+            # sdq, loop90, nvme3n1: a kernel name not in sysfs is no device
+            # now; no FS UUID or WWID looks like this, so skip the scans.
+            raise DeviceNotFound(key)
         name = self._name_of_dm_name(key) or self._name_of_fs_uuid(ctx, key) or self._name_of_wwid(ctx, key)
         return self._found(key, name)
 

@@ -101,6 +101,7 @@ class DeviceTimeline:
         self._by_name: dict[str, list[TimelineEntry]] = collections.defaultdict(list)
         self._by_dev_num: dict[str, list[TimelineEntry]] = collections.defaultdict(list)
         self._closed: collections.deque[TimelineEntry] = collections.deque()
+        self._mount_table = _mounts.MountTable(self.resolver.mountinfo)
         # Keys that named no device, remembered until the next uevent: a
         # storm of lines about an unknown name must not rescan sysfs per line.
         self._misses: set[str] = set()
@@ -274,7 +275,7 @@ class DeviceTimeline:
 
     def _with_live_mount(self, info: BlkInfo) -> BlkInfo:
         # Mounting sends no uevent: ask mountinfo for the device as it is now.
-        mounts = _mounts.read_mounts(self.resolver.mountinfo)
+        mounts = self._mount_table.current()
         return replace(info, mount_point=_mounts.mount_point_of(info.dev_num, mounts))
 
 

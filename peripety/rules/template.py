@@ -99,12 +99,12 @@ def compile_template(source: str) -> Template:
         except ValueError as exc:
             raise TemplateError(f"msg template {source!r}: {exc}") from None
         parts = []
-        for literal, field, spec, conversion in parsed:
-            if field is not None and (spec or conversion or not field.isidentifier()):
+        for literal, name, spec, conversion in parsed:
+            if name is not None and (spec or conversion or not name.isidentifier()):
                 raise TemplateError(
-                    f"msg template {source!r}: write fields as {{name}}, got {{{field}}}"
+                    f"msg template {source!r}: write fields as {{name}}, got {{{name}}}"
                 )
-            parts.append(_Part(literal, field or None))
+            parts.append(_Part(literal, name or None))
         segments.append((optional, tuple(parts)))
     return Template(source, tuple(segments))
 

@@ -36,12 +36,24 @@ def _pids_of(name: str) -> list[int]:
     return pids
 
 
+def _argv(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+    except OSError:
+        return []
+
+
 def _pid_of(name: str) -> bool:
     return bool(_pids_of(name))
 
 
+def _system_journald_pids() -> list[int]:
+    # the system instance only: namespace instances run as "systemd-journald NS"
+    return [pid for pid in _pids_of("systemd-journal") if _argv(pid)[1:] == []]
+
+
 def journald_running() -> bool:
-    return JOURNAL_SOCKET.exists() and _pid_of("systemd-journal")
+    return JOURNAL_SOCKET.exists() and bool(_system_journald_pids())
 
 
 def _link_dev_log() -> None:
@@ -86,7 +98,7 @@ def ensure_journald(timeout: float = 30.0) -> None:
 def stop_journald(timeout: float = 30.0) -> None:
     """Stop systemd-journald and return once it has exited (its socket file
     stays behind, so the process is what tells whether it runs)."""
-    pids = _pids_of("systemd-journal")
+    pids = _system_journald_pids()
     for pid in pids:
         os.kill(pid, 15)
     for pid in pids:
