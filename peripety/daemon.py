@@ -192,7 +192,6 @@ class Daemon:
             "attached": [p.spec.tracepoint for p in plan.probes],
             "skipped": {s.tracepoint: s.reason for s in plan.skipped},
         }
-        log.info("bpf: attached %s", ", ".join(self.bpf_status["attached"]))
         self.pipeline.correlator.hold = BPF_MERGE_HOLD
         self._add_source("bpf", self.tracepoints, self._on_bpf)
 

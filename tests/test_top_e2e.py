@@ -17,7 +17,7 @@ import time
 import pytest
 
 from tests.harness.daemon import PRPT, DaemonProcess, Retrigger, since_now
-from tests.harness.tmux import TmuxError, TmuxTerminal
+from tests.harness.tmux import TmuxError, TmuxTerminal, assert_quits_cleanly
 
 pytestmark = [
     pytest.mark.root,
@@ -190,12 +190,7 @@ def test_top_shows_a_failing_device_live_and_drills_into_it(daemon, faulty_disk,
         screen = term.wait_for(lambda s: is_complete(s) and events_title(s).startswith("╭─ Recent events · all "))
         assert not device_row(screen, disk.name)[0]
 
-        term.send_keys("q")
-        assert term.wait_exit() == 0
-        assert term.stty_after == term.stty_before  # cbreak undone
-        assert term.pane_flag("alternate_on") == "0"  # back on the normal screen
-        assert term.pane_flag("cursor_flag") == "1"
-        assert "Devices (" not in term.capture()
+        assert_quits_cleanly(term)
 
 
 def _selected_device(screen: str) -> str | None:

@@ -15,7 +15,7 @@ import pytest
 
 from peripety.event import BlkInfo, Severity, StorageEvent, now
 from peripety.stores.sqlite import SqliteStore
-from tests.harness.tmux import TmuxTerminal
+from tests.harness.tmux import TmuxTerminal, assert_quits_cleanly
 
 PRPT = Path(sys.executable).with_name("prpt")
 
@@ -83,12 +83,7 @@ def test_live_view_follows_the_store_and_q_restores_the_terminal(store, tmp_path
         screen = term.wait_for(frame_with("filter 'loop'"))
         assert "Devices (1)" in screen
 
-        term.send_keys("q")
-        assert term.wait_exit() == 0
-        assert term.stty_after == term.stty_before  # cbreak undone
-        assert term.pane_flag("alternate_on") == "0"  # back on the normal screen
-        assert term.pane_flag("cursor_flag") == "1"
-        assert "Devices (" not in term.capture()
+        assert_quits_cleanly(term)
 
 
 def test_pause_freezes_the_view_until_resumed(store, tmp_path):

@@ -165,3 +165,13 @@ class TmuxTerminal:
             ["tmux", "-S", str(self.socket), *args],
             capture_output=True, text=True, check=True, timeout=timeout, env=self.env, cwd=self.cwd,
         )
+
+
+def assert_quits_cleanly(term: "TmuxTerminal") -> None:
+    """``q`` ends ``prpt top`` with status 0 and gives the terminal back as it was."""
+    term.send_keys("q")
+    assert term.wait_exit() == 0
+    assert term.stty_after == term.stty_before  # cbreak undone
+    assert term.pane_flag("alternate_on") == "0"  # back on the normal screen
+    assert term.pane_flag("cursor_flag") == "1"
+    assert "Devices (" not in term.capture()
