@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import time
 
 import pytest
@@ -22,7 +21,6 @@ from tests.harness.tmux import TmuxError, TmuxTerminal, assert_quits_cleanly
 pytestmark = [
     pytest.mark.root,
     pytest.mark.usefixtures("journald", "udevd"),
-    pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed"),
 ]
 
 # Waiting longer than the kernel's 5 s rate-limit window before causing

@@ -7,7 +7,6 @@ import datetime as dt
 import json
 import os
 import signal
-import shutil
 import sys
 from pathlib import Path
 
@@ -19,7 +18,6 @@ from tests.harness.tmux import TmuxTerminal, assert_quits_cleanly
 
 PRPT = Path(sys.executable).with_name("prpt")
 
-pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed")
 
 
 def disk_event(kdev: str, event_type: str, severity: Severity, count: int = 1) -> StorageEvent:

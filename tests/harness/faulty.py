@@ -198,6 +198,7 @@ class FaultyDisk:
         size: int = 128 * MiB,
         *,
         loop_direct_io: bool = True,
+        loopdev: str | None = None,
         sector_size: int = 512,
         workdir: str | os.PathLike | None = None,
     ) -> None:
@@ -205,6 +206,7 @@ class FaultyDisk:
             raise ValueError(f"size {size} must be a positive multiple of {sector_size}")
         self.size = size
         self.loop_direct_io = loop_direct_io
+        self._wanted_loopdev = loopdev
         self.sector_size = sector_size
         self._workdir_arg = workdir
         self.workdir: Path | None = None
@@ -257,14 +259,27 @@ class FaultyDisk:
         )
         stderr.close()
         _wait_mounted(self._fuse_mnt, self._proc, timeout=20)
-        cmd = ["losetup", "-f", "--show", f"--sector-size={self.sector_size}"]
+        cmd = ["losetup", "--show", f"--sector-size={self.sector_size}"]
         if self.loop_direct_io:
             cmd.append("--direct-io=on")
-        self.loopdev = _run([*cmd, str(self._fuse_mnt / "disk")]).stdout.strip()
+        self.loopdev = self._attach(cmd)
         self.name = os.path.basename(self.loopdev)
         self.dev_num = Path(f"/sys/block/{self.name}/dev").read_text().strip()
         _settle_udev()
         log.info("faulty disk %s (%s) over %s", self.loopdev, self.dev_num, self.image)
+
+    def _attach(self, cmd: list[str]) -> str:
+        backing = str(self._fuse_mnt / "disk")
+        if self._wanted_loopdev is None:
+            return _run([*cmd, "-f", backing]).stdout.strip()
+        # A name just detached stays busy until udev's probe of the old
+        # attachment closes it: settle and try again, a bounded number of times.
+        for _ in range(50):
+            _settle_udev()
+            done = subprocess.run([*cmd, self._wanted_loopdev, backing], capture_output=True, text=True)
+            if done.returncode == 0:
+                return done.stdout.strip()
+        raise HarnessError(f"cannot attach {backing} to {self._wanted_loopdev}: {done.stderr.strip()}")
 
     def close(self) -> None:
         """Tear everything down, step by step, even after a failed step."""
