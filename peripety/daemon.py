@@ -14,7 +14,7 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -52,7 +52,6 @@ class DaemonOptions:
     from_start: bool = False
     state_dir: Path = DEFAULT_STATE_DIR
     status_path: Path = DEFAULT_STATUS_PATH
-    sources: tuple[str, ...] = ("kmsg", "journal", "udev")
     replay: Path | None = None
 
 
@@ -61,7 +60,6 @@ class _Source:
     name: str
     obj: object
     handler: object
-    extra: dict = field(default_factory=dict)
 
 
 class Daemon:
@@ -81,6 +79,7 @@ class Daemon:
         self.timeline = None
         self.tracepoints = None
         self.bpf_status: dict = {}
+        self._lock = None
         self._last_save = 0.0
         self._last_spool_try = 0.0
         self._bpf_lost_reported = 0
@@ -94,25 +93,24 @@ class Daemon:
             return load_config(None)
         return load_config(path)
 
-    def open(self) -> None:
-        from .kmsg import KmsgReader, boot_id, kernel_usec_to_wallclock
+    def _open_store_and_pipeline(self, boot_id: str = "", to_wallclock=None) -> None:
+        """The store (spooling when it is down), the device timeline and the
+        pipeline between them. No merge hold until probes are attached."""
         from .stores import SpoolingStore, open_store
 
-        self._lock = _take_instance_lock(INSTANCE_LOCK)
         spec = self.options.store or self.config.store
         self.store = SpoolingStore(open_store(spec, write=True), spool_dir=self.options.state_dir / "spool")
-        self.boot_id = boot_id()
         self.timeline = self._open_timeline()
-        self.pipeline = Pipeline(
-            self.config.rules,
-            self.timeline,
-            self._emit,
-            boot_id=self.boot_id,
-            hostname=self.hostname,
-            storm_window=self.config.storm_window,
-            hold=0.0,
-            to_wallclock=kernel_usec_to_wallclock,
-        )
+        self.pipeline = Pipeline(self.config.rules, self.timeline, self._emit, boot_id=boot_id,
+                                 hostname=self.hostname, storm_window=self.config.storm_window, hold=0.0,
+                                 to_wallclock=to_wallclock)
+
+    def open(self) -> None:
+        from .kmsg import KmsgReader, boot_id, kernel_usec_to_wallclock
+
+        self._lock = _take_instance_lock(INSTANCE_LOCK)
+        self.boot_id = boot_id()
+        self._open_store_and_pipeline(self.boot_id, kernel_usec_to_wallclock)
         position = self._resume_position()
         self.kmsg = KmsgReader()
         if position is not None:
@@ -131,13 +129,8 @@ class Daemon:
         """--replay: run a saved log through the whole pipeline into the
         store, then stop. No merge hold: there is no second live source."""
         from .sources import LogFile
-        from .stores import SpoolingStore, open_store
 
-        spec = self.options.store or self.config.store
-        self.store = SpoolingStore(open_store(spec, write=True), spool_dir=self.options.state_dir / "spool")
-        self.timeline = self._open_timeline()
-        self.pipeline = Pipeline(self.config.rules, self.timeline, self._emit, hostname=self.hostname,
-                                 storm_window=self.config.storm_window, hold=0.0)
+        self._open_store_and_pipeline()
         with LogFile.open(self.options.replay) as logfile:
             for count, record in enumerate(logfile.records(), 1):
                 self.pipeline.add_record(record)
@@ -150,8 +143,6 @@ class Daemon:
         return 0
 
     def _open_timeline(self):
-        if "udev" not in self.options.sources:
-            return None
         from .devices import DeviceTimeline
 
         try:
@@ -161,8 +152,6 @@ class Daemon:
             return None
 
     def _open_journal(self, position: ReadPosition | None) -> None:
-        if "journal" not in self.options.sources:
-            return
         if not Path("/run/systemd/journal/socket").exists():
             log.info("journald is not running: user-space storage daemons' logs are not read")
             return
@@ -290,7 +279,6 @@ class Daemon:
             self.dump_blk_info()
         self._write_status()
         names = ", ".join(s.name for s in self.sources)
-        log.info("ready: sources %s; store %s", names, self.store.name)
         print(f"peripetyd: ready (sources: {names}; store: {self.store.name})", file=sys.stderr, flush=True)
         _sd_notify("READY=1\nSTATUS=Watching " + names)
         try:

@@ -47,7 +47,6 @@ class _Held:
     release_at: float = field(compare=False)
     event: StorageEvent = field(compare=False)
     pair_key: tuple | None = field(compare=False, default=None)
-    paired: bool = field(compare=False, default=False)
 
 
 class Correlator:
@@ -64,14 +63,14 @@ class Correlator:
     def __len__(self) -> int:
         return len(self._heap)
 
-    def add(self, event: StorageEvent, kernel_usec: int, now: float) -> None:
+    def add(self, event: StorageEvent, now: float) -> None:
         """Add an event from one source (``event.sources`` names it)."""
+        kernel_usec = event.kernel_usec or 0
         key = _pair_key(event)
         if key is not None:
             partner = self._take_partner(key, event, kernel_usec)
             if partner is not None:
                 _merge_into(partner.event, event)
-                partner.paired = True
                 return
         held = _Held(kernel_usec, next(self._order), now + self.hold, event, key)
         heapq.heappush(self._heap, held)
@@ -84,7 +83,7 @@ class Correlator:
             return None
         source = event.sources[0] if event.sources else ""
         for i, held in enumerate(candidates):
-            if held.paired or source in held.event.sources:
+            if source in held.event.sources:
                 continue
             if abs(held.kernel_usec - kernel_usec) <= self.window_usec:
                 del candidates[i]
@@ -98,7 +97,8 @@ class Correlator:
         out = []
         while self._heap and (everything or self._heap[0].release_at <= now):
             held = heapq.heappop(self._heap)
-            if held.pair_key is not None and not held.paired:
+            if held.pair_key is not None:
+                # unpaired: it stops waiting (a paired one already left the list)
                 waiting = self._waiting.get(held.pair_key)
                 if waiting and held in waiting:
                     waiting.remove(held)
@@ -145,7 +145,7 @@ def _merge_into(kept: StorageEvent, other: StorageEvent) -> None:
     if hit.cur_blk_info is not None:
         kept.cur_blk_info = hit.cur_blk_info
         kept.hierarchy_blk_info = hit.hierarchy_blk_info
-    kept.sources = sorted(set(kept.sources) | set(other.sources), key=_SOURCE_ORDER.get)
+    kept.sources = sorted(set(kept.sources) | set(other.sources), key=lambda s: _SOURCE_ORDER.get(s, len(_SOURCE_ORDER)))
 
 
 _SOURCE_ORDER = {"kmsg": 0, "journal": 1, "bpf": 2, "file": 3}
@@ -253,7 +253,8 @@ class RootCauseLinker:
         # device identity -> (kernel_usec, event_id) of the first recent device error
         self._recent: OrderedDict[str, tuple[int, str]] = OrderedDict()
 
-    def link(self, event: StorageEvent, kernel_usec: int) -> None:
+    def link(self, event: StorageEvent) -> None:
+        kernel_usec = event.kernel_usec or 0
         if event.event_type in _NOT_ERRORS or event.event_type.startswith("PERIPETY_"):
             return
         keys = _device_keys(event)

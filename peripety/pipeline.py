@@ -14,7 +14,8 @@ import uuid
 from collections import Counter
 from typing import Callable, Iterable
 
-from .event import StorageEvent, Severity
+from .classify import event_from_match
+from .event import Severity, StorageEvent
 from .event_types import EVENT_TYPES
 from .merge import FS_SUB_SYSTEMS, Correlator, RootCauseLinker, StormAggregator
 from .record import LogRecord
@@ -29,8 +30,7 @@ _EVENT_ID_NAMESPACE = uuid.UUID("b7f5d0a2-6f57-4c53-8a8e-53c0d6f1e8a1")
 # Tracepoint hit kind -> (event_type, sub_system). Kinds not listed here are
 # decoded but produce no event of their own (e.g. scsi_eh_wakeup).
 HIT_EVENT_TYPES = {
-    "block_rq_error": ("BLK_IO_ERROR", "block"),
-    "block_rq_complete": ("BLK_IO_ERROR", "block"),
+    "block_rq_error": ("BLK_IO_ERROR", "block"),  # also from the block_rq_complete fallback
     "scsi_cmd_error": ("SCSI_CMD_FAILED", "SCSI"),
     "scsi_cmd_done": ("SCSI_CMD_FAILED", "SCSI"),
     "scsi_cmd_timeout": ("SCSI_CMD_TIMEOUT", "SCSI"),
@@ -111,9 +111,9 @@ class Pipeline:
             return
         self.stats["matched"] += 1
         event = self._event_from_match(record, match)
-        self._resolve(event, event.kernel_usec)
+        self._resolve(event)
         self.in_flight.hold(event.origin_seq)
-        self.correlator.add(event, event.kernel_usec or 0, self.clock())
+        self.correlator.add(event, self.clock())
 
     def add_hit(self, hit) -> None:
         mapping = HIT_EVENT_TYPES.get(hit.kind)
@@ -121,8 +121,8 @@ class Pipeline:
         if mapping is None:
             return
         event = hit_to_event(hit, *mapping, hostname=self.hostname, to_wallclock=self.to_wallclock)
-        self._resolve(event, hit.kernel_usec)
-        self.correlator.add(event, hit.kernel_usec or 0, self.clock())
+        self._resolve(event)
+        self.correlator.add(event, self.clock())
 
     def add_event(self, event: StorageEvent) -> None:
         """A ready-made event (daemon notices, start-up device dump)."""
@@ -146,8 +146,6 @@ class Pipeline:
 
     # -- internals ----------------------------------------------------------
     def _event_from_match(self, record: LogRecord, match) -> StorageEvent:
-        from .classify import event_from_match
-
         event = event_from_match(record, match, hostname=self.hostname)
         event.kernel_usec = record.kernel_usec
         if record.source == "kmsg" and record.seq is not None:
@@ -156,10 +154,11 @@ class Pipeline:
                 event.event_id = kmsg_event_id(self.boot_id, record.seq)
         return event
 
-    def _resolve(self, event: StorageEvent, kernel_usec: int | None) -> None:
+    def _resolve(self, event: StorageEvent) -> None:
         """Name the device as it was at the event's kernel time."""
         if self.timeline is None:
             return
+        kernel_usec = event.kernel_usec
         key = event.dev_num or event.kdev
         if not key:
             return
@@ -185,7 +184,7 @@ class Pipeline:
     def _finish(self, events: Iterable[StorageEvent]) -> None:
         now = self.clock()
         for event in events:
-            self.linker.link(event, event.kernel_usec or 0)
+            self.linker.link(event)
             ready, outcome = self.storm.add(event, now)
             if outcome == StormAggregator.FOLDED:
                 # Counted into an aggregate that holds an older kmsg seq,

@@ -41,8 +41,9 @@ class PositionFile:
             return None
 
     def save(self, position: ReadPosition) -> None:
-        """Atomically replace the file (write, fsync, rename)."""
-        if position == self._last:
+        """Atomically replace the file (write, fsync, rename) when the
+        position moved; an idle daemon writes nothing."""
+        if self._last is not None and _where(position) == _where(self._last):
             return
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".position.")
@@ -59,3 +60,7 @@ class PositionFile:
                 pass
             raise
         self._last = ReadPosition(**asdict(position))
+
+
+def _where(position: ReadPosition) -> tuple:
+    return position.boot_id, position.kmsg_seq, position.journal_cursor

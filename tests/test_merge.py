@@ -26,8 +26,8 @@ def test_line_and_hit_about_the_same_io_become_one_event():
     hit = blk_error(2048, source="bpf", usec=1_000_000)
     hit.extension["errno_name"] = "EIO"
     line = blk_error(2048, source="kmsg", usec=1_000_050)
-    corr.add(hit, hit.kernel_usec, now=0.0)
-    corr.add(line, line.kernel_usec, now=0.01)
+    corr.add(hit, now=0.0)
+    corr.add(line, now=0.01)
     assert corr.release(now=0.1) == []  # still held
     out = corr.release(now=1.0)
     assert len(out) == 1
@@ -41,17 +41,17 @@ def test_line_and_hit_about_the_same_io_become_one_event():
 
 def test_different_sectors_or_devices_are_not_merged():
     corr = Correlator(hold=0.1)
-    corr.add(blk_error(1, source="bpf"), 1_000_000, now=0.0)
-    corr.add(blk_error(2, source="kmsg"), 1_000_001, now=0.0)
-    corr.add(blk_error(1, source="kmsg", dev_num="7:1", kdev="loop1"), 1_000_002, now=0.0)
+    corr.add(blk_error(1, source="bpf", usec=1_000_000), now=0.0)
+    corr.add(blk_error(2, source="kmsg", usec=1_000_001), now=0.0)
+    corr.add(blk_error(1, source="kmsg", dev_num="7:1", kdev="loop1", usec=1_000_002), now=0.0)
     out = corr.release(now=1.0)
     assert [e.sources for e in out] == [["bpf"], ["kmsg"], ["kmsg"]]
 
 
 def test_hits_far_apart_in_kernel_time_are_not_merged():
     corr = Correlator(hold=0.1, window_usec=1_000_000)
-    corr.add(blk_error(7, source="bpf"), 1_000_000, now=0.0)
-    corr.add(blk_error(7, source="kmsg"), 5_000_000, now=0.0)
+    corr.add(blk_error(7, source="bpf", usec=1_000_000), now=0.0)
+    corr.add(blk_error(7, source="kmsg", usec=5_000_000), now=0.0)
     assert len(corr.release(now=1.0)) == 2
 
 
@@ -59,8 +59,8 @@ def test_release_is_in_kernel_time_order_across_sources():
     corr = Correlator(hold=0.1)
     late_source_but_older = blk_error(10, source="bpf", usec=100)
     newer = blk_error(20, source="kmsg", usec=200)
-    corr.add(newer, 200, now=0.0)
-    corr.add(late_source_but_older, 100, now=0.05)
+    corr.add(newer, now=0.0)
+    corr.add(late_source_but_older, now=0.05)
     out = corr.release(now=1.0)
     assert [e.extension["sector"] for e in out] == ["10", "20"]
 
@@ -100,14 +100,17 @@ def test_fs_error_points_at_the_block_error_below_it():
     io = blk_error(123, dev_num="8:16", kdev="sdb")
     io.cur_blk_info = disk
     fs = StorageEvent(event_type="FS_IO_ERROR", sub_system="ext4", kdev="sdb1", dev_num="8:17", cur_blk_info=part)
-    linker.link(io, 1_000_000)
-    linker.link(fs, 2_000_000)
+    io.kernel_usec, fs.kernel_usec = 1_000_000, 2_000_000
+    linker.link(io)
+    linker.link(fs)
     assert fs.root_cause_event_id == io.event_id
     unrelated = StorageEvent(event_type="FS_ERROR", sub_system="xfs", kdev="sdc1", cur_blk_info=BlkInfo(wwid="other"))
-    linker.link(unrelated, 2_000_000)
+    unrelated.kernel_usec = 2_000_000
+    linker.link(unrelated)
     assert unrelated.root_cause_event_id is None
     too_late = StorageEvent(event_type="FS_ERROR", sub_system="ext4", kdev="sdb1", cur_blk_info=part)
-    linker.link(too_late, 90_000_000)
+    too_late.kernel_usec = 90_000_000
+    linker.link(too_late)
     assert too_late.root_cause_event_id is None
 
 
@@ -132,8 +135,9 @@ def test_ext4_error_hit_pairs_with_its_line_by_function_and_line():
     hit = StorageEvent(event_type="FS_ERROR", sub_system="ext4", kdev="7:0", dev_num="7:0",
                        extension={"function": "ext4_journal_check_start", "line": "87", "fs": "ext4"},
                        sources=["bpf"])
-    corr.add(line, 1_000_000, now=0.0)
-    corr.add(hit, 1_000_900, now=0.0)
+    line.kernel_usec, hit.kernel_usec = 1_000_000, 1_000_900
+    corr.add(line, now=0.0)
+    corr.add(hit, now=0.0)
     out = corr.release(now=1.0)
     assert len(out) == 1 and out[0].sources == ["kmsg", "bpf"]
 
@@ -144,7 +148,8 @@ def test_xfs_daddr_in_hex_pairs_with_the_decoded_hit():
                         extension={"daddr": "0x80"}, sources=["kmsg"])
     hit = StorageEvent(event_type="FS_IO_ERROR", sub_system="xfs", kdev="7:0", dev_num="7:0",
                        extension={"daddr": "128"}, sources=["bpf"])
-    corr.add(hit, 1_000_000, now=0.0)
-    corr.add(line, 1_000_100, now=0.0)
+    hit.kernel_usec, line.kernel_usec = 1_000_000, 1_000_100
+    corr.add(hit, now=0.0)
+    corr.add(line, now=0.0)
     out = corr.release(now=1.0)
     assert len(out) == 1 and out[0].extension["daddr"] == "128" and out[0].raw_msg == line.raw_msg
