@@ -111,11 +111,24 @@ static __always_inline void count_lost(u32 kind)
 		(*n)++;
 }
 
-static __always_inline void fill_head(struct prpt_head *head, u32 kind, u32 dev)
+/*
+ * Reserve a sample of `size` bytes, zeroed (no stale ring memory reaches
+ * user space) with its head filled in; NULL, counted as lost for `kind`,
+ * when the ring buffer is full. Probes fill the rest and submit.
+ */
+static __always_inline void *reserve_sample(u32 size, u32 kind, u32 dev)
 {
+	struct prpt_head *head = events.ringbuf_reserve(size);
+
+	if (!head) {
+		count_lost(kind);
+		return 0;
+	}
+	__builtin_memset(head, 0, size);
 	head->kind = kind;
 	head->dev = dev;
 	head->ktime_ns = bpf_ktime_get_ns();
+	return head;
 }
 
 /* ---- block ------------------------------------------------------------ */
@@ -124,21 +137,15 @@ static __always_inline void fill_head(struct prpt_head *head, u32 kind, u32 dev)
 static __always_inline int emit_block(u32 dev, u64 sector, u32 nr_sector, s32 error,
 				      const char *rwbs, u32 rwbs_size, u32 from_complete)
 {
-	struct prpt_block_event *ev;
+	struct prpt_block_event *ev = reserve_sample(sizeof(*ev), PRPT_KIND_BLOCK_RQ_ERROR, dev);
 
-	ev = events.ringbuf_reserve(sizeof(struct prpt_block_event));
-	if (!ev) {
-		count_lost(PRPT_KIND_BLOCK_RQ_ERROR);
+	if (!ev)
 		return 0;
-	}
-	fill_head(&ev->head, PRPT_KIND_BLOCK_RQ_ERROR, dev);
 	ev->sector = sector;
 	ev->nr_sector = nr_sector;
 	ev->error = error;
-	__builtin_memset(ev->rwbs, 0, sizeof(ev->rwbs));
 	bpf_probe_read_kernel(ev->rwbs, rwbs_size < sizeof(ev->rwbs) ? rwbs_size : sizeof(ev->rwbs) - 1, rwbs);
 	ev->from_complete = from_complete;
-	ev->_pad = 0;
 	events.ringbuf_submit(ev, 0);
 	return 0;
 }
@@ -165,23 +172,6 @@ TRACEPOINT_PROBE(block, block_rq_complete)
 
 /* ---- SCSI ------------------------------------------------------------- */
 
-#if defined(PRPT_SCSI_DISPATCH_CMD_ERROR) || defined(PRPT_SCSI_DISPATCH_CMD_TIMEOUT) || \
-	defined(PRPT_SCSI_EH_WAKEUP) || defined(PRPT_SCSI_DISPATCH_CMD_DONE)
-static __always_inline struct prpt_scsi_event *reserve_scsi(u32 kind)
-{
-	struct prpt_scsi_event *ev;
-
-	ev = events.ringbuf_reserve(sizeof(struct prpt_scsi_event));
-	if (!ev) {
-		count_lost(kind);
-		return 0;
-	}
-	__builtin_memset(ev, 0, sizeof(*ev));
-	fill_head(&ev->head, kind, 0);
-	return ev;
-}
-#endif
-
 /* One body for the three command tracepoints; `status` is result or rtn. */
 #define PRPT_FILL_SCSI_CMD(ev, status)						\
 	do {									\
@@ -206,7 +196,7 @@ static __always_inline struct prpt_scsi_event *reserve_scsi(u32 kind)
 #ifdef PRPT_SCSI_DISPATCH_CMD_ERROR
 TRACEPOINT_PROBE(scsi, scsi_dispatch_cmd_error)
 {
-	struct prpt_scsi_event *ev = reserve_scsi(PRPT_KIND_SCSI_CMD_ERROR);
+	struct prpt_scsi_event *ev = reserve_sample(sizeof(*ev), PRPT_KIND_SCSI_CMD_ERROR, 0);
 
 	if (!ev)
 		return 0;
@@ -219,7 +209,7 @@ TRACEPOINT_PROBE(scsi, scsi_dispatch_cmd_error)
 #ifdef PRPT_SCSI_DISPATCH_CMD_TIMEOUT
 TRACEPOINT_PROBE(scsi, scsi_dispatch_cmd_timeout)
 {
-	struct prpt_scsi_event *ev = reserve_scsi(PRPT_KIND_SCSI_CMD_TIMEOUT);
+	struct prpt_scsi_event *ev = reserve_sample(sizeof(*ev), PRPT_KIND_SCSI_CMD_TIMEOUT, 0);
 
 	if (!ev)
 		return 0;
@@ -240,7 +230,7 @@ TRACEPOINT_PROBE(scsi, scsi_dispatch_cmd_done)
 
 	if (args->result == 0)
 		return 0;
-	ev = reserve_scsi(PRPT_KIND_SCSI_CMD_DONE);
+	ev = reserve_sample(sizeof(*ev), PRPT_KIND_SCSI_CMD_DONE, 0);
 	if (!ev)
 		return 0;
 	PRPT_FILL_SCSI_CMD(ev, args->result);
@@ -255,7 +245,7 @@ TRACEPOINT_PROBE(scsi, scsi_dispatch_cmd_done)
 #ifdef PRPT_SCSI_EH_WAKEUP
 TRACEPOINT_PROBE(scsi, scsi_eh_wakeup)
 {
-	struct prpt_scsi_event *ev = reserve_scsi(PRPT_KIND_SCSI_EH_WAKEUP);
+	struct prpt_scsi_event *ev = reserve_sample(sizeof(*ev), PRPT_KIND_SCSI_EH_WAKEUP, 0);
 
 	if (!ev)
 		return 0;
@@ -275,13 +265,9 @@ TRACEPOINT_PROBE(nvme, nvme_complete_rq)
 
 	if (args->status == 0)
 		return 0;
-	ev = events.ringbuf_reserve(sizeof(struct prpt_nvme_event));
-	if (!ev) {
-		count_lost(PRPT_KIND_NVME_COMPLETE_RQ);
+	ev = reserve_sample(sizeof(*ev), PRPT_KIND_NVME_COMPLETE_RQ, 0);
+	if (!ev)
 		return 0;
-	}
-	__builtin_memset(ev, 0, sizeof(*ev));
-	fill_head(&ev->head, PRPT_KIND_NVME_COMPLETE_RQ, 0);
 	bpf_probe_read_kernel(ev->disk, sizeof(ev->disk) - 1, args->disk);
 	ev->ctrl_id = args->ctrl_id;
 	ev->qid = args->qid;
@@ -300,15 +286,10 @@ TRACEPOINT_PROBE(nvme, nvme_complete_rq)
 #ifdef PRPT_EXT4_ERROR
 TRACEPOINT_PROBE(ext4, ext4_error)
 {
-	struct prpt_ext4_event *ev;
+	struct prpt_ext4_event *ev = reserve_sample(sizeof(*ev), PRPT_KIND_EXT4_ERROR, args->dev);
 
-	ev = events.ringbuf_reserve(sizeof(struct prpt_ext4_event));
-	if (!ev) {
-		count_lost(PRPT_KIND_EXT4_ERROR);
+	if (!ev)
 		return 0;
-	}
-	__builtin_memset(ev, 0, sizeof(*ev));
-	fill_head(&ev->head, PRPT_KIND_EXT4_ERROR, args->dev);
 	ev->line = args->line;
 	/* `function` points at a string constant inside the kernel image. */
 	bpf_probe_read_kernel_str(ev->function, sizeof(ev->function), (const void *)args->function);
@@ -332,17 +313,13 @@ TRACEPOINT_PROBE(xfs, xfs_buf_ioerror)
 
 	if (args->error == 0)
 		return 0;
-	ev = events.ringbuf_reserve(sizeof(struct prpt_xfs_event));
-	if (!ev) {
-		count_lost(PRPT_KIND_XFS_BUF_IOERROR);
+	ev = reserve_sample(sizeof(*ev), PRPT_KIND_XFS_BUF_IOERROR, args->dev);
+	if (!ev)
 		return 0;
-	}
-	fill_head(&ev->head, PRPT_KIND_XFS_BUF_IOERROR, args->dev);
 	ev->bno = args->bno;
 	ev->length = args->length;
 	ev->flags = args->flags;
 	ev->error = args->error;
-	ev->_pad = 0;
 	ev->caller_ip = (u64)args->caller_ip;
 	events.ringbuf_submit(ev, 0);
 	return 0;

@@ -14,7 +14,7 @@ from json.encoder import encode_basestring as _json_str
 from .event import Severity, StorageEvent, fresh_event_json, local_hostname, new_event_id, now
 from .kmsg.clock import kernel_usec_to_wallclock
 from .record import LogRecord
-from .rules import Match, RuleSet
+from .rules import Match
 
 
 def record_time(record: LogRecord, default: _dt.datetime | None = None) -> _dt.datetime:
@@ -53,14 +53,6 @@ def event_from_match(
         count=1,
         last_timestamp=None,
     )
-
-
-def classify(record: LogRecord, ruleset: RuleSet, hostname: str | None = None) -> StorageEvent | None:
-    """The event for a record, or None when no rule is about it."""
-    match = ruleset.match_record(record)
-    if match is None:
-        return None
-    return event_from_match(record, match, hostname)
 
 
 # A saved log's kernel lines carry no wall-clock time; their events get the

@@ -14,13 +14,12 @@ line: a typo silently ignored is a rule that never fires.
 from __future__ import annotations
 
 import logging
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
 from .rules import RuleSet
-from .rules.toml_lines import TomlLines, decode_error, where
+from .rules.toml_lines import TomlLines, load_toml, where
 
 log = logging.getLogger("peripety.config")
 
@@ -80,15 +79,11 @@ def load_config(path: str | Path | None = None) -> Config:
 
 
 def config_from_text(text: str, path: str | Path | None = None) -> Config:
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        line, reason = decode_error(exc)
-        raise ConfigError(path, f"line {line}" if line else "", f"invalid TOML: {reason}") from None
+    data = load_toml(text, path)
     lines = TomlLines(text)
     _check_schema(data, path, lines)
     main, daemon = data.get("main", {}), data.get("daemon", {})
-    user_rules = RuleSet.from_data(data, path, text=text).rules
+    user_rules = RuleSet.from_data(data, path, lines=lines).rules
     rules = RuleSet.builtin().with_user_rules(user_rules)
     store = daemon.get("store", _legacy_store(main))
     if store not in STORES:

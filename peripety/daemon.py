@@ -21,6 +21,7 @@ import click
 
 from .errors import PeripetyError
 from .event import StorageEvent
+from .logsetup import setup_logging
 from .pipeline import Pipeline, daemon_event
 from .state import DEFAULT_STATE_DIR, PositionFile, ReadPosition
 from .status import DEFAULT_STATUS_PATH, remove_status, write_status
@@ -482,7 +483,7 @@ def main(config_path, store, stdout, no_blk_info_dump, bpf, from_start, state_di
     Needs root (or CAP_SYSLOG for /dev/kmsg; CAP_BPF/CAP_PERFMON for --bpf).
     SIGHUP reloads the config; SIGTERM stops after storing what is in flight.
     """
-    _setup_logging(verbose)
+    setup_logging(verbose, prefix="peripetyd: ")
     options = DaemonOptions(
         config_path=config_path or DEFAULT_CONFIG,
         config_explicit=config_path is not None,
@@ -508,10 +509,6 @@ def main(config_path, store, stdout, no_blk_info_dump, bpf, from_start, state_di
     except PeripetyError as exc:
         raise click.ClickException(str(exc)) from None
 
-
-def _setup_logging(verbose: int) -> None:
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="peripetyd: %(levelname)s: %(message)s", stream=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from peripety.event_types import EVENT_TYPES
+from peripety.kmsg import parse_record
 from peripety.record import LogRecord
 from peripety.rules import RuleSet
 from peripety.rules.engine import KEY_LENGTH
@@ -101,28 +102,10 @@ def test_noise_lines_match_nothing(rules):
 
 # -- the recorded kmsg file ---------------------------------------------------
 
-_KMSG_HEADER = re.compile(r"^(\d+),(\d+),(\d+),([^;,]*)(?:,[^;]*)?;(.*)$")
-
-
 def _kmsg_records(path: Path) -> list[LogRecord]:
-    """A minimal reading of raw /dev/kmsg blocks (the real parser lives in
-    peripety.kmsg): header line, then ' KEY=VALUE' continuation lines."""
-    records = []
-    for block in path.read_text().split("\n\n"):
-        lines = [l for l in block.splitlines() if l and not l.startswith("#")]
-        if not lines:
-            continue
-        m = _KMSG_HEADER.match(lines[0])
-        assert m, f"not a kmsg record: {lines[0]!r}"
-        prio, seq, usec, _flags, text = m.groups()
-        facility = int(prio) >> 3
-        fields = dict(l.strip().split("=", 1) for l in lines[1:] if "=" in l)
-        records.append(LogRecord(
-            text=text, source="kmsg", trusted_kernel=facility == 0, kernel_usec=int(usec),
-            seq=int(seq), level=int(prio) & 7, facility=facility,
-            subsystem=fields.get("SUBSYSTEM"), device=fields.get("DEVICE"),
-        ))
-    return records
+    """Records of a raw /dev/kmsg dump: blocks separated by blank lines, '#' comments dropped."""
+    text = "\n".join(l for l in path.read_text().splitlines() if not l.startswith("#"))
+    return [parse_record(block.strip("\n")) for block in text.split("\n\n") if block.strip()]
 
 
 def test_recorded_kmsg_yields_the_expected_families(rules):

@@ -47,17 +47,6 @@ event_type = "LOOP_TROUBLE"
     assert rules.match("I/O error, dev sdb, sector 8").event_type == "BLK_IO_ERROR"
 
 
-def test_user_rule_without_starts_with_sees_every_line(tmp_path):
-    rules = _rules('''
-[[collector.regexs]]
-regex = 'badness on (?P<kdev>\\w+)'
-sub_system = "block"
-event_type = "SITE_BADNESS"
-''', tmp_path)
-    assert rules.match("x: badness on sdq").kdev == "sdq"
-    assert rules.match("I/O error, dev sdb, sector 8").event_type == "BLK_IO_ERROR"
-
-
 def test_userspace_rule_only_for_its_identifier(tmp_path):
     rules = _rules('''
 [[collector.regexs]]
@@ -91,15 +80,22 @@ def test_strip_verbose_matches_python_verbose_semantics():
     assert translate_verbose("a b") == "a b"  # not verbose: unchanged
 
 
-def test_verbose_user_rule_loads_on_re2(tmp_path):
-    rules = _rules(f"""
-[[collector.regexs]]
-starts_with = "EXT4-fs "
-regex = '''{VERBOSE}'''
-sub_system = "ext4"
-event_type = "SITE_MOUNT"
-""", tmp_path)
-    assert rules.match("EXT4-fs (sdb1): mounted filesystem ##tag#3 x").event_type == "SITE_MOUNT"
+@pytest.mark.parametrize("rule, line, expected", [
+    pytest.param("regex = 'badness on (?P<kdev>\\w+)'\nsub_system = 'block'\nevent_type = 'SITE_BADNESS'",
+                 "x: badness on sdq", ("sdq", "SITE_BADNESS", "SITE_BADNESS on sdq"),
+                 id="no-starts_with-sees-every-line"),
+    pytest.param(f"starts_with = 'EXT4-fs '\nregex = \'\'\'{VERBOSE}\'\'\'\nsub_system = 'ext4'\nevent_type = 'SITE_MOUNT'",
+                 "EXT4-fs (sdb1): mounted filesystem ##tag#3 x", ("sdb1", "SITE_MOUNT", "SITE_MOUNT on sdb1"),
+                 id="verbose-regex-on-re2"),
+    pytest.param("starts_with = 'zzz'\nregex = '^zzz (?P<kdev>\\w+)'\nsub_system = 'block'\nevent_type = 'BLK_IO_ERROR'",
+                 "zzz sdx", ("sdx", "BLK_IO_ERROR", "Block I/O error on sdx"),
+                 id="no-msg-gets-the-type-title"),
+])
+def test_single_user_rule_matches_its_line(tmp_path, rule, line, expected):
+    rules = _rules(f"[[collector.regexs]]\n{rule}\n", tmp_path)
+    found = rules.match(line)
+    assert (found.kdev, found.event_type, found.message()) == expected
+    assert rules.match("I/O error, dev sdb, sector 8").rule.origin.startswith("peripety/rules/builtin.toml")
 
 
 @pytest.mark.timeout(30)
@@ -165,13 +161,3 @@ def test_message_template_optional_parts_and_missing_groups():
         with pytest.raises(TemplateError):
             compile_template(bad)
 
-
-def test_rule_without_msg_gets_a_sentence(tmp_path):
-    rules = _rules('''
-[[collector.regexs]]
-starts_with = "zzz"
-regex = '^zzz (?P<kdev>\\w+)'
-sub_system = "block"
-event_type = "BLK_IO_ERROR"
-''', tmp_path)
-    assert rules.match("zzz sdx").message() == "Block I/O error on sdx"

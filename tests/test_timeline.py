@@ -15,15 +15,12 @@ from pathlib import Path
 import pytest
 
 from peripety.devices import DeviceTimeline, Resolver, resolve
+from tests.harness.partitioned import run
 from peripety.devices.timeline import Uevent, monotonic_usec
 from tests.harness import services
 
 MiB = 1 << 20
 FIXTURES = Path(__file__).parent / "fixtures" / "sysfs"
-
-
-def run(*cmd: str) -> str:
-    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
 
 
 def wait_for(timeline: DeviceTimeline, condition, timeout: float = 30.0) -> None:
@@ -47,7 +44,9 @@ def image(path: Path, size: int = 16 * MiB) -> Path:
 @pytest.fixture
 def timeline():
     services.ensure_udevd()
-    return DeviceTimeline.from_system()
+    timeline = DeviceTimeline.from_system()
+    yield timeline
+    timeline.close()
 
 
 def reattach(disk: str, backing) -> None:
@@ -118,9 +117,19 @@ def test_timeline_fileno_is_pollable(timeline):
 
 
 # -- ordering rules, on a recorded sysfs (no monitor) --------------------------
-def fixture_timeline(**limits) -> DeviceTimeline:
+@pytest.fixture
+def fixture_timeline():
+    """Make timelines over the recorded SAS sysfs tree; closed afterwards."""
     root = FIXTURES / "scsi_sas"
-    return DeviceTimeline(Resolver(str(root), udev=False, mountinfo=str(root / "mountinfo")), **limits)
+    made: list[DeviceTimeline] = []
+
+    def make(**limits) -> DeviceTimeline:
+        made.append(DeviceTimeline(Resolver(str(root), udev=False, mountinfo=str(root / "mountinfo")), **limits))
+        return made[-1]
+
+    yield make
+    for timeline in made:
+        timeline.close()
 
 
 def uevent(action: str, diskseq: int, initialized: int, received: int, seqnum: int) -> Uevent:
@@ -128,7 +137,7 @@ def uevent(action: str, diskseq: int, initialized: int, received: int, seqnum: i
     return Uevent(action, "sda", "8:0", props, seqnum, received)
 
 
-def test_late_remove_is_clamped_to_the_next_add():
+def test_late_remove_is_clamped_to_the_next_add(fixture_timeline):
     tl = fixture_timeline()
     tl.apply(uevent("add", 3, initialized=1_000, received=1_000, seqnum=10))
     # the daemon was busy: remove and the next add are read together, late
@@ -141,7 +150,7 @@ def test_late_remove_is_clamped_to_the_next_add():
     assert [e.end_usec for e in tl.entries("sda")] == [7_000, None]
 
 
-def test_change_with_same_identity_keeps_one_entry():
+def test_change_with_same_identity_keeps_one_entry(fixture_timeline):
     tl = fixture_timeline()
     tl.apply(uevent("add", 3, initialized=1_000, received=1_000, seqnum=1))
     tl.apply(uevent("change", 3, initialized=1_000, received=5_000, seqnum=2))
@@ -150,7 +159,7 @@ def test_change_with_same_identity_keeps_one_entry():
     assert [(e.info.diskseq, e.end_usec) for e in tl.entries("sda")] == [(3, 6_000), (5, None)]
 
 
-def test_removed_entries_expire_by_count_and_age():
+def test_removed_entries_expire_by_count_and_age(fixture_timeline):
     tl = fixture_timeline(max_removed=2, max_age_usec=1_000_000)
     t = 0
     for seq in range(5):

@@ -67,7 +67,7 @@ def test_real_format_file_parses():
     assert (rwbs.offset, rwbs.size, rwbs.array_len) == (34, 10, 10)
     assert fmt.field("cmd").data_loc
     assert fmt.field("error").signed
-    assert fmt.has_fields(["dev", "sector", "sense_key"]) == ["sense_key"]
+    assert fmt.missing_fields(["dev", "sector", "sense_key"]) == ["sense_key"]
 
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=[s["what"] for s in SAMPLES])

@@ -190,8 +190,6 @@ def _load_rules(config_path):
         return load_config(config_path).rules
     except PeripetyError as exc:
         raise click.ClickException(str(exc)) from None
-    except OSError as exc:
-        raise click.ClickException(f"{config_path}: cannot read: {exc.strerror or exc}") from None
 
 
 def _report(logfile: LogFile, stats: bool) -> None:

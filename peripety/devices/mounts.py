@@ -126,3 +126,8 @@ class MountTable:
                 self._file.read()
             self._mounts = read_mounts(self.path)
         return self._mounts
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file, self._poll = None, None

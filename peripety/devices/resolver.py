@@ -48,13 +48,13 @@ import logging
 import os
 import re
 import stat
-from dataclasses import dataclass, field
 
 from ..errors import DeviceNotFound
 from ..event import BlkInfo
 from . import mounts as _mounts
 from . import udevdb
 from .sysfs import Sysfs
+from .transport import nvme_transport, scsi_transport
 
 log = logging.getLogger("peripety.devices.resolver")
 
@@ -81,22 +81,6 @@ _DM_PARTITION = re.compile(r"^part\d+-")  # kpartx partitions of a map
 _BUS_TYPES = {"scsi": "SCSI", "virtio": "Virtio", "nvme": "NVMe"}
 
 
-@dataclass
-class _Context:
-    """What one resolution reads, fetched once (mountinfo is parsed lazily)."""
-
-    sysfs: Sysfs
-    dev_root: str
-    udev: bool
-    mountinfo: str
-    _mounts: list | None = field(default=None, repr=False)
-
-    def mounts(self) -> list[_mounts.Mount]:
-        if self._mounts is None:
-            self._mounts = _mounts.read_mounts(self.mountinfo)
-        return self._mounts
-
-
 class Resolver:
     """Resolve device keys against one sysfs tree, ``/dev`` and udev."""
 
@@ -110,37 +94,40 @@ class Resolver:
         self.sysfs = Sysfs(sysfs_root)
         self.dev_root = dev_root.rstrip("/") or "/"
         self.udev = udev
-        self.mountinfo = mountinfo
+        # parsed again only after a mount or unmount, not per resolution
+        self.mount_table = _mounts.MountTable(mountinfo)
 
-    def _ctx(self) -> _Context:
-        return _Context(self.sysfs, self.dev_root, self.udev, self.mountinfo)
+    def close(self) -> None:
+        self.mount_table.close()
+
+    def __enter__(self) -> "Resolver":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # -- public --------------------------------------------------------------
     def resolve(self, key: str, nsid: int | None = None) -> BlkInfo:
-        ctx = self._ctx()
-        return self._describe(ctx, self.kernel_name(key, nsid, ctx))
+        return self._describe(self.kernel_name(key, nsid))
 
     def describe(self, name: str, props: dict | None = None, *, use_props: bool = False) -> BlkInfo:
         """BlkInfo of kernel name ``name``. With ``use_props`` the given udev
         properties (e.g. from a uevent) are used instead of a database read."""
-        ctx = self._ctx()
-        return self._describe(ctx, name, props if use_props else _READ_DB)
+        return self._describe(name, props if use_props else _READ_DB)
 
     def list_devices(self) -> list[BlkInfo]:
         """Every block device; multipath paths are folded under their map."""
-        ctx = self._ctx()
         names = [n for n in self.sysfs.all_block_names() if not self._is_multipath_path(n)]
         found = []
         for name in sorted(names, key=_natural):
             try:
-                found.append(self._describe(ctx, name))
+                found.append(self._describe(name))
             except DeviceNotFound:
                 continue  # removed while we listed
         return found
 
-    def kernel_name(self, key: str, nsid: int | None = None, ctx: _Context | None = None) -> str:
+    def kernel_name(self, key: str, nsid: int | None = None) -> str:
         """The kernel name (``sdb``, ``dm-3``) a key designates, or DeviceNotFound."""
-        ctx = ctx or self._ctx()
         key = str(key).strip()
         if not key:
             raise DeviceNotFound(key, "empty device name")
@@ -149,18 +136,20 @@ class Resolver:
         if _HCTL.match(key):
             return self._found(key, self.sysfs.name_of_hctl(key), "no SCSI disk at this address")
         if key.startswith("/"):
-            return self._name_of_path(ctx, key)
+            return self._name_of_path(key)
         # kernel names hold '!' where /dev has '/' (cciss!c0d0)
         if self.sysfs.block_dir(key.replace("/", "!")):
             return key.replace("/", "!")
         if _NVME_CONTROLLER.match(key):
             return self._name_of_nvme_controller(key, nsid)
-        if _KERNEL_NAME_SHAPE.match(key) and not self._name_of_dm_name(key):
+        dm_name = self._name_of_dm_name(key)
+        if dm_name:
+            return dm_name
+        if _KERNEL_NAME_SHAPE.match(key):
             # sdq, loop90, nvme3n1: a kernel name not in sysfs is no device
             # now; no FS UUID or WWID looks like this, so skip the scans.
             raise DeviceNotFound(key)
-        name = self._name_of_dm_name(key) or self._name_of_fs_uuid(ctx, key) or self._name_of_wwid(ctx, key)
-        return self._found(key, name)
+        return self._found(key, self._name_of_fs_uuid(key) or self._name_of_wwid(key))
 
     # -- key -> kernel name ---------------------------------------------------
     @staticmethod
@@ -169,9 +158,10 @@ class Resolver:
             raise DeviceNotFound(key, reason)
         return name
 
-    def _name_of_path(self, ctx: _Context, path: str) -> str:
-        if _mounts.is_mount_point(path, ctx.mounts()):
-            dev_num = _mounts.dev_num_mounted_at(path, ctx.mounts())
+    def _name_of_path(self, path: str) -> str:
+        mounts = self.mount_table.current()
+        if _mounts.is_mount_point(path, mounts):
+            dev_num = _mounts.dev_num_mounted_at(path, mounts)
             if dev_num is None:
                 raise DeviceNotFound(path, "mount point of a filesystem with no block device")
             return self._found(path, self.sysfs.name_of_dev_num(dev_num))
@@ -216,48 +206,48 @@ class Resolver:
                 return name
         return None
 
-    def _name_of_fs_uuid(self, ctx: _Context, fs_uuid: str) -> str | None:
+    def _name_of_fs_uuid(self, fs_uuid: str) -> str | None:
         link = os.path.join(self.dev_root, "disk/by-uuid", fs_uuid)
         if os.path.exists(link):
-            return self._name_of_path(ctx, link)
+            return self._name_of_path(link)
         if not self.udev:
             return None
         dev_nums = udevdb.dev_nums_with("ID_FS_UUID", fs_uuid)
         return self.sysfs.name_of_dev_num(dev_nums[0]) if dev_nums else None
 
-    def _name_of_wwid(self, ctx: _Context, wwid: str) -> str | None:
+    def _name_of_wwid(self, wwid: str) -> str | None:
         # Slow path (every device described): only for keys nothing else matched.
         for name in self.sysfs.all_block_names():
             try:
-                if self._identity(ctx, name, None)[1] == wwid:
+                if self._identity(name, None)[1] == wwid:
                     return name
             except DeviceNotFound:
                 continue
         return None
 
     # -- kernel name -> BlkInfo ----------------------------------------------
-    def _describe(self, ctx: _Context, name: str, props=_READ_DB, owners: bool = True) -> BlkInfo:
+    def _describe(self, name: str, props=_READ_DB, owners: bool = True) -> BlkInfo:
         dev_num = self.sysfs.attr(name, "dev")
         if not dev_num:
             raise DeviceNotFound(name)
         if props is _READ_DB:
-            props = udevdb.properties(dev_num) if ctx.udev else None
+            props = udevdb.properties(dev_num) if self.udev else None
         info = BlkInfo(dev_num=dev_num, blk_path=self._dev_path(name))
         if props is None:
             info.missing.append("uuid")  # FS UUID only comes from udev
         else:
             info.uuid = props.get("ID_FS_UUID") or None
-        info.blk_type, info.wwid = self._identity(ctx, name, props)
+        info.blk_type, info.wwid = self._identity(name, props)
         if not info.wwid:
             info.missing.append("wwid")
-        info.diskseq = self._diskseq(name, info.blk_type, props)
+        info.diskseq = self._diskseq(name, props)
         info.preferred_blk_path = self._preferred_path(name, info, props)
-        info.mount_point = _mounts.mount_point_of(dev_num, ctx.mounts())
+        info.mount_point = _mounts.mount_point_of(dev_num, self.mount_table.current())
         info.transport_id, info.transport = self._transport(name, info.blk_type)
         if owners:
-            for lower in self._owner_names(ctx, name, info.blk_type):
+            for lower in self._owner_names(name, info.blk_type):
                 try:
-                    below = self._describe(ctx, lower, owners=False)
+                    below = self._describe(lower, owners=False)
                 except DeviceNotFound:
                     continue
                 info.owners_wwids.append(below.wwid)
@@ -289,13 +279,13 @@ class Resolver:
             return "ZRAM"
         return "Other"
 
-    def _identity(self, ctx: _Context, name: str, props: dict | None) -> tuple[str, str]:
+    def _identity(self, name: str, props: dict | None) -> tuple[str, str]:
         """(blk_type, wwid) of ``name``; wwid is "" when it cannot be known."""
         blk_type = self._blk_type(name)
         sysfs = self.sysfs
         if blk_type == "Partition" and sysfs.has(name, "partition"):
             parent = sysfs.parent_of_partition(name)
-            parent_wwid = self._identity(ctx, parent, None)[1] if parent else ""
+            parent_wwid = self._identity(parent, None)[1] if parent else ""
             number = sysfs.attr(name, "partition")
             return blk_type, f"{parent_wwid}-part{number}" if parent_wwid else ""
         if sysfs.has(name, "dm"):
@@ -352,7 +342,7 @@ class Resolver:
             log.debug("%s: backing file %s: %s", name, backing, exc)
             return None
 
-    def _diskseq(self, name: str, blk_type: str, props: dict | None) -> int | None:
+    def _diskseq(self, name: str, props: dict | None) -> int | None:
         text = (props or {}).get("DISKSEQ") or self.sysfs.attr(name, "diskseq")
         if not text and self.sysfs.has(name, "partition"):
             # a partition shares its disk's media, hence its sequence number
@@ -374,8 +364,6 @@ class Resolver:
         return info.blk_path
 
     def _transport(self, name: str, blk_type: str) -> tuple[str, dict[str, str]]:
-        from .transport import nvme_transport, scsi_transport
-
         if blk_type == "SCSI":
             return scsi_transport(self.sysfs, name)
         if blk_type == "NVMe":
@@ -386,7 +374,7 @@ class Resolver:
         return "", {}
 
     # -- owners ----------------------------------------------------------------
-    def _lower_names(self, ctx: _Context, name: str, blk_type: str) -> list[str]:
+    def _lower_names(self, name: str, blk_type: str) -> list[str]:
         if self.sysfs.has(name, "partition"):
             parent = self.sysfs.parent_of_partition(name)
             return [parent] if parent else []
@@ -398,12 +386,12 @@ class Resolver:
             return [lower] if lower else []
         return self.sysfs.entries(name, "slaves")
 
-    def _owner_names(self, ctx: _Context, name: str, blk_type: str) -> list[str]:
+    def _owner_names(self, name: str, blk_type: str) -> list[str]:
         ordered: list[str] = []
         seen = {name}
 
         def walk(current: str, current_type: str) -> None:
-            for lower in self._lower_names(ctx, current, current_type):
+            for lower in self._lower_names(current, current_type):
                 if lower in seen:
                     continue
                 seen.add(lower)
@@ -449,7 +437,8 @@ def resolve(
     nsid: int | None = None,
 ) -> BlkInfo:
     """Describe the block device ``key`` names; raise DeviceNotFound(key)."""
-    return Resolver(sysfs_root, dev_root, udev, mountinfo).resolve(key, nsid)
+    with Resolver(sysfs_root, dev_root, udev, mountinfo) as resolver:
+        return resolver.resolve(key, nsid)
 
 
 def list_devices(
@@ -460,4 +449,5 @@ def list_devices(
     mountinfo: str = "/proc/self/mountinfo",
 ) -> list[BlkInfo]:
     """All block devices (multipath paths folded under their map's owners)."""
-    return Resolver(sysfs_root, dev_root, udev, mountinfo).list_devices()
+    with Resolver(sysfs_root, dev_root, udev, mountinfo) as resolver:
+        return resolver.list_devices()

@@ -101,7 +101,6 @@ class DeviceTimeline:
         self._by_name: dict[str, list[TimelineEntry]] = collections.defaultdict(list)
         self._by_dev_num: dict[str, list[TimelineEntry]] = collections.defaultdict(list)
         self._closed: collections.deque[TimelineEntry] = collections.deque()
-        self._mount_table = _mounts.MountTable(self.resolver.mountinfo)
         # Keys that named no device, remembered until the next uevent: a
         # storm of lines about an unknown name must not rescan sysfs per line.
         self._misses: set[str] = set()
@@ -131,6 +130,11 @@ class DeviceTimeline:
             # Present before we started: we cannot know since when, so the
             # entry covers all earlier time (start 0).
             self._open(device.sys_name, dev_num, props, start=0, seqnum=0)
+
+    def close(self) -> None:
+        """Release the resolver's mount-table handle (the daemon calls this
+        on shutdown)."""
+        self.resolver.close()
 
     # -- uevents ----------------------------------------------------------------
     def fileno(self) -> int:
@@ -275,7 +279,7 @@ class DeviceTimeline:
 
     def _with_live_mount(self, info: BlkInfo) -> BlkInfo:
         # Mounting sends no uevent: ask mountinfo for the device as it is now.
-        mounts = self._mount_table.current()
+        mounts = self.resolver.mount_table.current()
         return replace(info, mount_point=_mounts.mount_point_of(info.dev_num, mounts))
 
 

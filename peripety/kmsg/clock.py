@@ -29,12 +29,6 @@ def realtime_offset() -> float:
     return time.clock_gettime(time.CLOCK_REALTIME) - time.clock_gettime(time.CLOCK_MONOTONIC)
 
 
-def kernel_usec_to_wallclock(usec: int, offset: float | None = None) -> _dt.datetime:
-    """Wall-clock time (local zone) of a kmsg timestamp from this boot.
-
-    Pass ``offset`` (from :func:`realtime_offset`) to convert many records
-    with one clock reading.
-    """
-    if offset is None:
-        offset = realtime_offset()
-    return _dt.datetime.fromtimestamp(offset + usec / 1_000_000).astimezone()
+def kernel_usec_to_wallclock(usec: int) -> _dt.datetime:
+    """Wall-clock time (local zone) of a kmsg timestamp from this boot."""
+    return _dt.datetime.fromtimestamp(realtime_offset() + usec / 1_000_000).astimezone()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import re
-import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -28,7 +27,7 @@ from ..errors import ConfigError
 from ..event import Severity, canonical_sub_system
 from ..event_types import EVENT_TYPES
 from .template import Template, TemplateError, compile_template
-from .toml_lines import TomlLines, decode_error, where
+from .toml_lines import TomlLines, load_toml, where
 from .user_regex import UserRegexError, compile_user_regex
 
 log = logging.getLogger("peripety.rules")
@@ -59,9 +58,7 @@ class Match:
         """The rule's ``msg`` sentence for this match (see ``template``)."""
         values = {**self.extension, "kdev": self.kdev, "sub_system": self.sub_system,
                   "event_type": self.event_type}
-        template = self.rule.template or compile_template(
-            self.rule.msg or _default_msg(self.event_type))  # a Rule built by hand
-        return template.render(values)
+        return self.rule.template.render(values)
 
 
 @dataclass
@@ -322,7 +319,7 @@ class RuleSet:
     """An ordered set of rules; the first rule that matches wins."""
 
     def __init__(self, rules: list[Rule]):
-        self.rules = list(rules)
+        self.rules = tuple(rules)  # a RuleSet is shared (``builtin``): never changed
         kernel = [r for r in self.rules if not r.identifier]
         keyed = [r for r in kernel if r.starts_with and min(map(len, r.starts_with)) >= KEY_LENGTH]
         loose = [r for r in kernel if r not in keyed]
@@ -349,16 +346,12 @@ class RuleSet:
     def from_toml(cls, text: str, path=None, *, trusted: bool = False) -> "RuleSet":
         """Rules from ``[[collector.regexs]]`` tables in ``text``. Other
         top-level content is ignored here (``config.load_config`` checks it)."""
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            line, reason = decode_error(exc)
-            raise ConfigError(path, f"line {line}" if line else "", f"invalid TOML: {reason}") from None
-        return cls.from_data(data, path, text=text, trusted=trusted)
+        return cls.from_data(load_toml(text, path), path, lines=TomlLines(text), trusted=trusted)
 
     @classmethod
-    def from_data(cls, data: dict, path=None, *, text: str | None = None, trusted: bool = False) -> "RuleSet":
-        lines = TomlLines(text) if text is not None else None
+    def from_data(cls, data: dict, path=None, *, lines: TomlLines | None = None,
+                  trusted: bool = False) -> "RuleSet":
+        """Rules from parsed TOML; ``lines`` (the file's text) lets errors name a line."""
         collector = data.get("collector", {})
         if not isinstance(collector, dict):
             raise ConfigError(path, "collector", "must be a table ([collector] or [[collector.regexs]])")
@@ -372,11 +365,12 @@ class RuleSet:
 
     @classmethod
     def builtin(cls) -> "RuleSet":
+        """The shipped rules, loaded and indexed once per process."""
         global _BUILTIN
         if _BUILTIN is None:
             text = resources.files(__package__).joinpath(BUILTIN_RULES).read_text()
             _BUILTIN = cls.from_toml(text, path=f"peripety/rules/{BUILTIN_RULES}", trusted=True)
-        return cls(_BUILTIN.rules)
+        return _BUILTIN
 
     @classmethod
     def load(cls, user_path: str | Path | None = None) -> "RuleSet":
@@ -393,9 +387,10 @@ class RuleSet:
         return builtin.with_user_rules(cls.from_toml(text, path=path).rules)
 
     def with_user_rules(self, rules: list[Rule]) -> "RuleSet":
-        if rules:
-            log.debug("%d user rule(s) placed before %d built-in ones", len(rules), len(self.rules))
-        return RuleSet(list(rules) + self.rules)
+        if not rules:
+            return self
+        log.debug("%d user rule(s) placed before %d built-in ones", len(rules), len(self.rules))
+        return RuleSet([*rules, *self.rules])
 
     def match(self, text: str) -> Match | None:
         """Match a kernel line."""

@@ -13,6 +13,8 @@ import re
 import tomllib
 from dataclasses import dataclass
 
+from ..errors import ConfigError
+
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\" ]+?)\s*\]\]?\s*(?:#.*)?$")
 _KEY = re.compile(r"^\s*([A-Za-z0-9_\-]+|\"[^\"]*\")\s*=")
 _DECODE_POS = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
@@ -59,6 +61,15 @@ class TomlLines:
 
     def _first_header(self) -> int:
         return self.blocks[0].line if self.blocks else len(self.lines) + 1
+
+
+def load_toml(text: str, path=None) -> dict:
+    """``tomllib.loads``, its error a ConfigError naming ``path`` and the line."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line, reason = decode_error(exc)
+        raise ConfigError(path, f"line {line}" if line else "", f"invalid TOML: {reason}") from None
 
 
 def decode_error(exc: tomllib.TOMLDecodeError) -> tuple[int | None, str]:

@@ -26,7 +26,8 @@ from .prefilter import candidate_regex, kernel_prefixes
 log = logging.getLogger("peripety.sources.logfile")
 
 CHUNK_SIZE = 4 << 20
-_SNIFF_SIZE = 64 << 10
+SNIFF_SIZE = 64 << 10
+"""Bytes at the head of a file checked for binary data and its format."""
 
 # Lines of a kmsg dump that are neither a record head nor a dictionary line.
 _KMSG_BAD_LINE = re.compile(r"\n(?!\d+,\d+,\d+,[^;\n]*;| |\n|\Z)")
@@ -58,8 +59,9 @@ class LogFile:
         self.requested_format = fmt
         self.format: LogFormat | None = None if fmt == "auto" else FORMATS[fmt]
         self.stats = LogFileStats()
-        self._count_lines = True
         self._head_checked = False
+        self._regex_cache: tuple | None = None
+        """(ruleset, lead, candidate regex) of the last chunk."""
 
     @classmethod
     def part(cls, stream: BinaryIO, name: str, fmt: str) -> "LogFile":
@@ -103,8 +105,7 @@ class LogFile:
         lines where that is a pass of its own (the kmsg and dmesg fast path:
         ~25 % of the time on a large file); ``stats.lines`` then stays 0.
         """
-        self._count_lines = count_malformed
-        for chunk, first_line in self._chunks():
+        for chunk, first_line in self._chunks(count_lines=count_malformed):
             fast = self._candidate_regex(chunk, ruleset)
             if fast is None:
                 records = self._parse_lines(chunk, first_line)
@@ -126,8 +127,9 @@ class LogFile:
         except OSError as exc:
             raise LogFormatError(f"{self.name}: cannot read: {exc.strerror or exc}") from None
 
-    def _chunks(self) -> Iterator[tuple[str, int]]:
-        """Decoded text ending at a record boundary, with its first line number."""
+    def _chunks(self, count_lines: bool = True) -> Iterator[tuple[str, int]]:
+        """Decoded text ending at a record boundary, with its first line
+        number (when ``count_lines``; else line numbers stay 1)."""
         carry = b""
         line_number = 1
         first = True
@@ -135,7 +137,7 @@ class LogFile:
             data = self._read(CHUNK_SIZE)
             eof = not data
             buf = carry + data
-            if first and not eof and buf.count(b"\n") < 40 and len(buf) < _SNIFF_SIZE:
+            if first and not eof and buf.count(b"\n") < 40 and len(buf) < SNIFF_SIZE:
                 carry = buf  # format detection wants a few lines
                 continue
             if not buf:
@@ -151,7 +153,7 @@ class LogFile:
             chunk_bytes, carry = buf[:cut], buf[cut:]
             chunk = chunk_bytes.decode("utf-8", "replace")
             lines = 0
-            if self._count_lines:
+            if count_lines:
                 lines = chunk.count("\n") + (0 if chunk.endswith("\n") else 1)
                 self.stats.lines += lines
             yield chunk, line_number
@@ -172,13 +174,13 @@ class LogFile:
     def check_head(self, head: bytes) -> None:
         """Refuse binary input; detect the format when it is ``auto``."""
         self._head_checked = True
-        if b"\0" in head[:_SNIFF_SIZE]:
+        if b"\0" in head[:SNIFF_SIZE]:
             raise LogFormatError(
                 f"{self.name}: binary data, not a text log "
                 "(a journal file? export it with: journalctl --file FILE -o json)"
             )
         if self.format is None:
-            sample = head[:_SNIFF_SIZE].decode("utf-8", "replace").splitlines()[:40]
+            sample = head[:SNIFF_SIZE].decode("utf-8", "replace").splitlines()[:40]
             name = detect_format(sample)
             if name is None:
                 first = next((l for l in sample if l.strip()), "")
@@ -216,13 +218,10 @@ class LogFile:
         lead = self._lead(chunk)
         if lead is None:
             return None
-        cache = getattr(self, "_regex_cache", None)
+        cache = self._regex_cache
         if cache is None or cache[0] is not ruleset or cache[1] != lead:
             prefixes = kernel_prefixes(ruleset)
             regex = None if prefixes is None else candidate_regex(lead, prefixes)
-            # No prefixes at all: nothing can match; an impossible regex keeps the fast path.
-            if prefixes == ():
-                regex = re.compile(r"(?!x)x")
             cache = self._regex_cache = (ruleset, lead, regex)
         return cache[2]
 
@@ -280,11 +279,6 @@ class LogFile:
                 first_pos = m.start()
         if count:
             self.stats.add_malformed(count, first_line + text.count("\n", 0, first_pos))
-
-
-def open_log(path: str | Path, fmt: str = "auto") -> LogFile:
-    """Open a saved log; ``-`` is standard input."""
-    return LogFile.open(path, fmt)
 
 
 def read_records(path: str | Path, fmt: str = "auto") -> list[LogRecord]:

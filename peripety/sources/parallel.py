@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from ..errors import LogFormatError
-from .logfile import LogFile, LogFileStats
+from .logfile import SNIFF_SIZE, LogFile, LogFileStats
 
 PARALLEL_MIN_SIZE = 16 << 20
 PART_SIZE = 4 << 20
@@ -64,7 +64,7 @@ def render_parts(
     """Each part of ``logfile``'s file rendered by ``render`` in a worker,
     encoded with ``encoding``/``errors`` (those of the output stream), in
     file order. The format is detected (and the head checked) here first."""
-    head = logfile.stream.read(64 << 10)
+    head = logfile.stream.read(SNIFF_SIZE)
     logfile.check_head(head)
     fmt = logfile.format
     size = os.fstat(logfile.stream.fileno()).st_size

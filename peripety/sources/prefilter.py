@@ -27,11 +27,15 @@ def kernel_prefixes(ruleset: RuleSet) -> tuple[str, ...] | None:
     return tuple(sorted(prefixes))
 
 
-def candidate_regex(lead: str, prefixes: tuple[str, ...]) -> re.Pattern | None:
-    """``lead`` followed by any prefix; None when no rule can match at all."""
+def candidate_regex(lead: str, prefixes: tuple[str, ...]) -> re.Pattern:
+    """``lead`` followed by any prefix; with no prefix (no kernel rule at
+    all) a regex that finds nothing."""
     if not prefixes:
-        return None
+        return _NOTHING
     return re.compile(lead + _trie(sorted(set(prefixes))))
+
+
+_NOTHING = re.compile(r"(?!x)x")
 
 
 def _trie(words: list[str]) -> str:

@@ -122,8 +122,10 @@ def _totals_text(model: TopModel, now: _dt.datetime) -> Text:
 # -- devices ----------------------------------------------------------------------
 
 
-def device_panel(model: TopModel, now: _dt.datetime, width: int, max_rows: int | None = None) -> Panel:
-    rows = model.device_rows()
+def device_panel(model: TopModel, now: _dt.datetime, width: int, max_rows: int | None = None,
+                 rows: list[DeviceRow] | None = None) -> Panel:
+    """``rows``: ``model.device_rows()`` when the caller has it already."""
+    rows = model.device_rows() if rows is None else rows
     title = f"Devices ({len(rows)}) · sort {model.view.sort.value}"
     if model.view.filter_text:
         title += f" · filter {model.view.filter_text!r}"
@@ -213,7 +215,7 @@ def _event_cells(event: StorageEvent, now: _dt.datetime, wide: bool) -> list[str
     count = f"×{event.count}" if event.count > 1 else ""
     message = event.msg or event.raw_msg
     severity = event.severity.name if wide else SHORT_SEVERITY[event.severity]
-    return [when.strftime("%H:%M:%S"), severity, short_path(path or kdev), event.event_type, count, message]
+    return [when.strftime("%H:%M:%S"), severity, short_path(path), event.event_type, count, message]
 
 
 # -- footer -----------------------------------------------------------------------
@@ -231,14 +233,14 @@ def footer_line(model: TopModel) -> Text:
 def live_frame(model: TopModel, now: _dt.datetime, width: int, height: int) -> Layout:
     """The full-screen view: header, devices, events, footer."""
     body = max(2 * PANEL_CHROME, height - HEADER_LINES - FOOTER_LINES)
-    device_count = len(model.device_rows())
+    rows = model.device_rows()
     # Devices take what they need up to half the body; events the rest.
-    device_lines = min(PANEL_CHROME + max(1, device_count), max(PANEL_CHROME + 1, body // 2))
+    device_lines = min(PANEL_CHROME + max(1, len(rows)), max(PANEL_CHROME + 1, body // 2))
     event_lines = body - device_lines
     layout = Layout(name="root")
     layout.split_column(
         Layout(header_panel(model, now), name="header", size=HEADER_LINES),
-        Layout(device_panel(model, now, width, device_lines - PANEL_CHROME), name="devices", size=device_lines),
+        Layout(device_panel(model, now, width, device_lines - PANEL_CHROME, rows), name="devices", size=device_lines),
         Layout(events_panel(model, now, width, event_lines - PANEL_CHROME), name="events"),
         Layout(footer_line(model), name="footer", size=FOOTER_LINES),
     )

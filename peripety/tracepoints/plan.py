@@ -202,14 +202,14 @@ def _plan_probes(root: Path) -> tuple[list[PlannedProbe], list[SkippedProbe]]:
             skipped.append(SkippedProbe(spec.tracepoint, _absent_reason(spec)))
             continue
         fmt = tracefs.read_format(root, spec.category, spec.event)
-        missing = fmt.has_fields(spec.fields)
+        missing = fmt.missing_fields(spec.fields)
         if missing:
             skipped.append(
                 SkippedProbe(spec.tracepoint, f"its format lacks field(s) {', '.join(missing)}")
             )
             continue
         defines = [spec.define]
-        if spec.optional_define and not fmt.has_fields(spec.optional_fields):
+        if spec.optional_define and not fmt.missing_fields(spec.optional_fields):
             defines.append(spec.optional_define)
         planned.append(PlannedProbe(spec, tuple(defines)))
         taken[spec.slot] = spec.tracepoint

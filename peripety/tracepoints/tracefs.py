@@ -75,7 +75,7 @@ class TracepointFormat:
                 return f
         return None
 
-    def has_fields(self, names) -> list[str]:
+    def missing_fields(self, names) -> list[str]:
         """The names in ``names`` this format lacks (empty: all present)."""
         present = {f.name for f in self.fields}
         return [n for n in names if n not in present]
