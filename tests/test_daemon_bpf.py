@@ -65,6 +65,15 @@ def test_reattached_name_is_resolved_to_the_old_device(bpf_daemon, tmp_path):
     old = FaultyDisk(workdir=tmp_path).__enter__()
     try:
         name, old_backing = old.name, f"{old.workdir}/fuse/disk"
+        # First make sure the daemon knows the old attachment (its udev event
+        # is processed): an error on it is stored under the old backing file.
+        old.fail_sectors(2048, 1, "read")
+        assert old.read_sectors(2048, 1)[0].error == 5
+        wait_for_events(("--since", t0, "--event-type", "BLK_IO_ERROR", "--blk", name),
+                        lambda evs: any(e["extension"].get("sector") == "2048" and
+                                        e["cur_blk_info"]["transport"]["backing_file"] == old_backing
+                                        for e in evs),
+                        what="the daemon to know the old disk")
         bpf_daemon.signal(signal.SIGSTOP)
         old.fail_sectors(4096, 1, "read")
         assert old.read_sectors(4096, 1)[0].error == 5
