@@ -47,7 +47,7 @@ def event_from_match(
         dev_num="",
         cur_blk_info=None,
         hierarchy_blk_info=[],
-        extension=dict(match.extension),
+        extension={**match.extension, **record.sender} if record.sender else dict(match.extension),
         sources=[record.source],
         root_cause_event_id=None,
         count=1,

@@ -21,8 +21,10 @@ import click
 
 from .errors import PeripetyError
 from .event import StorageEvent
+from .cli.entry import run_cli
 from .logsetup import setup_logging
 from .pipeline import Pipeline, daemon_event
+from .safefiles import check_private_dir, open_private
 from .state import DEFAULT_STATE_DIR, PositionFile, ReadPosition
 from .status import DEFAULT_STATUS_PATH, remove_status, write_status
 
@@ -84,6 +86,8 @@ class Daemon:
         self._last_save = 0.0
         self._last_spool_try = 0.0
         self._bpf_lost_reported = 0
+        self._started: str | None = None
+        self._status_store: tuple | None = None
 
     # -- set-up -------------------------------------------------------------
     def _load_config(self):
@@ -100,6 +104,7 @@ class Daemon:
         from .stores import SpoolingStore, open_store
 
         spec = self.options.store or self.config.store
+        check_private_dir(self.options.state_dir)
         self.store = SpoolingStore(open_store(spec, write=True), spool_dir=self.options.state_dir / "spool")
         self.timeline = self._open_timeline()
         self.pipeline = Pipeline(self.config.rules, self.timeline, self._emit, boot_id=boot_id,
@@ -161,7 +166,7 @@ class Daemon:
         identifiers = self.config.user_space_identifiers
         cursor = position.journal_cursor if position else ""
         try:
-            self.journal = JournalSource(identifiers, cursor=cursor)
+            self.journal = JournalSource(identifiers, cursor=cursor, policy=self.config.sender_policy)
         except OSError as exc:
             log.warning("cannot read the journal (%s): user-space storage logs are not read", exc)
             return
@@ -311,6 +316,7 @@ class Daemon:
                 log.info("delivered %d spooled events", delivered)
         if now - self._last_save >= POSITION_SAVE_INTERVAL:
             self._save_position()
+        self._refresh_status()
 
     def _timeout(self) -> float:
         now = time.monotonic()
@@ -357,31 +363,54 @@ class Daemon:
     def reload(self) -> None:
         """SIGHUP: re-read the config; an invalid one is reported and the old
         one stays in force."""
-        from .errors import ConfigError
-
         _sd_notify("RELOADING=1")
         try:
             config = self._load_config()
-        except ConfigError as exc:
+        except (PeripetyError, OSError, ValueError) as exc:
+            # Any problem (unreadable, not UTF-8, broken TOML, bad rule or
+            # store): the daemon and the rules in force stay.
             log.error("config not reloaded, keeping the previous one: %s", exc)
         else:
+            if config.store != self.config.store and self.options.store is None:
+                log.warning("store changed to %s in %s: takes effect at the next start", config.store,
+                            self.options.config_path)
             self.config = config
             self.pipeline.rules = config.rules
             self.pipeline.storm.window = config.storm_window
+            if self.journal is not None:
+                self.journal.set_identifiers(config.user_space_identifiers, config.sender_policy)
             log.info("config reloaded from %s (%d rules)", self.options.config_path, len(config.rules.rules))
         _sd_notify("READY=1")
 
     def _write_status(self) -> None:
+        if self._started is None:
+            self._started = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+        self._status_store = self._store_state()
+        ok, error, depth = self._status_store
         write_status(
             self.options.status_path,
             {
                 "pid": os.getpid(),
-                "started": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+                "started": self._started,
                 "store": self.store.name,
+                "store_ok": ok,
+                "store_error": error,
+                "spool_depth": depth,
                 "sources": [s.name for s in self.sources],
                 "bpf": self.bpf_status,
             },
         )
+
+    def _store_state(self) -> tuple[bool, str | None, int]:
+        return self.store.ok, self.store.error, len(self.store.spool)
+
+    def _refresh_status(self) -> None:
+        """Rewrite the status file when the store's health or spool moved."""
+        if self._status_store is not None and self._store_state() != self._status_store:
+            try:
+                self._write_status()
+            except (PeripetyError, OSError) as exc:
+                log.warning("cannot update the status file %s: %s", self.options.status_path, exc)
 
     def _shutdown(self) -> None:
         _sd_notify("STOPPING=1")
@@ -409,8 +438,8 @@ def _take_instance_lock(path: Path):
     kernel when the process dies, also on kill -9)."""
     import fcntl
 
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-    fh = open(path, "a+")
+    check_private_dir(path.parent, mode=0o755)
+    fh = os.fdopen(open_private(path, os.O_RDWR | os.O_CREAT, 0o644), "r+")
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -437,13 +466,16 @@ def _sd_notify(state: str) -> None:
 
 
 def _check(options: DaemonOptions) -> int:
-    """--check: validate the config, print the sources and attach plan."""
+    """--check: validate the config and the store, print the sources and
+    attach plan. A problem is a PeripetyError: one line, exit 1."""
     daemon = Daemon(options)
     click.echo(f"config: {options.config_path if options.config_path.exists() else 'built-in rules only'}"
                f" ({len(daemon.config.rules.rules)} rules)")
-    click.echo(f"store: {options.store or daemon.config.store}")
+    click.echo(f"store: {_check_store(options.store or daemon.config.store, options.state_dir)}")
     click.echo(f"kmsg: {'readable' if os.access('/dev/kmsg', os.R_OK) else 'NOT readable (run as root)'}")
     click.echo(f"journal: {'running' if Path('/run/systemd/journal/socket').exists() else 'not running'}")
+    click.echo("user-space senders: " + "; ".join(
+        f"{i}: {daemon.config.sender_policy(i).describe()}" for i in daemon.config.user_space_identifiers))
     try:
         from .tracepoints import describe_plan, plan_attach
 
@@ -451,6 +483,32 @@ def _check(options: DaemonOptions) -> int:
     except PeripetyError as exc:
         click.echo(f"bpf: unavailable: {exc}")
     return 0
+
+
+def _check_store(spec: str, state_dir: Path) -> str:
+    """What ``spec`` would open, checked without writing anything."""
+    from .safefiles import check_dir_chain
+    from .stores import StoreError, parse_store_spec
+    from .stores.journald_socket import runtime_dir
+
+    parsed = parse_store_spec(spec)
+    if parsed.kind == "auto":
+        running = (runtime_dir() / "socket").exists()
+        return f"auto: {'journal (journald runs)' if running else 'sqlite (no journald)'}"
+    if parsed.kind == "journal":
+        if parsed.directory is not None:
+            raise StoreError(f"store {parsed}: a journal directory can only be read, peripetyd cannot write there")
+        socket_path = runtime_dir(parsed.namespace) / "socket"
+        state = "journald running" if socket_path.exists() else f"journald NOT running (no {socket_path})"
+        return f"{parsed} ({state})"
+    path = Path(parsed.path)
+    existing = path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    check_dir_chain(existing)
+    if os.path.islink(path):
+        raise StoreError(f"store {parsed}: {path} is a symbolic link; peripetyd does not write through links")
+    return f"{parsed} (directory checked)"
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -509,6 +567,8 @@ def main(config_path, store, stdout, no_blk_info_dump, bpf, from_start, state_di
     except PeripetyError as exc:
         raise click.ClickException(str(exc)) from None
 
+
+main = run_cli(main, needs_stdout=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

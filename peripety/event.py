@@ -241,6 +241,9 @@ class StorageEvent:
     # daemon (kernel monotonic time, kmsg sequence number of its record).
     kernel_usec: int | None = field(default=None, repr=False, compare=False)
     origin_seq: int | None = field(default=None, repr=False, compare=False)
+    untrusted_writer: dict[str, str] | None = field(default=None, repr=False, compare=False)
+    """Set by a reader asked to show entries not written by peripetyd: who
+    journald says sent it (pid, uid, comm, exe, unit). Serialised only when set."""
 
     # -- JSON ---------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -262,6 +265,7 @@ class StorageEvent:
             "root_cause_event_id": self.root_cause_event_id,
             "count": self.count,
             "last_timestamp": format_timestamp(self.last_timestamp) if self.last_timestamp else None,
+            **({"untrusted_writer": dict(self.untrusted_writer)} if self.untrusted_writer is not None else {}),
         }
 
     def to_json(self, pretty: bool = False) -> str:
@@ -404,7 +408,8 @@ def _compact_json(event: StorageEvent) -> str | None:
     for the common event (no device information yet, string values), built
     directly: 4x faster, byte-identical (tests check). None when the event
     needs the general path."""
-    if event.cur_blk_info is not None or event.hierarchy_blk_info or type(event.count) is not int:
+    if (event.cur_blk_info is not None or event.hierarchy_blk_info or type(event.count) is not int
+            or event.untrusted_writer is not None):
         return None
     enc = _json_str
     root = event.root_cause_event_id

@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from .safefiles import check_private_dir, open_private, write_atomically
 
 log = logging.getLogger("peripety.state")
 
@@ -32,7 +33,9 @@ class PositionFile:
 
     def load(self) -> ReadPosition | None:
         try:
-            data = json.loads(self.path.read_text())
+            fd = open_private(self.path, os.O_RDONLY)
+            with os.fdopen(fd, "rb") as fh:
+                data = json.loads(fh.read())
             return ReadPosition(**{k: data[k] for k in ReadPosition.__dataclass_fields__ if k in data})
         except FileNotFoundError:
             return None
@@ -45,20 +48,8 @@ class PositionFile:
         position moved; an idle daemon writes nothing."""
         if self._last is not None and _where(position) == _where(self._last):
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".position.")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(asdict(position), fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        check_private_dir(self.path.parent)
+        write_atomically(self.path, json.dumps(asdict(position)).encode())
         self._last = ReadPosition(**asdict(position))
 
 

@@ -44,5 +44,9 @@ def main():
     query and follow the events peripetyd stored."""
 
 
+from .entry import run_cli  # noqa: E402
+
+main = run_cli(main)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

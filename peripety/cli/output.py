@@ -18,6 +18,9 @@ def event_line(event: StorageEvent) -> str:
     )
     if event.count > 1:
         line += f" (x{event.count})"
+    if event.untrusted_writer is not None:
+        sender = " ".join(f"{k}={v}" for k, v in event.untrusted_writer.items() if k != "exe")
+        line = f"UNTRUSTED({sender or 'unknown sender'}) {line}"
     return line.replace("\n", " ")
 
 
@@ -58,3 +61,4 @@ def quiet_broken_pipe() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
+    sys.exit(1)  # the output is incomplete: say so to scripts, as SIGPIPE would
