@@ -501,7 +501,9 @@ def _check_store(spec: str, state_dir: Path) -> str:
         socket_path = runtime_dir(parsed.namespace) / "socket"
         state = "journald running" if socket_path.exists() else f"journald NOT running (no {socket_path})"
         return f"{parsed} ({state})"
-    path = Path(parsed.path)
+    from .stores.sqlite import DEFAULT_PATH
+
+    path = Path(parsed.path or DEFAULT_PATH)
     existing = path.parent
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -568,8 +570,9 @@ def main(config_path, store, stdout, no_blk_info_dump, bpf, from_start, state_di
         raise click.ClickException(str(exc)) from None
 
 
-main = run_cli(main, needs_stdout=False)
+cli_main = run_cli(main, needs_stdout=False)
+"""The ``peripetyd`` console script."""
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    cli_main()

@@ -46,7 +46,8 @@ def main():
 
 from .entry import run_cli  # noqa: E402
 
-main = run_cli(main)
+cli_main = run_cli(main)
+"""The ``prpt`` console script: ``main`` plus closed/full stdout handling."""
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    cli_main()

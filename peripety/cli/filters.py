@@ -91,7 +91,16 @@ store_option = click.option(
     envvar="PRPT_STORE",
     metavar="SPEC",
     help="Where to read events: auto (the journal where journald runs, else SQLite), "
-    "journal, journal:NAMESPACE, sqlite or sqlite:PATH.",
+    "journal (alias journald), journal:NAMESPACE, journal:/DIR (journal files, e.g. a sosreport), "
+    "sqlite or sqlite:PATH.",
+)
+include_untrusted_option = click.option(
+    "--include-untrusted",
+    is_flag=True,
+    help="Also show journal entries that claim to be peripety events but that journald says "
+    "peripetyd (root) did not write, and events of an SQLite file others could have written. "
+    "They are marked: UNTRUSTED(uid=... comm=...) in text, an \"untrusted_writer\" object in JSON. "
+    "Without it they are skipped (and counted, see -v).",
 )
 
 

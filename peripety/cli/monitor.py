@@ -8,7 +8,7 @@ import signal
 
 import click
 
-from .filters import build_filter, filter_options, store_option
+from .filters import build_filter, filter_options, include_untrusted_option, store_option
 from .options import output_options, verbose_option
 from .output import EventWriter
 from .store_access import reading_store
@@ -27,9 +27,10 @@ def _raise_stop(signum, frame):
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @filter_options
 @store_option
+@include_untrusted_option
 @output_options
 @verbose_option
-def command(blk, severity, sub_systems, event_types, store_spec, output_format):
+def command(blk, severity, sub_systems, event_types, store_spec, include_untrusted, output_format):
     """Follow new storage events until interrupted (Ctrl-C).
 
     \b
@@ -43,7 +44,7 @@ def command(blk, severity, sub_systems, event_types, store_spec, output_format):
     flt = build_filter(blk, severity, sub_systems, event_types)
     writer = EventWriter(output_format=output_format, flush_each=True)
     signal.signal(signal.SIGTERM, _raise_stop)
-    with reading_store(store_spec) as store:
+    with reading_store(store_spec, include_untrusted) as store:
         follower = store.follow(flt)
         log.info("following %s events (Ctrl-C to stop)", store.name)
         try:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from .filters import build_filter, filter_options, since_option, store_option, until_option
+from .filters import (build_filter, filter_options, include_untrusted_option, since_option, store_option,
+                      until_option)
 from .options import output_options, verbose_option
 from .output import EventWriter
 from .store_access import reading_store
@@ -18,9 +19,10 @@ from .store_access import reading_store
 @click.option("-n", "--lines", "limit", type=click.IntRange(min=1), default=None, metavar="N",
               help="Only the newest N matching events (still printed oldest first).")
 @store_option
+@include_untrusted_option
 @output_options
 @verbose_option
-def command(blk, severity, sub_systems, event_types, since, until, event_ids, limit, store_spec, output_format):
+def command(blk, severity, sub_systems, event_types, since, until, event_ids, limit, store_spec, include_untrusted, output_format):
     """Show stored storage events, oldest first.
 
     \b
@@ -35,7 +37,7 @@ def command(blk, severity, sub_systems, event_types, since, until, event_ids, li
     flt = build_filter(blk, severity, sub_systems, event_types, since=since, until=until,
                        event_ids=event_ids, limit=limit)
     writer = EventWriter(output_format=output_format, flush_each=False)
-    with reading_store(store_spec) as store:
+    with reading_store(store_spec, include_untrusted) as store:
         for event in store.query(flt):
             writer.write(event)
         writer.flush()

@@ -54,7 +54,7 @@ def parse_store_spec(spec: str | None) -> StoreSpec:
             return StoreSpec("journal", directory=arg)
         return StoreSpec("journal", namespace=arg)
     if kind == "sqlite":
-        return StoreSpec("sqlite", path=arg or str(DEFAULT_PATH))
+        return StoreSpec("sqlite", path=arg or None)
     raise StoreError(f"unknown store {spec!r}: expected {SPEC_HELP}")
 
 
@@ -66,10 +66,10 @@ def open_store(spec: str = "auto", *, write: bool = False, include_untrusted: bo
     marked."""
     parsed = parse_store_spec(spec)
     if parsed.kind == "auto":
-        parsed = StoreSpec("journal") if (runtime_dir() / "socket").exists() else StoreSpec("sqlite", path=str(DEFAULT_PATH))
+        parsed = StoreSpec("journal") if (runtime_dir() / "socket").exists() else StoreSpec("sqlite")
     if parsed.kind == "journal":
         return _open_journal(parsed, write, include_untrusted, writers)
-    return SqliteStore(Path(parsed.path), write=write, include_untrusted=include_untrusted)
+    return SqliteStore(Path(parsed.path or DEFAULT_PATH), write=write, include_untrusted=include_untrusted)
 
 
 def _open_journal(spec: StoreSpec, write: bool, include_untrusted: bool, writers):

@@ -29,7 +29,7 @@ from typing import Iterator
 
 from ..errors import EventFormatError, StoreError
 from ..event import StorageEvent
-from ..safefiles import check_private_dir, open_private, write_atomically
+from ..safefiles import UnsafePathError, check_private_dir, open_private, write_atomically
 from .filter import EventFilter
 
 log = logging.getLogger("peripety.stores.spool")
@@ -53,7 +53,10 @@ class Spool:
         """Events dropped because the spool was full, since it was opened."""
         self.path = self.directory / SPOOL_FILE
         self._delivered_path = self.directory / DELIVERED_FILE
-        check_private_dir(self.directory)
+        try:
+            check_private_dir(self.directory)
+        except UnsafePathError as exc:
+            raise StoreError(f"the spool directory: {exc}") from None
         try:
             fd = open_private(self.path, os.O_CREAT | os.O_RDWR | os.O_APPEND, 0o640)
         except OSError as exc:
