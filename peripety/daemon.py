@@ -20,8 +20,8 @@ from pathlib import Path
 import click
 
 from .errors import PeripetyError
-from .event import StorageEvent
 from .cli.entry import run_cli
+from .event import StorageEvent
 from .logsetup import setup_logging
 from .pipeline import Pipeline, daemon_event
 from .safefiles import check_private_dir, open_private
@@ -471,7 +471,7 @@ def _check(options: DaemonOptions) -> int:
     daemon = Daemon(options)
     click.echo(f"config: {options.config_path if options.config_path.exists() else 'built-in rules only'}"
                f" ({len(daemon.config.rules.rules)} rules)")
-    click.echo(f"store: {_check_store(options.store or daemon.config.store, options.state_dir)}")
+    click.echo(f"store: {_check_store(options.store or daemon.config.store)}")
     click.echo(f"kmsg: {'readable' if os.access('/dev/kmsg', os.R_OK) else 'NOT readable (run as root)'}")
     click.echo(f"journal: {'running' if Path('/run/systemd/journal/socket').exists() else 'not running'}")
     click.echo("user-space senders: " + "; ".join(
@@ -485,7 +485,7 @@ def _check(options: DaemonOptions) -> int:
     return 0
 
 
-def _check_store(spec: str, state_dir: Path) -> str:
+def _check_store(spec: str) -> str:
     """What ``spec`` would open, checked without writing anything."""
     from .safefiles import check_dir_chain
     from .stores import StoreError, parse_store_spec
@@ -516,8 +516,10 @@ def _check_store(spec: str, state_dir: Path) -> str:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help=f"Configuration file (TOML). Default: {DEFAULT_CONFIG} if it exists, else built-in rules only.")
-@click.option("--store", default=None, metavar="auto|journal|sqlite[:PATH]",
-              help="Where events go. auto: journald when it runs, else SQLite at /var/lib/peripety/events.db.")
+@click.option("--store", default=None, metavar="SPEC",
+              help="Where events go (overrides the config's store): auto (journald when it runs, else SQLite at "
+                   "/var/lib/peripety/events.db), journal (alias journald), journal:NAMESPACE, sqlite or "
+                   "sqlite:PATH.")
 @click.option("--stdout", is_flag=True, help="Also print every event to stdout as pretty JSON.")
 @click.option("--no-blk-info-dump", is_flag=True, help="Do not emit PERIPETY_BLK_INFO events for every device at start.")
 @click.option("--bpf", type=click.Choice(["off", "auto", "on"]), default="off", is_flag=False, flag_value="auto",

@@ -145,9 +145,9 @@ class JournalStore:
     def _decode(self, reader) -> StorageEvent | None:
         """The event of the reader's current entry, or None when it is not
         one (unreadable, or written by someone else and not asked for)."""
-        sender = sender_from_reader(reader)
-        trusted = self.writers.trusts(sender)
+        trusted = self.writers.trusts_reader(reader)
         if not trusted:
+            sender = sender_from_reader(reader)
             self.untrusted_skipped += 1
             if not self.include_untrusted:
                 if self.untrusted_skipped == 1:

@@ -62,6 +62,16 @@ class SenderPolicy:
         return (sender.get("comm") in self.comms or sender.get("exe") in self.exes
                 or sender.get("unit") in self.units)
 
+    def trusts_reader(self, reader) -> bool:
+        """``trusts`` for a ``systemd.journal._Reader``'s current entry,
+        reading only the fields it needs (readers check every entry)."""
+        uid = _field(reader, "_UID")
+        if not uid.isdigit() or int(uid) not in self.uids:
+            return False
+        return ((self.comms and _field(reader, "_COMM") in self.comms)
+                or (self.units and _field(reader, "_SYSTEMD_UNIT") in self.units)
+                or (self.exes and _field(reader, "_EXE") in self.exes)) or False
+
     def describe(self) -> str:
         names = sorted(f"comm {c}" for c in self.comms) + sorted(f"exe {e}" for e in self.exes) \
             + sorted(f"unit {u}" for u in self.units)
@@ -71,6 +81,14 @@ class SenderPolicy:
 
 PERIPETYD_WRITER = SenderPolicy.for_daemon("peripetyd")
 """Who may write peripety events into the journal: root's peripetyd."""
+
+
+def _field(reader, name: str) -> str:
+    try:
+        value = reader._get(name)
+    except KeyError:
+        return ""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def sender_from_reader(reader) -> dict[str, str]:
