@@ -17,9 +17,9 @@ of X events written. Target: no slower than journalctl.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import datetime as dt
 import importlib.util
-import ctypes
 import random
 import subprocess
 import sys
