@@ -4,7 +4,9 @@ closed/full/gone stdout ends quietly (issue 9, item 5)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -126,3 +128,30 @@ def test_query_to_a_full_stdout(tmp_path):
     store.close()
     proc = shell(f"{PRPT} query --store sqlite:{tmp_path}/e.db > /dev/full")
     assert proc.returncode == 1 and "No space left on device" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_monitor_into_head_ends_quietly_with_exit_1(tmp_path):
+    from peripety.event import StorageEvent
+    from peripety.stores.sqlite import SqliteStore
+
+    store = SqliteStore(tmp_path / "e.db", write=True)
+    proc = subprocess.Popen(["bash", "-c", f"{PRPT} monitor --store sqlite:{tmp_path}/e.db --jsonl | head -1;"
+                             " echo monitor-exit=${PIPESTATUS[0]} >&2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        n = 0
+        # keep storing events until the monitor (started at some point) has
+        # shown one to head and then hit the closed pipe
+        while proc.poll() is None and time.monotonic() < deadline:
+            store.append(StorageEvent(event_type="BLK_IO_ERROR", sub_system="block", kdev=f"sd{n}"))
+            n += 1
+            time.sleep(0.1)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        store.close()
+        if proc.poll() is None:
+            proc.kill()
+    assert len(out.splitlines()) == 1 and json.loads(out)["event_type"] == "BLK_IO_ERROR"
+    assert err.strip().endswith("monitor-exit=1")
+    assert "Traceback" not in err and "Exception ignored" not in err
