@@ -114,6 +114,8 @@ class Daemon:
     def open(self) -> None:
         from .kmsg import KmsgReader, boot_id, kernel_usec_to_wallclock
 
+        # Refuse unsafe state paths before anything is written (safefiles.py).
+        check_private_dir(self.options.status_path.parent, mode=0o755)
         self._lock = _take_instance_lock(INSTANCE_LOCK)
         self.boot_id = boot_id()
         self._open_store_and_pipeline(self.boot_id, kernel_usec_to_wallclock)
