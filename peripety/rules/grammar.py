@@ -35,11 +35,17 @@ def grammars_text() -> str:
 
 
 class Wording:
-    """Ordered (regex, severity) pairs; the first that finds a match decides."""
+    """Ordered (regex, severity) pairs; the first pair whose regex finds a
+    match in the line decides.
+
+    The pairs are asked all at once, through one RE2 set (one pass over
+    the line, whatever the number of words); Python ``re`` tries them in
+    turn where RE2 is missing or refuses a pattern."""
 
     def __init__(self, entries: list[dict], default: str):
         self.rules = tuple((re.compile(e["regex"]), Severity.parse(e["severity"])) for e in entries)
         self.default = Severity.parse(default)
+        self._set = _re2_set([e["regex"] for e in entries])
 
     @classmethod
     def builtin(cls) -> "Wording":
@@ -47,10 +53,31 @@ class Wording:
         return cls(data.get("wording", []), data.get("default_severity", "Info"))
 
     def severity(self, text: str) -> Severity:
+        if self._set is not None:
+            hits = self._set.Match(text)
+            return self.rules[min(hits)][1] if hits else self.default
         for regex, severity in self.rules:
             if regex.search(text):
                 return severity
         return self.default
+
+
+def _re2_set(patterns: list[str]):
+    try:
+        import re2
+    except ImportError:  # pragma: no cover - google-re2 is a dependency
+        return None
+    options = re2.Options()
+    options.log_errors = False
+    regexes = re2.Set.SearchSet(options)
+    try:
+        for n, pattern in enumerate(patterns):
+            if regexes.Add(pattern) != n:
+                return None
+        regexes.Compile()
+    except (re2.error, ValueError, TypeError):
+        return None
+    return regexes
 
 
 WORDING = Wording.builtin()
