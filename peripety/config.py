@@ -25,7 +25,7 @@ log = logging.getLogger("peripety.config")
 
 DEFAULT_PATH = Path("/etc/peripetyd.conf")
 STORES = ("auto", "journald", "sqlite")
-DEFAULT_USER_SPACE_IDENTIFIERS = ("multipathd", "iscsid", "dmeventd", "lvm", "smartd")
+DEFAULT_USER_SPACE_IDENTIFIERS = ("multipathd", "iscsid", "dmeventd", "lvm", "smartd", "mdadm")
 
 
 @dataclass

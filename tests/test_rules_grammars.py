@@ -172,3 +172,25 @@ def test_event_types_real_subprocess_json():
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)
     assert len(rows) == len({r["event_type"] for r in rows}) >= 70
+
+
+def test_wording_through_the_re2_set_decides_as_the_plain_regexes():
+    import tomllib
+
+    from peripety.rules.grammar import WORDING, Wording, grammars_text
+
+    data = tomllib.loads(grammars_text())
+    plain = Wording(data["wording"], data["default_severity"])
+    plain._set = None  # Python re, one pattern after the other
+    assert WORDING._set is not None
+    lines_dir = Path(__file__).parent / "fixtures" / "lines"
+    texts = [l for name in ("noise.txt", "storage_routine.txt")
+             for l in (lines_dir / name).read_text().splitlines() if l and not l.startswith("#")]
+    for path in lines_dir.glob("*.toml"):
+        texts += [e["text"] for e in tomllib.loads(path.read_text())["line"]]
+    seen = set()
+    for text in texts:
+        severity = WORDING.severity(text)
+        assert severity == plain.severity(text), text
+        seen.add(severity)
+    assert {Severity.Critical, Severity.Error, Severity.Warning, Severity.Notice, Severity.Info} <= seen
