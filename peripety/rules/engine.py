@@ -243,30 +243,6 @@ def _anchored(pattern: str) -> bool:
         return False
 
 
-def _literal_start(pattern: str) -> str:
-    """The literal text every match of an anchored ``pattern`` starts with
-    ("" when unknown); read with Python's own parser, as ``_anchored``."""
-    try:
-        from re import _constants, _parser
-
-        items = list(_parser.parse(pattern).data)
-    except Exception:  # noqa: BLE001 - any failure only keeps a guard
-        return ""
-    out = []
-    for op, arg in items[1:]:  # items[0] is the ^
-        if op is not _constants.LITERAL:
-            break
-        out.append(chr(arg))
-    return "".join(out)
-
-
-def _implies_prefix(rule: Rule) -> bool:
-    """Does the regex itself start with one of the rule's prefixes? Then a
-    guard checking the prefix would only repeat the work."""
-    start = _literal_start(rule.regex)
-    return bool(start) and start.startswith(rule.starts_with)
-
-
 class _RuleRun:
     """Consecutive combinable rules of a bucket, matched with one regex."""
 
@@ -279,7 +255,7 @@ class _RuleRun:
         for n, rule in enumerate(rules):
             body = _NAMED_GROUP.sub(lambda m, n=n: f"(?P<_r{n}_{m.group(1)}>", rule.regex)
             prefixes = "|".join(map(re.escape, rule.starts_with))
-            guard = f"(?={prefixes})" if prefixes and not _implies_prefix(rule) else ""
+            guard = f"(?={prefixes})" if prefixes else ""
             parts.append(f"(?P<_r{n}>{guard}(?:{body}))")
             layout.append((base, rule))
             base += 1 + rule.compiled.groups
