@@ -194,3 +194,25 @@ def test_wording_through_the_re2_set_decides_as_the_plain_regexes():
         assert severity == plain.severity(text), text
         seen.add(severity)
     assert {Severity.Critical, Severity.Error, Severity.Warning, Severity.Notice, Severity.Info} <= seen
+
+
+def test_prpt_parse_gives_generic_events_their_level_or_wording_severity():
+    """The same routine and failing lines, once as ``dmesg -r`` (with the
+    kernel's levels) and once as plain dmesg (wording only)."""
+    lines = [(6, "sd 2:0:0:0: [sdb] Write Protect is off"),
+             (3, "sd 2:0:0:0: [sdb] Stopping disk"),  # level says error, wording says nothing
+             (4, "ata3.00: NCQ disabled due to excessive errors")]
+    raw = "".join(f"<{prio}>[  10.{n:06d}] {text}\n" for n, (prio, text) in enumerate(lines))
+    plain = "".join(f"[  10.{n:06d}] {text}\n" for n, (_, text) in enumerate(lines))
+    leveled = CliRunner().invoke(main, ["parse", "--jsonl", "--format", "kmsg", "-"], input=raw)
+    worded = CliRunner().invoke(main, ["parse", "--jsonl", "--format", "dmesg", "-"], input=plain)
+    assert leveled.exit_code == worded.exit_code == 0, leveled.output + worded.output
+    by_level = [(e["event_type"], e["kdev"], e["severity"], e["msg"]) for e in map(json.loads, leveled.stdout.splitlines())]
+    by_words = [(e["event_type"], e["kdev"], e["severity"]) for e in map(json.loads, worded.stdout.splitlines())]
+    assert by_level == [
+        ("SCSI_MESSAGE", "sdb", "Info", lines[0][1]),
+        ("SCSI_MESSAGE", "sdb", "Error", lines[1][1]),
+        ("ATA_MESSAGE", "ata3.00", "Warning", lines[2][1]),
+    ]
+    assert by_words == [("SCSI_MESSAGE", "sdb", "Info"), ("SCSI_MESSAGE", "sdb", "Info"),
+                        ("ATA_MESSAGE", "ata3.00", "Error")]
