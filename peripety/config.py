@@ -27,7 +27,7 @@ from .stores.factory import parse_store_spec
 log = logging.getLogger("peripety.config")
 
 DEFAULT_PATH = Path("/etc/peripetyd.conf")
-DEFAULT_USER_SPACE_IDENTIFIERS = ("multipathd", "iscsid", "dmeventd", "lvm", "smartd")
+DEFAULT_USER_SPACE_IDENTIFIERS = ("multipathd", "iscsid", "dmeventd", "lvm", "smartd", "mdadm")
 
 
 @dataclass

@@ -75,6 +75,7 @@ SUB_SYSTEMS = (
     "Multipath",
     "DM-DirtyLog",
     "LVM-ThinProvisioning",
+    "DM",
     "md",
     "ext4",
     "jbd2",
@@ -83,7 +84,8 @@ SUB_SYSTEMS = (
     "Peripety",
 )
 _SUB_SYSTEM_BY_KEY = {s.lower(): s for s in SUB_SYSTEMS}
-_SUB_SYSTEM_BY_KEY.update({"fsext4": "ext4", "fsxfs": "xfs", "fsjbd2": "jbd2", "dm-thin": "LVM-ThinProvisioning"})
+_SUB_SYSTEM_BY_KEY.update({"fsext4": "ext4", "fsxfs": "xfs", "fsjbd2": "jbd2", "dm-thin": "LVM-ThinProvisioning",
+                          "device-mapper": "DM"})
 
 
 def canonical_sub_system(name: str) -> str:
