@@ -181,7 +181,7 @@ class Pipeline:
             self._suppressed.append((self.clock() + SUPPRESSED_NAMING_WAIT, event))
             return
         self._resolve(event)
-        if self._suppressed:
+        if self._suppressed and record.trusted_kernel:
             self._name_suppressed(event)
         self.correlator.add(event, self.clock())
 
@@ -257,8 +257,9 @@ class Pipeline:
             event.extension.setdefault("mount_point", info.mount_point)
 
     def _name_suppressed(self, event: StorageEvent) -> None:
-        """Give waiting ratelimit summaries of ``event``'s family its device."""
-        if not (event.kdev and "kmsg" in event.sources):
+        """Give a waiting ratelimit summary of ``event``'s family (a kernel
+        line's) its device."""
+        if not event.kdev:
             return
         usec = event.kernel_usec or 0
         for i, (_, summary) in enumerate(self._suppressed):
