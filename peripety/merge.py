@@ -262,10 +262,11 @@ class StormAggregator:
         self.slice_seconds = slice_seconds
         self.max_sector_ranges = max_sector_ranges
         self.aggregate_id = aggregate_id
-        """``aggregate_id(event) -> str``: the id of an aggregate that
-        starts with ``event`` (default: a fresh random id). Never the id of
-        a single event: a stored single must not make a store or a resume
-        check drop an aggregate as its duplicate."""
+        """``aggregate_id(aggregate, first_seq) -> str``: the id an aggregate
+        is emitted with, given the lowest kmsg seq folded into it (or None);
+        default: a fresh random id. Never the id of a single event: a stored
+        single must not make a store or a resume check drop an aggregate as
+        its duplicate."""
         # key -> window, least recently active first
         self._windows: OrderedDict[tuple, _Window] = OrderedDict()
         # (flush deadline, tie, key, slice) for open slices
@@ -318,10 +319,6 @@ class StormAggregator:
         return out, self.FOLDED
 
     def _open_slice(self, event: StorageEvent, t: float, now: float) -> _Slice:
-        if self.aggregate_id is not None:
-            event.event_id = self.aggregate_id(event)
-        else:
-            event.event_id = new_event_id()
         event.last_timestamp = event.last_timestamp or event.timestamp
         event.extension["storm"] = "true"
         sl = _Slice(event, t, now, SectorRanges(self.max_sector_ranges), [event.origin_seq, event.origin_seq],
@@ -333,7 +330,14 @@ class StormAggregator:
 
     def _close(self, win: _Window) -> list[StorageEvent]:
         sl, win.slice = win.slice, None
-        return [_finish_aggregate(sl)] if sl is not None else []
+        if sl is None:
+            return []
+        # The aggregate object is its first member until now: it gets its
+        # own id when it is complete (it may start with a BPF hit that has
+        # no kmsg seq and fold kernel lines later).
+        agg = sl.aggregate
+        agg.event_id = self.aggregate_id(agg, sl.seq_range[0]) if self.aggregate_id else new_event_id()
+        return [_finish_aggregate(sl)]
 
     def expire(self, now: float, everything: bool = False) -> list[StorageEvent]:
         out = []
@@ -430,6 +434,13 @@ class RootCauseLinker:
                 if seen and 0 <= kernel_usec - seen[0] <= self.window_usec and seen[1] != event.event_id:
                     event.root_cause_event_id = seen[1]
                     return
+
+    def rename(self, old_id: str, new_id: str) -> None:
+        """An event remembered as a root cause is stored under another id
+        (a storm aggregate's first member)."""
+        for key, (kernel_usec, event_id) in self._recent.items():
+            if event_id == old_id:
+                self._recent[key] = (kernel_usec, new_id)
 
     def _remember(self, key, kernel_usec, event_id):
         self._recent[key] = (kernel_usec, event_id)

@@ -278,10 +278,12 @@ class Pipeline:
         self._suppressed = [(d, e) for d, e in self._suppressed if not (now is None or d <= now)]
         self._finish(due)
 
-    def _aggregate_id(self, first: StorageEvent) -> str:
-        if self.boot_id and first.origin_seq is not None:
-            return storm_event_id(self.boot_id, first.origin_seq)
-        return new_event_id()
+    def _aggregate_id(self, aggregate: StorageEvent, first_seq: int | None) -> str:
+        new_id = storm_event_id(self.boot_id, first_seq) if self.boot_id and first_seq is not None \
+            else new_event_id()
+        # the linker may know the aggregate's first member under its own id
+        self.linker.rename(aggregate.event_id, new_id)
+        return new_id
 
     def _finish(self, events: Iterable[StorageEvent]) -> None:
         now = self.clock()

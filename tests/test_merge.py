@@ -233,7 +233,7 @@ def test_merged_line_and_hit_keep_the_lines_kmsg_seq():
 
 def test_aggregate_ids_never_equal_a_single_events_id():
     ids = iter(["agg-1", "agg-2"])
-    storm = StormAggregator(window=5.0, burst=1, aggregate_id=lambda first: next(ids))
+    storm = StormAggregator(window=5.0, burst=1, aggregate_id=lambda agg, first_seq: next(ids))
     first, second, third = blk_error(1), blk_error(2), blk_error(3)
     single_ids = {first.event_id, second.event_id, third.event_id}
     out = []

@@ -178,3 +178,49 @@ def test_non_storage_ratelimit_summaries_are_not_events(rules):
     for line in ("net_ratelimit: 23807 callbacks suppressed", "show_signal_msg: 4 callbacks suppressed",
                  "warn_alloc: 3 callbacks suppressed", "__ratelimit: 7 callbacks suppressed"):
         assert rules.match(line) is None, line
+
+
+def test_aggregate_that_starts_with_a_hit_is_still_recognised_after_a_restart(rules):
+    """A storm slice may open with a BPF hit (no kmsg seq) and fold kernel
+    lines later: its id comes from the lowest seq folded in, so a resume
+    trusts its seq range."""
+    from peripety.pipeline import Pipeline
+    from tests.test_merge import blk_error
+
+    store: list = []
+    pipeline = Pipeline(rules, None, store.append, boot_id=BOOT, hostname="h", hold=0.0, clock=lambda: 0.0)
+    pipeline.storm.burst = 0
+    hit = blk_error(1, source="bpf", usec=1_000_000)
+    lines = [blk_error(2 + i, usec=1_000_100 + i) for i in range(3)]
+    for i, line in enumerate(lines):
+        line.origin_seq = 700 + i
+    for event in [hit, *lines]:
+        pipeline._finish([event])
+    pipeline.drain()
+    [agg] = store
+    assert agg.count == 4 and agg.extension["kmsg_seq_range"] == "700-702"
+    assert agg.event_id == storm_event_id(BOOT, 700)
+    again = blk_error(3, usec=1_000_101)
+    again.origin_seq = 701
+    assert ResumeIndex(BOOT, store).covers(again)
+
+
+def test_root_cause_points_at_the_stored_id_of_an_aggregate(rules):
+    """A device error remembered as a root cause that becomes a storm
+    aggregate's first member: collateral events point at the aggregate's id."""
+    from peripety.event import StorageEvent
+    from tests.test_merge import blk_error
+
+    store: list = []
+    pipeline = Pipeline(rules, None, store.append, boot_id=BOOT, hostname="h", hold=0.0, clock=lambda: 0.0)
+    pipeline.storm.burst = 0
+    first = blk_error(1, usec=1_000_000)
+    first.origin_seq = 900
+    pipeline._finish([first, blk_error(2, usec=1_000_001)])
+    pipeline.drain()
+    fs = StorageEvent(event_type="FS_IO_ERROR", sub_system="ext4", kdev="loop0", dev_num="7:0")
+    fs.kernel_usec = 1_500_000
+    pipeline._finish([fs])
+    pipeline.drain()
+    [agg, fs_stored] = store
+    assert fs_stored.root_cause_event_id == agg.event_id == storm_event_id(BOOT, 900)
