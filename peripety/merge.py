@@ -223,7 +223,6 @@ def event_sectors(event: StorageEvent) -> tuple[int, int] | None:
 class _Slice:
     aggregate: StorageEvent
     first_t: float
-    opened: float
     sectors: SectorRanges
     seq_range: list  # [lowest, highest] kmsg seq folded in, or [None, None]
     printed: int = 0  # members the kernel printed a line for
@@ -307,7 +306,7 @@ class StormAggregator:
         if win.slice is not None and t - win.slice.first_t >= self.slice_seconds:
             out += self._close(win)
         if win.slice is None:
-            win.slice = self._open_slice(event, t, now)
+            win.slice = self._open_slice(event, t)
             # Due a slice after its first failure happened, but never sooner
             # than half a slice after it opened: a backlog read after a
             # restart (old kernel times) still folds instead of flushing
@@ -318,10 +317,10 @@ class StormAggregator:
         _fold(win.slice, event)
         return out, self.FOLDED
 
-    def _open_slice(self, event: StorageEvent, t: float, now: float) -> _Slice:
+    def _open_slice(self, event: StorageEvent, t: float) -> _Slice:
         event.last_timestamp = event.last_timestamp or event.timestamp
         event.extension["storm"] = "true"
-        sl = _Slice(event, t, now, SectorRanges(self.max_sector_ranges), [event.origin_seq, event.origin_seq],
+        sl = _Slice(event, t, SectorRanges(self.max_sector_ranges), [event.origin_seq, event.origin_seq],
                     printed=int("kmsg" in event.sources))
         span = event_sectors(event)
         if span:
@@ -385,6 +384,11 @@ def _fold(sl: _Slice, event: StorageEvent) -> None:
     if seq is not None:
         lo, hi = sl.seq_range
         sl.seq_range = [seq if lo is None else min(lo, seq), seq if hi is None else max(hi, seq)]
+        if agg.origin_seq is None or seq < agg.origin_seq:
+            # The aggregate holds the read position before its lowest kmsg
+            # seq until it is stored; the folded event gives back the other
+            # (the pipeline releases the folded event's origin_seq).
+            agg.origin_seq, event.origin_seq = seq, agg.origin_seq
 
 
 def _finish_aggregate(sl: _Slice) -> StorageEvent:

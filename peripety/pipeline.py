@@ -297,8 +297,9 @@ class Pipeline:
                 continue
             ready, outcome = self.storm.add(event, now)
             if outcome == StormAggregator.FOLDED:
-                # Counted into an aggregate that holds an older kmsg seq,
-                # which keeps the resume position before this record.
+                # Counted into an aggregate, which now holds the lowest kmsg
+                # seq of its members (keeping the resume position before
+                # them); the folded event carries the seq to give back.
                 self.in_flight.release(event.origin_seq)
             self._emit_all(ready)
 

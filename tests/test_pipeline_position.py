@@ -224,3 +224,27 @@ def test_root_cause_points_at_the_stored_id_of_an_aggregate(rules):
     pipeline.drain()
     [agg, fs_stored] = store
     assert fs_stored.root_cause_event_id == agg.event_id == storm_event_id(BOOT, 900)
+
+
+def test_slice_opened_by_a_hit_holds_the_position_before_the_lines_it_folds(rules):
+    """Lines folded into an aggregate that a BPF hit opened (no kmsg seq)
+    keep the saved position before them until the aggregate is stored."""
+    from tests.test_merge import blk_error
+
+    store: list = []
+    pipeline = Pipeline(rules, None, store.append, boot_id=BOOT, hostname="h", hold=0.0, clock=lambda: 0.0)
+    pipeline.storm.burst = 0
+    pipeline.in_flight.last_read = 805
+    hit = blk_error(1, source="bpf", usec=1_000_000)
+    lines = [blk_error(2 + i, usec=1_000_100 + i) for i in range(3)]
+    for i, line in enumerate(lines):
+        line.origin_seq = 803 - i  # and out of order
+        pipeline.in_flight.hold(line.origin_seq)
+    for event in [hit, *lines]:
+        pipeline._finish([event])
+    assert not store
+    assert pipeline.in_flight.safe_seq() == 800
+    pipeline.drain()
+    assert pipeline.in_flight.safe_seq() == 805
+    [agg] = store
+    assert agg.extension["kmsg_seq_range"] == "801-803"
