@@ -285,10 +285,6 @@ class StormAggregator:
         t = event.kernel_usec / 1e6 if event.kernel_usec is not None else now
         key = storm_key(event)
         win = self._windows.get(key)
-        if win is not None and t - win.last_t > self.window:
-            # quiet for a whole window: that storm is over, this starts another
-            out += self._close(win)
-            win = None
         if win is None:
             win = _Window(last_t=t, last_seen=now)
             self._windows[key] = win
@@ -296,6 +292,11 @@ class StormAggregator:
                 _, oldest = self._windows.popitem(last=False)
                 out += self._close(oldest)
         else:
+            if t - win.last_t > self.window:
+                # quiet for a whole window: that storm is over, this starts another
+                if win.slice is not None:
+                    out += self._close(win)
+                win.passed = 0
             self._windows.move_to_end(key)
         win.last_t = max(win.last_t, t)
         win.last_seen = now
