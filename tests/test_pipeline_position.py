@@ -184,7 +184,6 @@ def test_aggregate_that_starts_with_a_hit_is_still_recognised_after_a_restart(ru
     """A storm slice may open with a BPF hit (no kmsg seq) and fold kernel
     lines later: its id comes from the lowest seq folded in, so a resume
     trusts its seq range."""
-    from peripety.pipeline import Pipeline
     from tests.test_merge import blk_error
 
     store: list = []
