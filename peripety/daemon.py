@@ -290,6 +290,11 @@ class Daemon:
             want_dump = self.config.blk_info_dump
         if want_dump:
             self.dump_blk_info()
+        if self.kmsg is not None:
+            # Records a resume already read past (KmsgReader.seek_after
+            # keeps them pending) wake no poll: without this they waited for
+            # the kernel's next record.
+            self._on_kmsg()
         self._write_status()
         names = ", ".join(s.name for s in self.sources)
         print(f"peripetyd: ready (sources: {names}; store: {self.store.name})", file=sys.stderr, flush=True)

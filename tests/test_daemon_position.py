@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 import uuid
 
@@ -78,8 +79,8 @@ def wait_ratelimit_release(tail: KmsgTail, disk, sector: int, timeout: float = 1
     unused sector."""
     seen = len(io_lines(tail, disk))
     deadline = time.monotonic() + timeout
+    disk.fail_sectors(sector, 100, "read")  # one fault range (faultyfs keeps a bounded number)
     while time.monotonic() < deadline:
-        disk.fail_sectors(sector, 1, "read")
         assert disk.read_sectors(sector, 1)[0].error == 5
         sector += 1
         if len(io_lines(tail, disk)) > seen:
@@ -164,29 +165,47 @@ def test_kill_9_in_the_middle_of_a_storm_then_restart_counts_exactly(tmp_path, f
         daemon = DaemonProcess(workdir, store=f"sqlite:{db}", args=("--config", str(config))).start()
         restarted = None
         try:
+            # Start at a fresh ratelimit interval (an earlier test may have
+            # used this one up), then 20 more failures: 10 lines at most.
+            wait_ratelimit_release(tail, faulty_disk, 7000)
             faulty_disk.fail_sectors(8192, 20, "read")
             faulty_disk.read_sectors(8192, 20)
             printed = len(io_lines(tail, faulty_disk))
-            assert printed  # (up to 10: the ratelimit interval may be partly used)
             wait_for_events(args, lambda evs: total(evs) >= printed, what="the storm's first lines")
             # Keep failing until the next ratelimit interval prints more
             # lines, which now fold into an aggregate; kill -9 as soon as
             # the daemon has stored one.
-            sector, killed = 9000, False
-            deadline = time.monotonic() + 30
-            while not killed and time.monotonic() < deadline:
-                faulty_disk.fail_sectors(sector, 1, "read")
-                faulty_disk.read_sectors(sector, 1)
-                sector += 1
-                if any(json.loads(block).get("count", 1) > 1 for block in _stdout_events(daemon)):
-                    daemon.kill()
-                    killed = True
-                time.sleep(0.1)
-            assert killed, "no storm aggregate was stored"
-            # failures while no daemon runs: read from the ring on restart
-            faulty_disk.fail_sectors(sector, 3, "read")
-            faulty_disk.read_sectors(sector, 3)
-            sector += 3
+            # Failing reads every 0.1 s from a thread; this thread watches
+            # the daemon's output closely so that the kill lands within a
+            # few ms of the aggregate's store write, most likely before the
+            # next position save (every 0.5 s).
+            stop_reads = threading.Event()
+            next_sector = [9000]
+            faulty_disk.fail_sectors(9000, 1000, "read")
+
+            def fail_reads():
+                while not stop_reads.is_set():
+                    faulty_disk.read_sectors(next_sector[0], 1)
+                    next_sector[0] += 1
+                    stop_reads.wait(0.1)
+
+            reads = threading.Thread(target=fail_reads)
+            reads.start()
+            try:
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline and not any(
+                        json.loads(block).get("count", 1) > 1 for block in _stdout_events(daemon)):
+                    time.sleep(0.005)
+                daemon.kill()
+            finally:
+                stop_reads.set()
+                reads.join()
+            assert any(json.loads(block).get("count", 1) > 1 for block in _stdout_events(daemon)), \
+                "no storm aggregate was stored"
+            killed_at_position = json.loads((daemon.state_dir / "position.json").read_text())["kmsg_seq"]
+            # Failures while no daemon runs (printed once the ratelimit
+            # interval passes): read from the ring on restart.
+            wait_ratelimit_release(tail, faulty_disk, 10_000)
             restarted = DaemonProcess(workdir, store=f"sqlite:{db}", args=("--config", str(config))).start()
             printed = len(io_lines(tail, faulty_disk))
             wait_for_events(args, lambda evs: total(evs) >= printed, what="every printed line")
@@ -196,6 +215,9 @@ def test_kill_9_in_the_middle_of_a_storm_then_restart_counts_exactly(tmp_path, f
                 restarted.stop()
         printed = len(io_lines(tail, faulty_disk))
     events = sqlite_total(db, *args[2:])
+    stored_seqs = [int(e["extension"]["kmsg_seq_range"].split("-")[1]) for e in events if e["count"] > 1]
+    print(f"\nkill -9: saved position {killed_at_position}, an aggregate stored up to seq {max(stored_seqs)}: "
+          f"{'re-read records inside a stored aggregate' if killed_at_position < max(stored_seqs) else 'position already past it'}")
     assert total(events) == printed
     assert any(e["count"] > 1 for e in events)
     assert len({e["event_id"] for e in events}) == len(events)
