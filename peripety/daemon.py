@@ -98,7 +98,7 @@ class Daemon:
             return load_config(None)
         return load_config(path)
 
-    def _open_store_and_pipeline(self, boot_id: str = "", to_wallclock=None) -> None:
+    def _open_store_and_pipeline(self, boot_id: str = "", to_wallclock=None, clock=time.monotonic) -> None:
         """The store (spooling when it is down), the device timeline and the
         pipeline between them. No merge hold until probes are attached."""
         from .stores import SpoolingStore, open_store
@@ -109,7 +109,7 @@ class Daemon:
         self.timeline = self._open_timeline()
         self.pipeline = Pipeline(self.config.rules, self.timeline, self._emit, boot_id=boot_id,
                                  hostname=self.hostname, storm_window=self.config.storm_window, hold=0.0,
-                                 to_wallclock=to_wallclock)
+                                 to_wallclock=to_wallclock, clock=clock)
 
     def open(self) -> None:
         from .kmsg import KmsgReader, boot_id, kernel_usec_to_wallclock
@@ -124,9 +124,12 @@ class Daemon:
         if position is not None:
             self.kmsg.seek_after(position.kmsg_seq)
             self.pipeline.in_flight.last_read = position.kmsg_seq
-            self.pipeline.skip_ids = self._already_stored(position)
+            self.pipeline.resume = self._already_stored(position)
         elif not self.options.from_start:
+            # A first start handles nothing of the past: the saved position
+            # is the end of the ring, so a restart does not replay the boot.
             self.kmsg.seek_end()
+            self.pipeline.in_flight.last_read = -1 if self.kmsg.last_seq is None else self.kmsg.last_seq
         self._add_source("kmsg", self.kmsg, self._on_kmsg)
         if self.timeline is not None:
             self._add_source("udev", self.timeline, self._on_udev)
@@ -138,9 +141,14 @@ class Daemon:
         store, then stop. No merge hold: there is no second live source."""
         from .sources import LogFile
 
-        self._open_store_and_pipeline()
+        # Storms fold by the records' own kernel time, not by how fast the
+        # file is read: the pipeline's clock is the newest kernel time read.
+        newest = [0.0]
+        self._open_store_and_pipeline(clock=lambda: newest[0])
         with LogFile.open(self.options.replay) as logfile:
             for count, record in enumerate(logfile.records(), 1):
+                if record.kernel_usec is not None and record.kernel_usec / 1e6 > newest[0]:
+                    newest[0] = record.kernel_usec / 1e6
                 self.pipeline.add_record(record)
                 if count % 1024 == 0:
                     self.pipeline.tick()
@@ -201,22 +209,26 @@ class Daemon:
 
     def _resume_position(self) -> ReadPosition | None:
         position = self.position_file.load()
-        if position is None or position.boot_id != self.boot_id or position.kmsg_seq < 0:
+        # kmsg_seq -1 of this boot: saved when the ring was empty, resume
+        # from its start
+        if position is None or position.boot_id != self.boot_id or position.kmsg_seq < -1:
             return None
         log.info("resuming after kmsg seq %d of this boot", position.kmsg_seq)
         return position
 
-    def _already_stored(self, position: ReadPosition) -> set[str]:
-        """Ids of events stored shortly before the last saved position: a
-        replayed record whose event is among them is not written again."""
+    def _already_stored(self, position: ReadPosition):
+        """Events stored shortly before the last saved position: a record
+        read again whose event is among them (alone or inside a storm
+        aggregate) is not written again (see ``ResumeIndex``)."""
+        from .pipeline import ResumeIndex
         from .stores import EventFilter
 
         since = _dt.datetime.fromtimestamp(position.saved_at_usec / 1e6).astimezone() - RESUME_LOOKBACK
         try:
-            return {e.event_id for e in self.store.store.query(EventFilter(since=since))}
+            return ResumeIndex(self.boot_id, self.store.store.query(EventFilter(since=since)))
         except PeripetyError as exc:
             log.warning("cannot read back recent events (%s): a restart may duplicate a few", exc)
-            return set()
+            return ResumeIndex()
 
     # -- events -------------------------------------------------------------
     def _emit(self, event: StorageEvent) -> None:
@@ -285,6 +297,11 @@ class Daemon:
             want_dump = self.config.blk_info_dump
         if want_dump:
             self.dump_blk_info()
+        if self.kmsg is not None:
+            # Records a resume already read past (KmsgReader.seek_after
+            # keeps them pending) wake no poll: without this they waited for
+            # the kernel's next record.
+            self._on_kmsg()
         self._write_status()
         names = ", ".join(s.name for s in self.sources)
         print(f"peripetyd: ready (sources: {names}; store: {self.store.name})", file=sys.stderr, flush=True)

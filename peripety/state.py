@@ -20,7 +20,10 @@ DEFAULT_STATE_DIR = Path("/var/lib/peripety")
 class ReadPosition:
     boot_id: str = ""
     kmsg_seq: int = -1
-    """Every kmsg record up to this seq is fully handled (-1: none)."""
+    """Every kmsg record up to this seq is handled: its events are stored,
+    folded into a stored storm aggregate or merged into a stored event, or
+    it was in the ring before the first start (a first start saves the end
+    of the ring, never 0). -1: none of this boot (resume from the oldest)."""
     journal_cursor: str = ""
     saved_at_usec: int = 0
     """Wall clock (µs) of the save; bounds the duplicate check on resume."""

@@ -23,7 +23,7 @@ def test_jsonl_events_carry_the_line_and_the_match():
     result = run("--jsonl", str(LOGS / "devkmsg.kmsg"))
     assert result.exit_code == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
-    assert len(events) == 55  # 45 named by specific rules, 10 generic (loop capacity changes)
+    assert len(events) == 57  # 45 named by specific rules, 10 generic (loop capacity changes), 2 ratelimit summaries
     io = next(e for e in events if e["event_type"] == "BLK_IO_ERROR")
     assert io["raw_msg"].startswith("I/O error, dev loop")
     assert io["kdev"].startswith("loop") and io["sub_system"] == "block"
@@ -36,7 +36,7 @@ def test_json_is_pretty_and_blank_line_separated():
     result = run("-J", "--format", "syslog", str(LOGS / "journal-short.syslog"))
     assert result.exit_code == 0
     blocks = result.stdout.strip("\n").split("\n\n")
-    assert len(blocks) == 56  # 44 specific, 12 generic (loop capacity changes)
+    assert len(blocks) == 58  # 44 specific, 12 generic (loop capacity changes), 2 ratelimit summaries
     assert all(json.loads(b)["event_type"] for b in blocks)
     assert blocks[0].startswith("{\n  ")
 
@@ -46,11 +46,11 @@ def test_text_lines_and_stats_on_stdin():
     result = run("--stats", "-", input=text)
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
-    assert len(lines) == 47  # 37 specific, 10 generic (loop capacity changes)
+    assert len(lines) == 49  # 37 specific, 10 generic (loop capacity changes), 2 ratelimit summaries
     ts, severity, sub_system, event_type, rest = lines[0].split(" ", 4)
     assert ts[:4].isdigit() and severity in {"Error", "Info", "Warning", "Critical", "Notice"}
     assert ":" in rest
-    assert "<stdin>: format kmsg: 60 lines read, 47 matched, 0 skipped (malformed)" in result.stderr
+    assert "<stdin>: format kmsg: 60 lines read, 49 matched, 0 skipped (malformed)" in result.stderr
 
 
 def test_no_events_is_still_success(tmp_path):
@@ -102,9 +102,9 @@ def test_real_prpt_subprocess_on_a_fixture():
     )
     assert done.returncode == 0, done.stderr
     events = [json.loads(line) for line in done.stdout.splitlines()]
-    assert len(events) == 56  # 44 specific, 12 generic (loop capacity changes)
+    assert len(events) == 58  # 44 specific, 12 generic, 2 ratelimit summaries
     assert {e["sub_system"] for e in events} >= {"Multipath", "block"}
-    assert "56 matched" in done.stderr
+    assert "58 matched" in done.stderr
     # a broken pipe is no traceback
     head = subprocess.run(
         f"{PRPT} parse --jsonl {LOGS / 'journal.json'} | head -1", shell=True, capture_output=True, text=True
