@@ -12,7 +12,7 @@ import click
 
 from ..errors import PeripetyError
 from ..sources.logfile import LogFile, LogFileStats
-from ..sources.logformats import FORMAT_NAMES
+from ..sources.logformats import FORMAT_NAMES, format_list
 from ..sources.parallel import default_workers, merge_stats, render_parts, worth_splitting
 from .options import OUTPUT_JSON, OUTPUT_JSONL, config_option, output_options, verbose_option
 from .output import EventWriter, quiet_broken_pipe
@@ -82,11 +82,12 @@ def command(files, fmt, output_format, config_path, resolve, stats, jobs):
     writer = EventWriter(sys.stdout, output_format, flush_each=live)
     resolver = _DeviceCache() if resolve else None
     workers = _workers(jobs, resolve)
+    unread = []
     try:
         for name in files:
             with _open(name, fmt) as logfile:
                 try:
-                    if worth_splitting(name, workers):
+                    if logfile.compressed is None and worth_splitting(name, workers):
                         _write_parts(logfile, ruleset, stats, writer, workers)
                     elif output_format == OUTPUT_JSONL and resolver is None:
                         _write_json_lines(logfile, ruleset, stats, writer)
@@ -94,11 +95,14 @@ def command(files, fmt, output_format, config_path, resolve, stats, jobs):
                         _write_events(logfile, ruleset, stats, writer, resolver)
                 except PeripetyError as exc:
                     raise click.ClickException(str(exc)) from None
-                _report(logfile, stats)
+                if not _report(logfile, stats):
+                    unread.append(logfile.name)
         writer.flush()
     except BrokenPipeError:
         quiet_broken_pipe()
         sys.exit(1)
+    if unread:
+        raise click.ClickException(f"no records read from {', '.join(unread)}: see above")
 
 
 def _workers(jobs: int | None, resolve: bool) -> int:
@@ -192,20 +196,34 @@ def _load_rules(config_path):
         raise click.ClickException(str(exc)) from None
 
 
-def _report(logfile: LogFile, stats: bool) -> None:
+def _report(logfile: LogFile, stats: bool) -> bool:
+    """Say on stderr what was skipped and why; False when the input held no
+    record at all although it had lines (then the format is wrong)."""
     s: LogFileStats = logfile.stats
     fmt = logfile.format.name if logfile.format else "?"
+    for line, what in s.problems:
+        log.warning("%s:%d: %s", logfile.name, line, what)
+    if s.problem_count > len(s.problems):
+        log.warning("%s: %d more damaged place(s) skipped", logfile.name, s.problem_count - len(s.problems))
     if s.malformed:
         log.warning(
             "%s: %d line(s) not in %s format skipped (first: line %s)",
             logfile.name, s.malformed, fmt, s.first_malformed_line,
         )
+    ok = True
+    if s.records_known and s.records == 0:
+        if s.malformed:
+            log.error("%s: no %s record in %d line(s). %s", logfile.name, fmt, s.lines, format_list())
+            ok = False
+        else:
+            log.warning("%s: no log records (empty input). %s", logfile.name, format_list())
     if stats:
         click.echo(
             f"{logfile.name}: format {fmt}: {s.lines} lines read, {s.matched} matched, "
             f"{s.malformed} skipped (malformed)",
             err=True,
         )
+    return ok
 
 
 class _DeviceCache:

@@ -1,4 +1,4 @@
-"""Line formats of saved logs: how to find the message text in a line.
+"""Line formats of saved logs: how to find the message text, its time and its host in a line.
 
 Each format turns one line (kmsg: one record with its dictionary lines) into
 a :class:`~peripety.record.LogRecord`, or None when the line is not in that
@@ -20,20 +20,28 @@ from ..record import KERNEL_FACILITY, LogRecord
 
 SOURCE = "file"
 
-# dmesg:  "[  123.456789] text", "[Tue Nov 25 03:44:01 2025] text", "text";
+# dmesg:  "[  123.456789] text", "[Tue Nov 25 03:44:01 2025] text" (-T),
+# "2025-11-25T03:44:01,123456+00:00 text" (--time-format iso), "text";
 # with CONFIG_PRINTK_CALLER dmesg adds "[  T123] " after the stamp.
 _DMESG_STAMP = re.compile(r"\[ *(\d+)\.(\d+)\] (?:\[ *[TC]\d+\] )?")
 _DMESG_CTIME = re.compile(r"\[([A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4})\] (?:\[ *[TC]\d+\] )?")
+_DMESG_ISO = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:,\d+)?[+-]\d\d:?\d\d) (?:\[ *[TC]\d+\] )?")
 # dmesg -r:  "<3>[  123.456789] text" or "<3>text" (printk.time=0)
 _DMESG_RAW = re.compile(r"<(\d+)>(?:\[ *(\d+)\.(\d+)\] )?(?:\[ *[TC]\d+\] )?")
 # /dev/kmsg: "3,123,456789,-;text" (dictionary lines follow, indented by one space)
 _KMSG_HEAD = re.compile(r"\d+,\d+,\d+,[^;\n]*;")
-# syslog / journalctl short, short-precise, short-iso, RFC 3339 (rsyslog)
+# syslog / journalctl short, short-precise, short-iso[-precise], short-full,
+# short-monotonic; RFC 3339 (rsyslog). The host is the logging host.
 _SYSLOG = re.compile(
-    r"(?P<ts>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d(?:\.\d+)?"
+    r"(?:(?P<ts>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d(?:\.\d+)?"
     r"|\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?)"
+    r"|(?P<full>[A-Z][a-z]{2} \d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)? (?:[A-Za-z]\w*|[+-]\d\d(?:\d\d)?))"
+    r"|\[ *(?P<mono_s>\d+)\.(?P<mono_f>\d+)\])"
     r" (?P<host>\S+) (?P<prog>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: ?(?P<text>.*)"
 )
+# A dmesg line can look like "[stamp] word word: text" too; journalctl -o
+# short-monotonic is told apart by its program field: "kernel:" or "name[pid]:".
+_SYSLOG_MONOTONIC = re.compile(r"\[ *\d+\.\d+\] \S+ (?:kernel|[^\s\[:]+\[\d+\]): ")
 _KERNEL_STAMP = re.compile(r"\[ *(\d+)\.(\d+)\] ")
 
 
@@ -62,6 +70,14 @@ def parse_dmesg(line: str) -> LogRecord:
         except ValueError:
             wall = None
         return LogRecord(line[m.end():], SOURCE, wallclock=wall)
+    if line[:1].isdigit():
+        m = _DMESG_ISO.match(line)
+        if m:
+            try:
+                wall = _dt.datetime.fromisoformat(m.group(1))
+            except ValueError:
+                wall = None
+            return LogRecord(line[m.end():], SOURCE, wallclock=wall)
     return LogRecord(line, SOURCE)
 
 
@@ -107,17 +123,42 @@ def parse_syslog(line: str) -> LogRecord | None:
     m = _SYSLOG.match(line)
     if not m:
         return None
-    text, prog = m.group("text"), m.group("prog")
-    wall = _syslog_time(m.group("ts"))
+    text, prog, host = m.group("text"), m.group("prog"), m.group("host")
+    usec = None
+    if m.group("ts") is not None:
+        wall = _syslog_time(m.group("ts"))
+    elif m.group("full") is not None:
+        wall = _full_time(m.group("full"))
+    else:  # journalctl -o short-monotonic: the boot's clock only
+        wall = None
+        usec = _usec(m.group("mono_s"), m.group("mono_f"))
     # The kernel has no pid: "kernel[123]:" is a program that named itself kernel.
     if prog != "kernel" or m.group("pid") is not None:
-        return LogRecord(text, SOURCE, trusted_kernel=False, wallclock=wall, identifier=prog)
-    usec = None
+        return LogRecord(text, SOURCE, trusted_kernel=False, kernel_usec=usec, wallclock=wall,
+                         identifier=prog, hostname=host)
     stamp = _KERNEL_STAMP.match(text)
     if stamp:
         usec = _usec(stamp.group(1), stamp.group(2))
         text = text[stamp.end():]
-    return LogRecord(text, SOURCE, kernel_usec=usec, wallclock=wall, facility=KERNEL_FACILITY)
+    return LogRecord(text, SOURCE, kernel_usec=usec, wallclock=wall, facility=KERNEL_FACILITY,
+                     hostname=host)
+
+
+def _full_time(text: str) -> _dt.datetime | None:
+    """journalctl -o short-full: "Tue 2025-11-25 03:44:01 UTC" (the zone is
+    an abbreviation: only UTC/GMT and this system's own are unambiguous)."""
+    stamp, _, zone = text[4:].rpartition(" ")
+    try:
+        ts = _dt.datetime.fromisoformat(stamp)
+    except ValueError:
+        return None
+    if zone in ("UTC", "GMT", "Z"):
+        return ts.replace(tzinfo=_dt.timezone.utc)
+    if zone[0] in "+-":  # a zone with no abbreviation: "+05", "-0330"
+        minutes = int(zone[1:3]) * 60 + int(zone[3:5] or 0)
+        return ts.replace(tzinfo=_dt.timezone(_dt.timedelta(minutes=-minutes if zone[0] == "-" else minutes)))
+    local = ts.astimezone()
+    return local if local.tzname() == zone else None
 
 
 def _syslog_time(text: str) -> _dt.datetime | None:
@@ -156,28 +197,37 @@ def parse_journal_json(line: str) -> LogRecord | None:
     wall = None
     realtime = entry.get("__REALTIME_TIMESTAMP")
     if isinstance(realtime, str) and realtime.isdigit():
-        wall = _dt.datetime.fromtimestamp(int(realtime) / 1_000_000).astimezone()
+        wall = _dt.datetime.fromtimestamp(int(realtime) / 1_000_000, _dt.timezone.utc)
+    host = _journal_text(entry.get("_HOSTNAME"))
+    # The kernel's own stamp where journald kept it, else when journald got
+    # the entry: both on the boot's monotonic clock.
+    usec = _digits(entry.get("_SOURCE_MONOTONIC_TIMESTAMP")) or _digits(entry.get("__MONOTONIC_TIMESTAMP"))
     if entry.get("_TRANSPORT") == "kernel" and entry.get("SYSLOG_FACILITY", "0") == "0":
-        usec = entry.get("_SOURCE_MONOTONIC_TIMESTAMP")
         return LogRecord(
             text,
             SOURCE,
-            kernel_usec=int(usec) if isinstance(usec, str) and usec.isdigit() else None,
+            kernel_usec=usec,
             wallclock=wall,
             facility=KERNEL_FACILITY,
             subsystem=_journal_text(entry.get("_KERNEL_SUBSYSTEM")),
             device=_journal_text(entry.get("_KERNEL_DEVICE")),
+            hostname=host,
         )
     ident = _journal_text(entry.get("SYSLOG_IDENTIFIER")) or _journal_text(entry.get("_COMM"))
-    facility = entry.get("SYSLOG_FACILITY")
     return LogRecord(
         text,
         SOURCE,
         trusted_kernel=False,
+        kernel_usec=usec,
         wallclock=wall,
         identifier=ident,
-        facility=int(facility) if isinstance(facility, str) and facility.isdigit() else None,
+        facility=_digits(entry.get("SYSLOG_FACILITY")),
+        hostname=host,
     )
+
+
+def _digits(value) -> int | None:
+    return int(value) if isinstance(value, str) and value.isdigit() else None
 
 
 def _journal_text(value) -> str | None:
@@ -201,7 +251,7 @@ class LogFormat:
 
 
 def _looks_like_dmesg(line: str) -> bool:
-    return bool(_DMESG_STAMP.match(line) or _DMESG_CTIME.match(line))
+    return bool(_DMESG_STAMP.match(line) or _DMESG_CTIME.match(line) or _DMESG_ISO.match(line))
 
 
 def _looks_like_kmsg(line: str) -> bool:
@@ -213,6 +263,8 @@ def _looks_like_json(line: str) -> bool:
 
 
 def _looks_like_syslog(line: str) -> bool:
+    if line.startswith("["):
+        return bool(_SYSLOG_MONOTONIC.match(line))
     return bool(_SYSLOG.match(line))
 
 
@@ -226,6 +278,21 @@ FORMATS: dict[str, LogFormat] = {
 }
 
 FORMAT_NAMES = tuple(sorted(FORMATS))
+
+
+FORMAT_SHAPES = {
+    "dmesg": "dmesg, dmesg -T, dmesg --time-format iso",
+    "kmsg": "dmesg -r, /dev/kmsg records",
+    "syslog": "/var/log/messages, kern.log, journalctl -o short, short-precise, short-iso, "
+              "short-full, short-monotonic",
+    "journal-json": "journalctl -o json",
+}
+
+
+def format_list() -> str:
+    """The formats known, for messages about input that fits none."""
+    return "Formats known: " + "; ".join(f"{n} ({FORMAT_SHAPES[n]})" for n in FORMAT_NAMES) + \
+        "; gzip, xz or bzip2 compressed alike."
 
 
 def detect_format(lines: list[str]) -> str | None:

@@ -129,6 +129,11 @@ def merge_stats(total: LogFileStats, part: LogFileStats) -> None:
     """Add a later part's counts; its line numbers start at total.lines + 1."""
     if part.first_malformed_line is not None and total.first_malformed_line is None:
         total.first_malformed_line = total.lines + part.first_malformed_line
+    for line, what in part.problems:
+        total.add_problem(total.lines + line, what)
+    total.problem_count += part.problem_count - len(part.problems)
     total.lines += part.lines
     total.matched += part.matched
     total.malformed += part.malformed
+    total.records += part.records
+    total.records_known = total.records_known and part.records_known
