@@ -61,6 +61,8 @@ def event_from_match(
         root_cause_event_id=None,
         count=1,
         last_timestamp=None,
+        clockless=record.wallclock is None and (
+            record.kernel_usec is None or (record.source != "kmsg" and boot_time is None)),
     )
 
 

@@ -258,8 +258,11 @@ class StorageEvent:
     """The kernel's clock (microseconds since boot) when the line was
     logged: dmesg's ``[  123.456789]``, kmsg's usec, journald's monotonic
     stamps. Only comparable within one boot. None where the source had none."""
-    # Transient, never serialised: the kmsg sequence number of its record.
+    # Transient, never serialised: the kmsg sequence number of its record;
+    # True when the line gave no wall-clock time (``timestamp`` is then the
+    # time it was parsed: text output shows the kernel stamp alone).
     origin_seq: int | None = field(default=None, repr=False, compare=False)
+    clockless: bool = field(default=False, repr=False, compare=False)
 
     # -- JSON ---------------------------------------------------------------
     def to_dict(self) -> dict:

@@ -67,9 +67,17 @@ def command(blk, severity, sub_systems, event_types, store_spec, output_format):
 def _follow(follower, writer: EventWriter) -> None:
     fd = follower.fileno()
     while True:
-        for event in sorted(follower.read(), key=lambda e: e.timestamp):
-            writer.write(event)
+        write_batch(follower, writer)
         if fd is not None:
             select.select([fd], [], [], 1.0)
         else:
             follower.wait(1.0)
+
+
+def write_batch(follower, writer: EventWriter) -> int:
+    """Write what the follower has now, oldest first by the events' own
+    time (equal times in store order); how many were written."""
+    events = sorted(follower.read(), key=lambda e: e.timestamp)
+    for event in events:
+        writer.write(event)
+    return len(events)

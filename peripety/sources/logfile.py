@@ -48,8 +48,7 @@ MAX_PROBLEMS = 100
 # Lines of a kmsg dump that are neither a record head nor a dictionary line.
 _KMSG_BAD_LINE = re.compile(r"\n(?!\d+,\d+,\d+,[^;\n]*;| |\n|\Z)")
 _DMESG_RAW_BAD_LINE = re.compile(r"\n(?!<\d+>| |\n|\Z)")
-# A run of NUL bytes and the cut-off line text before it (crash truncation).
-_NUL_RUN = re.compile(rb"[^\n\0]*\0+")
+_NULS = re.compile(rb"\0+")
 _JOURNAL_FILE_MAGIC = b"LPKSHHRH"
 # Magic bytes -> (name, opener) of the compressed formats the stdlib reads.
 _COMPRESSED = (
@@ -127,8 +126,10 @@ class LogFile:
     def _decompressing(cls, stream, name: str, fmt: str) -> "LogFile":
         """A LogFile over ``stream``, through a decompressor if its first
         bytes are a gzip, xz or bzip2 header."""
+        if not hasattr(stream, "peek"):
+            stream = io.BufferedReader(stream)  # e.g. a BytesIO standing in for stdin
         try:
-            magic = stream.peek(8)[:8] if hasattr(stream, "peek") else b""
+            magic = stream.peek(8)[:8]
         except OSError:
             magic = b""  # the first read reports it
         if magic.startswith(_ZSTD_MAGIC):
@@ -260,16 +261,17 @@ class LogFile:
         """Remove each run of NUL bytes with the cut-off text before it on its
         line; what follows the run on that line is kept (a new line written
         after the crash). No newline is removed: line numbers stay true."""
-        line, pos = first_line, 0
-        for m in _NUL_RUN.finditer(chunk):
-            line += chunk.count(b"\n", pos, m.start())
-            pos = m.start()
-            nuls = m.end() - m.start() - len(m.group().rstrip(b"\0"))
-            cut = m.end() - m.start() - nuls
+        spans = _nul_spans(chunk)
+        line, counted = first_line, 0
+        for start, nul_start, end in spans:
+            line += chunk.count(b"\n", counted, start)
+            counted = start
+            cut = nul_start - start
             self.stats.add_problem(
-                line, f"{nuls} NUL byte(s) skipped" + (f" with the {cut} byte(s) of cut-off text before them" if cut else "")
+                line, f"{end - nul_start} NUL byte(s) skipped"
+                + (f" with the {cut} byte(s) of cut-off text before them" if cut else "")
                 + " (a log truncated by a crash?)")
-        return _NUL_RUN.sub(b"", chunk)
+        return _without(chunk, spans)
 
     def _drop_long_lines(self, chunk: bytes, first_line: int) -> bytes:
         """Empty every line longer than the format allows. A line that long
@@ -329,7 +331,7 @@ class LogFile:
             )
         if _looks_binary(head):
             raise LogFormatError(f"{self.name}: binary data, not a text log")
-        sample = _NUL_RUN.sub(b"", head).decode("utf-8", "replace").splitlines()[:40]
+        sample = _without(head, _nul_spans(head)).decode("utf-8", "replace").splitlines()[:40]
         content = [l for l in sample if l.strip() and not l.startswith("-- ")]
         if not content:
             # Nothing but blank lines or journalctl's "-- No entries --": any
@@ -449,12 +451,37 @@ class LogFile:
             self.stats.add_malformed(count, first_line + text.count("\n", 0, first_pos))
 
 
+def _nul_spans(data: bytes) -> list[tuple[int, int, int]]:
+    """(line start or end of the previous span, first NUL, end) of every run
+    of NUL bytes: the run and the cut-off text before it on its line."""
+    spans = []
+    if b"\0" not in data:
+        return spans
+    last = 0
+    for m in _NULS.finditer(data):
+        start = max(data.rfind(b"\n", 0, m.start()) + 1, last)
+        spans.append((start, m.start(), m.end()))
+        last = m.end()
+    return spans
+
+
+def _without(data: bytes, spans) -> bytes:
+    if not spans:
+        return data
+    parts, last = [], 0
+    for start, _, end in spans:
+        parts.append(data[last:start])
+        last = end
+    parts.append(data[last:])
+    return b"".join(parts)
+
+
 def _looks_binary(head: bytes) -> bool:
     """Control bytes other than whitespace, or NULs scattered rather than in
     the few long runs a crash leaves, in more than 1 % of the head."""
     if not head:
         return False
-    runs = head.count(b"\0") and len(re.findall(rb"\0+", head))
+    runs = head.count(b"\0") and len(_NULS.findall(head))
     controls = len(head) - len(head.translate(None, _CONTROL_BYTES))
     return runs > 16 or (controls > 8 and controls * 100 > len(head))
 
