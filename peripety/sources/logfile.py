@@ -22,6 +22,7 @@ import logging
 import lzma
 import re
 import sys
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -189,7 +190,7 @@ class LogFile:
         read1 = getattr(self.stream, "read1", None)
         try:
             return read1(size) if read1 else self.stream.read(size)
-        except (EOFError, lzma.LZMAError, gzip.BadGzipFile, OSError) as exc:
+        except (EOFError, lzma.LZMAError, zlib.error, OSError) as exc:
             if self.compressed is None or (isinstance(exc, OSError) and exc.errno is not None):
                 raise LogFormatError(f"{self.name}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
             # A compressed log cut short (a crash, a partial copy): keep what came before.
