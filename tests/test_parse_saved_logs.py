@@ -102,6 +102,13 @@ def test_journalctl_short_monotonic_gives_events_with_host_and_kernel_time():
     assert forged and not any(r.trusted_kernel for r in forged)  # "kernel[18428]:" has a pid
 
 
+def test_journalctl_indented_lines_continue_their_message():
+    records = read_records(LOGS / "journal-k-short-monotonic-multiline.syslog")
+    assert len(records) == 5 and all(r.hostname == "vm" and r.kernel_usec for r in records)
+    cppc = next(r for r in records if r.text.startswith("amd_pstate: The CPPC"))
+    assert cppc.text.endswith("BIOS.\nPlease enable it if your BIOS has the CPPC option.")
+
+
 def test_journalctl_short_full_keeps_the_zone():
     events = jsonl(parse("--jsonl", "--utc", str(LOGS / "journal-k-short-full.syslog")))
     assert events and all(e["timestamp"].startswith("2026-12-01T11:2") for e in events)

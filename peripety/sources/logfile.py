@@ -231,17 +231,21 @@ class LogFile:
                     self.check_head(buf)
                 first = False
             cut = len(buf) if eof else self._boundary(buf)
-            if cut <= 0:
-                if len(buf) > self._max_line() + CHUNK_SIZE:
-                    # No record end in sight: the line at the head is garbage.
-                    skipping = [line_number, len(buf)]
-                    line_number += buf.count(b"\n")
-                    carry = b""
-                else:
-                    carry = buf
+            garbage = 0
+            if cut <= 0 and len(buf) > self._max_line() + CHUNK_SIZE:
+                # No record end in sight: the last line is garbage, what comes
+                # before it is whole.
+                cut = buf.rfind(b"\n") + 1
+                garbage = len(buf) - cut
+            if cut <= 0 and not garbage:
+                carry = buf
                 continue
-            chunk_bytes, carry = buf[:cut], buf[cut:]
+            chunk_bytes, carry = buf[:cut], (b"" if garbage else buf[cut:])
             newlines = chunk_bytes.count(b"\n")
+            if garbage:
+                skipping = [line_number + newlines, garbage]
+                if not cut:
+                    continue
             if b"\0" in chunk_bytes:
                 chunk_bytes = self._drop_nul_runs(chunk_bytes, line_number)
             if len(chunk_bytes) > self._max_line():

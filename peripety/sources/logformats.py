@@ -37,7 +37,8 @@ _SYSLOG = re.compile(
     r"|\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?)"
     r"|(?P<full>[A-Z][a-z]{2} \d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)? (?:[A-Za-z]\w*|[+-]\d\d(?:\d\d)?))"
     r"|\[ *(?P<mono_s>\d+)\.(?P<mono_f>\d+)\])"
-    r" (?P<host>\S+) (?P<prog>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: ?(?P<text>.*)"
+    r" (?P<host>\S+) (?P<prog>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: ?(?P<text>.*)",
+    re.DOTALL,  # journalctl prints a multi-line message's other lines indented
 )
 # A dmesg line can look like "[stamp] word word: text" too; journalctl -o
 # short-monotonic is told apart by its program field: "kernel:" or "name[pid]:".
@@ -120,7 +121,7 @@ def _parse_plain_kmsg(block: str) -> LogRecord | None:
 
 
 def parse_syslog(line: str) -> LogRecord | None:
-    m = _SYSLOG.match(line)
+    m = _SYSLOG.match(_join_continuation(line))
     if not m:
         return None
     text, prog, host = m.group("text"), m.group("prog"), m.group("host")
@@ -273,7 +274,7 @@ def _looks_like_syslog(line: str) -> bool:
 FORMATS: dict[str, LogFormat] = {
     "journal-json": LogFormat("journal-json", parse_journal_json, _looks_like_json),
     "kmsg": LogFormat("kmsg", parse_kmsg, _looks_like_kmsg, multiline=True),
-    "syslog": LogFormat("syslog", parse_syslog, _looks_like_syslog),
+    "syslog": LogFormat("syslog", parse_syslog, _looks_like_syslog, multiline=True),
     "dmesg": LogFormat("dmesg", parse_dmesg, _looks_like_dmesg, multiline=True),
 }
 
