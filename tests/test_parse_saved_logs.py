@@ -313,3 +313,16 @@ def test_real_prpt_reads_a_damaged_compressed_monotonic_log(tmp_path):
     assert {e["hostname"] for e in events} == {"vm"} and all(e["timestamp"].endswith("+00:00") for e in events)
     line = raw[:cut].count(b"\n") + 1
     assert f"{packed}:{line}: 512 NUL byte(s) skipped" in proc.stderr
+
+
+def test_bsd_and_ctime_stamps_are_local_time():
+    from peripety.sources.logformats import parse_dmesg, parse_syslog
+
+    now = dt.datetime.now()
+    precise = parse_syslog("Nov  5 04:22:35.5 h kernel: x").wallclock
+    assert (precise.month, precise.day, precise.hour, precise.microsecond) == (11, 5, 4, 500000)
+    assert precise.utcoffset() == dt.datetime(precise.year, 11, 5, 4, 22, 35).astimezone().utcoffset()
+    assert precise.year in (now.year, now.year - 1) and precise <= now.astimezone() + dt.timedelta(days=1)
+    assert parse_syslog("Feb 30 04:22:35 h kernel: x").wallclock is None  # no such day: no made-up time
+    ctime = parse_dmesg("[Thu Nov  5 04:22:35 2026] x").wallclock
+    assert ctime == dt.datetime(2026, 11, 5, 4, 22, 35).astimezone()

@@ -66,11 +66,7 @@ def parse_dmesg(line: str) -> LogRecord:
         return LogRecord(line[m.end():], SOURCE, kernel_usec=_usec(m.group(1), m.group(2)))
     m = _DMESG_CTIME.match(line)
     if m:
-        try:
-            wall = _dt.datetime.strptime(m.group(1), "%a %b %d %H:%M:%S %Y").astimezone()
-        except ValueError:
-            wall = None
-        return LogRecord(line[m.end():], SOURCE, wallclock=wall)
+        return LogRecord(line[m.end():], SOURCE, wallclock=_ctime(m.group(1)))
     if line[:1].isdigit():
         m = _DMESG_ISO.match(line)
         if m:
@@ -162,21 +158,55 @@ def _full_time(text: str) -> _dt.datetime | None:
     return local if local.tzname() == zone else None
 
 
+_MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
+                                         "Nov", "Dec"), 1)}
+_last_stamp: tuple[str, _dt.datetime | None] = ("", None)
+"""The last stamp read and its time: a log's lines share their second."""
+
+
 def _syslog_time(text: str) -> _dt.datetime | None:
-    if text[0].isdigit():
-        try:
-            ts = _dt.datetime.fromisoformat(text)
-        except ValueError:
-            return None
-        return ts if ts.tzinfo else ts.astimezone()
-    # BSD syslog has no year: take the latest year that does not put the line in the future.
-    today = _dt.datetime.now()
-    fmt = "%Y %b %d %H:%M:%S.%f" if "." in text else "%Y %b %d %H:%M:%S"
+    global _last_stamp
+    if text == _last_stamp[0]:
+        return _last_stamp[1]
+    ts = _iso_time(text) if text[0].isdigit() else _bsd_time(text)
+    _last_stamp = (text, ts)
+    return ts
+
+
+def _ctime(text: str) -> _dt.datetime | None:
+    """dmesg -T: "Tue Nov 25 03:44:01 2025", local time."""
+    global _last_stamp
+    if text == _last_stamp[0]:
+        return _last_stamp[1]
     try:
-        ts = _dt.datetime.strptime(f"{today.year} {text}", fmt)
+        ts = _dt.datetime(int(text[20:24]), _MONTHS[text[4:7]], int(text[8:10]), int(text[11:13]),
+                          int(text[14:16]), int(text[17:19])).astimezone()
+    except (KeyError, ValueError):
+        ts = None
+    _last_stamp = (text, ts)
+    return ts
+
+
+def _iso_time(text: str) -> _dt.datetime | None:
+    try:
+        ts = _dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return ts if ts.tzinfo else ts.astimezone()
+
+
+def _bsd_time(text: str) -> _dt.datetime | None:
+    """"Nov 25 03:44:01[.123456]", local time. BSD syslog has no year: take
+    the latest year that does not put the line in the future."""
+    try:
+        month = _MONTHS[text[:3]]
+        day, hour, minute, second = int(text[4:6]), int(text[7:9]), int(text[10:12]), int(text[13:15])
+        micro = int((text[16:] + "000000")[:6]) if len(text) > 16 else 0
+        today = _dt.datetime.now()
+        ts = _dt.datetime(today.year, month, day, hour, minute, second, micro)
         if ts > today + _dt.timedelta(days=1):
             ts = ts.replace(year=today.year - 1)
-    except ValueError:  # Feb 29 outside a leap year
+    except (KeyError, ValueError):  # Feb 29 outside a leap year
         return None
     return ts.astimezone()
 
