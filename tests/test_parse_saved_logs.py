@@ -326,3 +326,20 @@ def test_bsd_and_ctime_stamps_are_local_time():
     assert parse_syslog("Feb 30 04:22:35 h kernel: x").wallclock is None  # no such day: no made-up time
     ctime = parse_dmesg("[Thu Nov  5 04:22:35 2026] x").wallclock
     assert ctime == dt.datetime(2026, 11, 5, 4, 22, 35).astimezone()
+
+
+def test_problems_are_placed_by_line_when_lines_were_not_counted(tmp_path):
+    """The kmsg/dmesg fast path does not count lines (it would cost ~6 %):
+    a problem's byte offset is turned into its line afterwards."""
+    body = "".join(f"6,{i},{i}000,-;usb 1-1: new high-speed USB device number {i}\n" for i in range(100000))
+    log = tmp_path / "kmsg.txt"
+    log.write_bytes(body.encode() + b"6,1,1,-;EXT4-fs (loop9): moun" + b"\0" * 300 + b"\n"
+                    + b"3,2,2,-;I/O error, dev loop3, sector 8 op 0x0:(READ) flags 0x0 phys_seg 1 prio class 2\n")
+    with LogFile.open(log) as logfile:
+        assert [m.kdev for _, m in logfile.matches(RULES, count_malformed=False)] == ["loop3"]
+        assert logfile.stats.problems[0][0] is None  # placed by offset while reading
+        assert logfile.problem_lines() == [(100001, "300 NUL byte(s) skipped with the 29 byte(s) of cut-off "
+                                                     "text before them (a log truncated by a crash?)")]
+    with LogFile.open(log) as logfile:  # --stats counts lines as it goes: the same place
+        list(logfile.matches(RULES, count_malformed=True))
+        assert logfile.problem_lines()[0][0] == 100001 and logfile.stats.problems[0][0] == 100001

@@ -236,15 +236,13 @@ def _report(logfile: LogFile, stats: bool) -> bool:
     record at all although it had lines (then the format is wrong)."""
     s: LogFileStats = logfile.stats
     fmt = logfile.format.name if logfile.format else "?"
-    for line, what in s.problems:
+    for line, what in logfile.problem_lines():
         log.warning("%s:%d: %s", logfile.name, line, what)
     if s.problem_count > len(s.problems):
         log.warning("%s: %d more damaged place(s) skipped", logfile.name, s.problem_count - len(s.problems))
     if s.malformed:
-        log.warning(
-            "%s: %d line(s) not in %s format skipped (first: line %s)",
-            logfile.name, s.malformed, fmt, s.first_malformed_line,
-        )
+        first = f" (first: line {s.first_malformed_line})" if s.first_malformed_line else ""
+        log.warning("%s: %d line(s) not in %s format skipped%s", logfile.name, s.malformed, fmt, first)
     ok = True
     if s.records_known and s.records == 0:
         if s.malformed:

@@ -20,7 +20,9 @@ import gzip
 import io
 import logging
 import lzma
+import os
 import re
+import stat
 import sys
 import zlib
 from dataclasses import dataclass, field
@@ -58,6 +60,8 @@ _COMPRESSED = (
     (b"BZh", "bzip2", lambda f: bz2.BZ2File(f, "rb")),
 )
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_FAST_FORMATS = ("kmsg", "dmesg")
+"""Formats read through the prefilter: lines are found, not walked."""
 
 
 @dataclass
@@ -71,20 +75,22 @@ class LogFileStats:
     """Records read (counted where every line is parsed: see ``records_known``)."""
     records_known: bool = True
     """False once the prefilter fast path skipped lines unparsed."""
-    problems: list[tuple[int, str]] = field(default_factory=list)
-    """(line number, what was skipped there): NUL runs, over-long lines, a
-    compressed stream ending early. At most MAX_PROBLEMS are kept."""
+    problems: list[tuple[int | None, int, str]] = field(default_factory=list)
+    """(line number, byte offset, what was skipped there): NUL runs,
+    over-long lines, a compressed stream ending early. The line is None
+    where lines were not counted (see ``LogFile.problem_lines``). At most
+    MAX_PROBLEMS are kept."""
     problem_count: int = 0
 
-    def add_malformed(self, count: int, line_number: int) -> None:
+    def add_malformed(self, count: int, line_number: int | None) -> None:
         if count and self.first_malformed_line is None:
             self.first_malformed_line = line_number
         self.malformed += count
 
-    def add_problem(self, line_number: int, what: str) -> None:
+    def add_problem(self, where: tuple[int | None, int], what: str) -> None:
         self.problem_count += 1
         if len(self.problems) < MAX_PROBLEMS:
-            self.problems.append((line_number, what))
+            self.problems.append((*where, what))
 
 
 class LogFile:
@@ -101,15 +107,23 @@ class LogFile:
         self.compressed: str | None = None
         """gzip, xz or bzip2 when the stream is decompressed on the fly."""
         self._head_checked = False
+        self._base = 0
+        """Byte offset of the stream's start in the file (a part's start)."""
+        self._seekable_file = False
+        """A regular file read as is: problem places can be turned into line
+        numbers afterwards, so lines need not be counted while reading."""
         self._regex_cache: tuple | None = None
         """(ruleset, lead, candidate regex) of the last chunk."""
 
     @classmethod
-    def part(cls, stream: BinaryIO, name: str, fmt: str) -> "LogFile":
-        """A later part of a log whose head was checked and format detected
-        (see ``parallel``): it starts at a record boundary."""
+    def part(cls, stream: BinaryIO, name: str, fmt: str, start: int = 0) -> "LogFile":
+        """A later part of the regular file ``name`` whose head was checked
+        and format detected (see ``parallel``): it starts at a record
+        boundary, ``start`` bytes into the file."""
         logfile = cls(stream, name, fmt)
         logfile._head_checked = True
+        logfile._base = start
+        logfile._seekable_file = True
         return logfile
 
     @classmethod
@@ -141,7 +155,12 @@ class LogFile:
                 logfile.compressed = kind
                 logfile._raw = stream
                 return logfile
-        return cls(stream, name, fmt)
+        logfile = cls(stream, name, fmt)
+        try:
+            logfile._seekable_file = stream is not sys.stdin.buffer and stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+            pass
+        return logfile
 
     def close(self) -> None:
         raw = getattr(self, "_raw", None)
@@ -186,7 +205,7 @@ class LogFile:
                     yield record, match
 
     # -- chunks -------------------------------------------------------------
-    def _read(self, size: int, line_number: int = 0) -> bytes:
+    def _read(self, size: int, where: tuple[int | None, int]) -> bytes:
         read1 = getattr(self.stream, "read1", None)
         try:
             return read1(size) if read1 else self.stream.read(size)
@@ -194,31 +213,36 @@ class LogFile:
             if self.compressed is None or (isinstance(exc, OSError) and exc.errno is not None):
                 raise LogFormatError(f"{self.name}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
             # A compressed log cut short (a crash, a partial copy): keep what came before.
-            self.stats.add_problem(line_number, f"{self.compressed} data ends early or is corrupt ({exc}); "
+            self.stats.add_problem(where, f"{self.compressed} data ends early or is corrupt ({exc}); "
                                                 "the rest of the file is lost")
             return b""
 
-    def _chunks(self, count_lines: bool = True) -> Iterator[tuple[str, int]]:
+    def _chunks(self, count_lines: bool = True) -> Iterator[tuple[str, int | None]]:
         """Decoded text ending at a record boundary, with its first line
-        number (a problem names its line). ``count_lines`` is unused: counting
-        newlines in bytes costs next to nothing."""
+        number. Lines are counted when ``count_lines``, or where a problem
+        could not be placed afterwards (a pipe, a compressed stream), or the
+        format is read line by line anyway; else the number is None (counting
+        costs ~6 % of the kmsg fast path) and problems keep byte offsets."""
         carry = b""
-        line_number = 1
+        line_number: int | None = 1
+        read_total = 0
         first = True
-        skipping: list[int] | None = None
-        """[line number, bytes] of an over-long line being skipped."""
+        skipping: list | None = None
+        """[line number, byte offset, bytes] of an over-long line being skipped."""
         while True:
-            data = self._read(CHUNK_SIZE, line_number)
+            data = self._read(CHUNK_SIZE, (line_number, self._base + read_total - len(carry)))
+            read_total += len(data)
             eof = not data
             if skipping is not None:
                 end = data.find(b"\n")
                 if end < 0 and not eof:
-                    skipping[1] += len(data)
+                    skipping[2] += len(data)
                     continue
-                skipping[1] += len(data) if end < 0 else end
+                skipping[2] += len(data) if end < 0 else end
                 self._skipped_long_line(*skipping)
                 data = b"" if end < 0 else data[end + 1:]
-                line_number += 1
+                if line_number is not None:
+                    line_number += 1
                 skipping = None
             buf = carry + data
             if first and not eof and buf.count(b"\n") < 40 and len(buf) < SNIFF_SIZE:
@@ -230,6 +254,9 @@ class LogFile:
                 if not self._head_checked:
                     self.check_head(buf)
                 first = False
+                if not count_lines and self._seekable_file and self.format.name in _FAST_FORMATS:
+                    line_number = None
+            offset = self._base + read_total - len(buf)
             cut = len(buf) if eof else self._boundary(buf)
             garbage = 0
             if cut <= 0 and len(buf) > self._max_line() + CHUNK_SIZE:
@@ -241,20 +268,21 @@ class LogFile:
                 carry = buf
                 continue
             chunk_bytes, carry = buf[:cut], (b"" if garbage else buf[cut:])
-            newlines = chunk_bytes.count(b"\n")
+            lines = None
+            if line_number is not None:
+                lines = chunk_bytes.count(b"\n") + (0 if chunk_bytes.endswith(b"\n") or not chunk_bytes else 1)
+                self.stats.lines += lines
             if garbage:
-                skipping = [line_number + newlines, garbage]
+                skipping = [None if line_number is None else line_number + lines, offset + cut, garbage]
                 if not cut:
                     continue
             if b"\0" in chunk_bytes:
-                chunk_bytes = self._drop_nul_runs(chunk_bytes, line_number)
+                chunk_bytes = self._drop_nul_runs(chunk_bytes, line_number, offset)
             if len(chunk_bytes) > self._max_line():
-                chunk_bytes = self._drop_long_lines(chunk_bytes, line_number)
-            chunk = chunk_bytes.decode("utf-8", "replace")
-            lines = newlines + (0 if chunk_bytes.endswith(b"\n") else 1)
-            self.stats.lines += lines
-            yield chunk, line_number
-            line_number += lines
+                chunk_bytes = self._drop_long_lines(chunk_bytes, line_number, offset)
+            yield chunk_bytes.decode("utf-8", "replace"), line_number
+            if line_number is not None:
+                line_number += lines
             if eof:
                 return
 
@@ -262,23 +290,21 @@ class LogFile:
     def _max_line(self) -> int:
         return MAX_LINE_JSON if self.format is not None and self.format.name == "journal-json" else MAX_LINE
 
-    def _drop_nul_runs(self, chunk: bytes, first_line: int) -> bytes:
+    def _drop_nul_runs(self, chunk: bytes, first_line: int | None, offset: int) -> bytes:
         """Remove each run of NUL bytes with the cut-off text before it on its
         line; what follows the run on that line is kept (a new line written
         after the crash). No newline is removed: line numbers stay true."""
         spans = _nul_spans(chunk)
-        line, counted = first_line, 0
+        places = _Places(chunk, first_line, offset)
         for start, nul_start, end in spans:
-            line += chunk.count(b"\n", counted, start)
-            counted = start
             cut = nul_start - start
             self.stats.add_problem(
-                line, f"{end - nul_start} NUL byte(s) skipped"
+                places.at(start), f"{end - nul_start} NUL byte(s) skipped"
                 + (f" with the {cut} byte(s) of cut-off text before them" if cut else "")
                 + " (a log truncated by a crash?)")
         return _without(chunk, spans)
 
-    def _drop_long_lines(self, chunk: bytes, first_line: int) -> bytes:
+    def _drop_long_lines(self, chunk: bytes, first_line: int | None, offset: int) -> bytes:
         """Empty every line longer than the format allows. A line that long
         spans a whole probe window of half that size, so probing one window
         in each finds them all in a few ``find`` calls per chunk."""
@@ -299,20 +325,41 @@ class LogFile:
             pos = end + 1
         if not spans:
             return chunk
-        parts, last, line, counted = [], 0, first_line, 0
+        places = _Places(chunk, first_line, offset)
+        parts, last = [], 0
         for start, end in spans:
-            line += chunk.count(b"\n", counted, start)
-            counted = start
-            self._skipped_long_line(line, end - start)
+            self._skipped_long_line(*places.at(start), end - start)
             parts.append(chunk[last:start])
             last = end
         parts.append(chunk[last:])
         return b"".join(parts)
 
-    def _skipped_long_line(self, line_number: int, size: int) -> None:
+    def _skipped_long_line(self, line_number: int | None, offset: int, size: int) -> None:
         self.stats.add_problem(
-            line_number, f"line of {size} bytes skipped: longer than any log line "
+            (line_number, offset), f"line of {size} bytes skipped: longer than any log line "
             f"({self._max_line() // 1024} KiB), garbage in a damaged log?")
+
+    def problem_lines(self) -> list[tuple[int, str]]:
+        """``stats.problems`` as (line number, what), placing those read
+        without line counting by counting the file's newlines up to them."""
+        found = self.stats.problems
+        unplaced = sorted({offset for line, offset, _ in found if line is None})
+        lines_at: dict[int, int] = {}
+        if unplaced:
+            try:
+                with open(self.name, "rb") as f:
+                    pos, newlines = 0, 0
+                    for target in unplaced:
+                        while pos < target:
+                            block = f.read(min(CHUNK_SIZE, target - pos))
+                            if not block:
+                                break
+                            newlines += block.count(b"\n")
+                            pos += len(block)
+                        lines_at[target] = newlines + 1
+            except OSError as exc:
+                log.debug("%s: cannot re-read to place problems: %s", self.name, exc)
+        return [(line if line is not None else lines_at.get(offset, 0), what) for line, offset, what in found]
 
     def _boundary(self, buf: bytes) -> int:
         """Offset just after the last complete record in ``buf`` (0: none yet)."""
@@ -362,7 +409,7 @@ class LogFile:
             )
 
     # -- lines --------------------------------------------------------------
-    def _parse_lines(self, chunk: str, first_line: int) -> Iterator[LogRecord]:
+    def _parse_lines(self, chunk: str, first_line: int | None) -> Iterator[LogRecord]:
         fmt = self.format
         lines = chunk.split("\n")
         if lines and lines[-1] == "":
@@ -379,8 +426,9 @@ class LogFile:
                 line = "\n".join(lines[start:i])
             record = fmt.parse(line)
             if record is None:
-                self.stats.add_malformed(i - start, first_line + start)
-                log.debug("%s:%d: not a %s line: %r", self.name, first_line + start, fmt.name, line[:80])
+                where = None if first_line is None else first_line + start
+                self.stats.add_malformed(i - start, where)
+                log.debug("%s:%s: not a %s line: %r", self.name, where or "?", fmt.name, line[:80])
                 continue
             self.stats.records += 1
             yield record
@@ -454,6 +502,20 @@ class LogFile:
                 first_pos = m.start()
         if count:
             self.stats.add_malformed(count, first_line + text.count("\n", 0, first_pos))
+
+
+class _Places:
+    """Where positions in a chunk are: line numbers counted on from the
+    chunk's first line, or byte offsets in the file when lines are not counted."""
+
+    def __init__(self, chunk: bytes, first_line: int | None, offset: int):
+        self.chunk, self.line, self.offset, self.counted = chunk, first_line, offset, 0
+
+    def at(self, pos: int) -> tuple[int | None, int]:
+        if self.line is not None:
+            self.line += self.chunk.count(b"\n", self.counted, pos)
+            self.counted = pos
+        return self.line, self.offset + pos
 
 
 def _nul_spans(data: bytes) -> list[tuple[int, int, int]]:
