@@ -52,8 +52,8 @@ Times: a line's wall-clock time becomes the event's timestamp. A kernel
 stamp ([  309.330781], kmsg usec, journald's monotonic time) is kept in the
 event's kernel_usec field (microseconds since that boot) and shown in text
 as dmesg shows it. A line with only a kernel stamp (dmesg, short-monotonic)
-gets the time of parsing as timestamp, unless --boot-time says when the
-logged system booted. Events are written in the order of the input, which
+gets the time of parsing as timestamp (text shows its kernel stamp alone),
+unless --boot-time says when the logged system booted. Events are written in the order of the input, which
 is the order of the kernel's clock within one boot. Text shows local time
 (UTC with --utc), with the date when not today; JSON has RFC 3339 with
 the offset.
@@ -97,7 +97,7 @@ file cannot be read or holds no record of its format, 2 on a usage error.
 @click.option(
     "-j", "--jobs", type=click.IntRange(min=1), default=None,
     help="Processes for a large file (default: one per CPU for files of 16 MB or more; "
-    "standard input and --resolve always use one). Output stays in file order.",
+    "standard input, compressed files and --resolve always use one). Output stays in file order.",
 )
 @click.option(
     "--boot-time", callback=_time, metavar="TIME",
