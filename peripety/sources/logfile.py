@@ -32,7 +32,7 @@ from typing import BinaryIO, Iterator
 from ..errors import LogFormatError
 from ..record import LogRecord
 from ..rules import Match, RuleSet
-from .logformats import _DMESG_ISO, FORMAT_NAMES, FORMATS, LogFormat, detect_format, format_list
+from .logformats import FORMAT_NAMES, FORMATS, LogFormat, detect_format, format_list, iso_stamped
 from .prefilter import candidate_regex, kernel_prefixes
 
 log = logging.getLogger("peripety.sources.logfile")
@@ -456,7 +456,7 @@ class LogFile:
         if name == "dmesg":
             if head.startswith("["):
                 return r"\] "
-            if _DMESG_ISO.match(head):
+            if iso_stamped(head):
                 return r"[+-]\d\d:?\d\d "  # the end of --time-format iso's stamp
             return "\n"
         return None

@@ -281,6 +281,11 @@ class LogFormat:
     dictionary lines, dmesg's indented lines of a multi-line message)."""
 
 
+def iso_stamped(line: str) -> bool:
+    """Is this a ``dmesg --time-format iso`` line?"""
+    return bool(_DMESG_ISO.match(line))
+
+
 def _looks_like_dmesg(line: str) -> bool:
     return bool(_DMESG_STAMP.match(line) or _DMESG_CTIME.match(line) or _DMESG_ISO.match(line))
 
