@@ -42,8 +42,7 @@ def command(ctx, blk, severity, sub_systems, event_types, since, until, event_id
     (journal-remote) is merged by those timestamps, each taken by its own
     host's clock: a host whose clock is off sorts where its clock puts it.
     Events with the same time keep the store's order. -n picks the N newest
-    the store holds, then sorts them. Events spooled while journald was down
-    and delivered later sit where they happened. One store is read per run:
+    the store holds, then sorts them. One store is read per run:
     events kept in SQLite while no journald ran are not merged with the
     journal's; read each with --store, or merge the JSON lines yourself (sort
     on .timestamp with --utc).
