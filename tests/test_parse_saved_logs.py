@@ -141,7 +141,7 @@ def test_journal_json_host_realtime_and_monotonic():
         entry = next(e for e in pending if e.get("MESSAGE") == event["raw_msg"])
         assert event["hostname"] == entry["_HOSTNAME"]
         assert StorageEvent.from_dict(event).timestamp.timestamp() * 1e6 == pytest.approx(
-            int(entry["__REALTIME_TIMESTAMP"]), abs=1)
+            int(entry.get("_SOURCE_REALTIME_TIMESTAMP") or entry["__REALTIME_TIMESTAMP"]), abs=1)
         assert event["kernel_usec"] == int(entry.get("_SOURCE_MONOTONIC_TIMESTAMP") or entry["__MONOTONIC_TIMESTAMP"])
     user = next(from_text(json.dumps({"MESSAGE": "checker failed path 8:32 in map mpatha", "_HOSTNAME": "h2",
                                       "SYSLOG_IDENTIFIER": "multipathd", "_TRANSPORT": "syslog",
@@ -343,3 +343,57 @@ def test_problems_are_placed_by_line_when_lines_were_not_counted(tmp_path):
     with LogFile.open(log) as logfile:  # --stats counts lines as it goes: the same place
         list(logfile.matches(RULES, count_malformed=True))
         assert logfile.problem_lines()[0][0] == 100001 and logfile.stats.problems[0][0] == 100001
+
+
+# -- a real journald's own output -----------------------------------------------------
+@pytest.mark.root
+def test_real_journalctl_output_in_every_shape_keeps_host_and_times():
+    """A multipathd line logged to a real journald (a namespace of its own),
+    exported by the real journalctl in each output shape and parsed by the
+    real prpt: the same event, host and times from each."""
+    import os
+    import socket
+    import uuid
+
+    from peripety.stores.journald_socket import JournaldSocket, runtime_dir, synchronize
+    from tests.harness.services import ensure_journald, private_journald
+    from tests.stores_support import namespace_name
+
+    ensure_journald()
+    with private_journald(namespace_name("parse")) as ns:
+        tag = uuid.uuid4().hex[:8]
+        sender = JournaldSocket(runtime_dir(ns) / "socket")
+        sender.send({"MESSAGE": f"checker failed path 69:240 in map Lun{tag}", "SYSLOG_IDENTIFIER": "multipathd",
+                     "PRIORITY": "4"})
+        sender.close()
+        synchronize(ns)
+
+        def journalctl(shape: str) -> str:
+            return subprocess.run(["journalctl", f"--namespace={ns}", "-o", shape, "--no-pager",
+                                   "SYSLOG_IDENTIFIER=multipathd"],
+                                  capture_output=True, text=True, check=True, timeout=60).stdout
+
+        entry = json.loads(journalctl("json").splitlines()[-1])
+        assert entry["MESSAGE"].endswith(tag)
+        found = {}
+        for shape in ("json", "short", "short-precise", "short-iso-precise", "short-full", "short-monotonic"):
+            text = journalctl(shape)
+            proc = subprocess.run([PRPT, "parse", "--jsonl", "--utc", "-"], input=text, capture_output=True,
+                                  text=True, timeout=60, env=dict(os.environ, TZ="UTC"))
+            assert proc.returncode == 0, (shape, proc.stderr)
+            events = [json.loads(l) for l in proc.stdout.splitlines()]
+            assert [(e["event_type"], e["kdev"], e["extension"].get("map")) for e in events] == [
+                ("DM_MPATH_PATH_FAILED", "69:240", f"Lun{tag}")], shape
+            found[shape] = events[0]
+        assert {e["hostname"] for e in found.values()} == {entry["_HOSTNAME"]} == {socket.gethostname()}
+        # journalctl shows when the sender logged the line, where journald kept that
+        realtime = int(entry.get("_SOURCE_REALTIME_TIMESTAMP") or entry["__REALTIME_TIMESTAMP"])
+        for shape in ("json", "short-precise", "short-iso-precise"):
+            ts = dt.datetime.fromisoformat(found[shape]["timestamp"])
+            assert ts == dt.datetime.fromtimestamp(realtime // 1_000_000, dt.timezone.utc).replace(
+                microsecond=realtime % 1_000_000), shape
+        for shape in ("short", "short-full"):  # whole seconds
+            ts = dt.datetime.fromisoformat(found[shape]["timestamp"])
+            assert ts == dt.datetime.fromtimestamp(realtime // 1_000_000, dt.timezone.utc), shape
+        assert found["json"]["kernel_usec"] == found["short-monotonic"]["kernel_usec"] == int(
+            entry["__MONOTONIC_TIMESTAMP"])

@@ -45,7 +45,8 @@ and bzip2 files are decompressed on the fly):
                   2025-11-25T03:44:01.123456+00:00 host multipathd[811]: ...
                   [  309.330781] host kernel: I/O error, dev loop0, ...
   journal-json  journalctl -o json (only _TRANSPORT=kernel is the kernel;
-                _HOSTNAME, __REALTIME_TIMESTAMP and the monotonic stamps kept)
+                _HOSTNAME, the realtime and monotonic stamps kept: the
+                sender's _SOURCE_* ones where present, as journalctl shows)
 
 \b
 Times: a line's wall-clock time becomes the event's timestamp. A kernel

@@ -225,10 +225,13 @@ def parse_journal_json(line: str) -> LogRecord | None:
     text = _journal_text(entry.get("MESSAGE"))
     if text is None:
         return None
+    # When the sender logged it where journald kept that, else when journald
+    # got it: the time journalctl itself shows.
     wall = None
-    realtime = entry.get("__REALTIME_TIMESTAMP")
-    if isinstance(realtime, str) and realtime.isdigit():
-        wall = _dt.datetime.fromtimestamp(int(realtime) / 1_000_000, _dt.timezone.utc)
+    realtime = _digits(entry.get("_SOURCE_REALTIME_TIMESTAMP")) or _digits(entry.get("__REALTIME_TIMESTAMP"))
+    if realtime is not None:
+        wall = _dt.datetime.fromtimestamp(realtime // 1_000_000, _dt.timezone.utc).replace(
+            microsecond=realtime % 1_000_000)
     host = _journal_text(entry.get("_HOSTNAME"))
     # The kernel's own stamp where journald kept it, else when journald got
     # the entry: both on the boot's monotonic clock.
