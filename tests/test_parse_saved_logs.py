@@ -397,3 +397,29 @@ def test_real_journalctl_output_in_every_shape_keeps_host_and_times():
             assert ts == dt.datetime.fromtimestamp(realtime // 1_000_000, dt.timezone.utc), shape
         assert found["json"]["kernel_usec"] == found["short-monotonic"]["kernel_usec"] == int(
             entry["__MONOTONIC_TIMESTAMP"])
+
+
+@pytest.mark.parametrize("line", [
+    SYSLOG_IO.format(s=1, n=7),
+    "[  106.125376] I/O error, dev loop7, sector 8 op 0x0:(READ) flags 0x0 phys_seg 1 prio class 2\n",
+    "[  106.125376] vm kernel: I/O error, dev loop7, sector 8 op 0x0:(READ) flags 0x0 phys_seg 1 prio class 2\n",
+])
+def test_a_live_pipe_shows_each_event_while_it_stays_open(line):
+    """journalctl -f | prpt parse -: the last line is not held back waiting for
+    more lines (continuation lines, format detection) while the pipe is quiet."""
+    import selectors
+
+    proc = subprocess.Popen([PRPT, "parse", "--jsonl", "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        for n in (7, 8):
+            proc.stdin.write(line.replace("loop7", f"loop{n}").encode())
+            proc.stdin.flush()
+            assert sel.select(20), "no event while the pipe stayed open"
+            assert json.loads(proc.stdout.readline())["kdev"] == f"loop{n}"
+        proc.stdin.close()
+        assert proc.wait(20) == 0 and proc.stdout.read() == b""
+    finally:
+        proc.kill()

@@ -22,6 +22,7 @@ import logging
 import lzma
 import os
 import re
+import select
 import stat
 import sys
 import zlib
@@ -45,6 +46,8 @@ MAX_LINE = 64 << 10
 8 KiB, journald 48 KiB): it is skipped as garbage."""
 MAX_LINE_JSON = 1 << 20
 """journalctl -o json --all may print large fields: a wider limit."""
+LIVE_PAUSE = 0.2
+"""Seconds a live pipe may be quiet before what was read is shown."""
 MAX_PROBLEMS = 100
 """Problem places kept per file (the count goes on)."""
 
@@ -112,6 +115,8 @@ class LogFile:
         self._seekable_file = False
         """A regular file read as is: problem places can be turned into line
         numbers afterwards, so lines need not be counted while reading."""
+        self._live = False
+        """A pipe, terminal or socket that may pause (journalctl -f | prpt parse -)."""
         self._regex_cache: tuple | None = None
         """(ruleset, lead, candidate regex) of the last chunk."""
 
@@ -157,9 +162,11 @@ class LogFile:
                 return logfile
         logfile = cls(stream, name, fmt)
         try:
-            logfile._seekable_file = stream is not sys.stdin.buffer and stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+            regular = stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
         except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
-            pass
+            return logfile  # no descriptor: a stream in memory, read to its end at once
+        logfile._seekable_file = regular and stream is not sys.stdin.buffer
+        logfile._live = not regular
         return logfile
 
     def close(self) -> None:
@@ -230,9 +237,13 @@ class LogFile:
         skipping: list | None = None
         """[line number, byte offset, bytes] of an over-long line being skipped."""
         while True:
-            data = self._read(CHUNK_SIZE, (line_number, self._base + read_total - len(carry)))
+            # A live pipe that pauses: what is held back (the last record, in
+            # case continuation lines follow; the lines kept for format
+            # detection) is all there is for now, show it.
+            paused = bool(carry) and carry.endswith(b"\n") and self._live and self._paused()
+            data = b"" if paused else self._read(CHUNK_SIZE, (line_number, self._base + read_total - len(carry)))
             read_total += len(data)
-            eof = not data
+            eof = not data and not paused
             if skipping is not None:
                 end = data.find(b"\n")
                 if end < 0 and not eof:
@@ -245,7 +256,7 @@ class LogFile:
                     line_number += 1
                 skipping = None
             buf = carry + data
-            if first and not eof and buf.count(b"\n") < 40 and len(buf) < SNIFF_SIZE:
+            if first and not eof and not paused and buf.count(b"\n") < 40 and len(buf) < SNIFF_SIZE:
                 carry = buf  # format detection wants a few lines
                 continue
             if not buf:
@@ -257,7 +268,7 @@ class LogFile:
                 if not count_lines and self._seekable_file and self.format.name in _FAST_FORMATS:
                     line_number = None
             offset = self._base + read_total - len(buf)
-            cut = len(buf) if eof else self._boundary(buf)
+            cut = len(buf) if eof or paused else self._boundary(buf)
             garbage = 0
             if cut <= 0 and len(buf) > self._max_line() + CHUNK_SIZE:
                 # No record end in sight: the last line is garbage, what comes
@@ -285,6 +296,14 @@ class LogFile:
                 line_number += lines
             if eof:
                 return
+
+    def _paused(self) -> bool:
+        """Nothing more to read from the live stream for a moment. (read1
+        returned everything buffered, so the descriptor tells.)"""
+        try:
+            return not select.select([self.stream.fileno()], [], [], LIVE_PAUSE)[0]
+        except (OSError, ValueError, io.UnsupportedOperation):
+            return False
 
     # -- damaged parts ------------------------------------------------------
     def _max_line(self) -> int:
