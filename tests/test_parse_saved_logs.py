@@ -423,3 +423,14 @@ def test_a_live_pipe_shows_each_event_while_it_stays_open(line):
         assert proc.wait(20) == 0 and proc.stdout.read() == b""
     finally:
         proc.kill()
+
+
+def test_resolve_only_describes_this_hosts_devices():
+    import socket
+
+    line = "Nov 25 03:44:01 {host} kernel: I/O error, dev vda, sector 8 op 0x0:(READ) flags 0x0 phys_seg 1 prio class 2\n"
+    here, there = socket.gethostname(), "storage7.example.com"
+    events = jsonl(parse("--jsonl", "--resolve", "-", input=line.format(host=here) + line.format(host=there)))
+    assert [e["hostname"] for e in events] == [here, there]
+    assert events[0]["cur_blk_info"]["blk_path"] == "/dev/vda"  # the disk under this VM
+    assert events[1]["cur_blk_info"] is None  # vda on another host is not ours

@@ -93,7 +93,8 @@ file cannot be read or holds no record of its format, 2 on a usage error.
 )
 @output_options
 @config_option
-@click.option("--resolve", is_flag=True, help="Describe each event's device as it is now (udev, sysfs).")
+@click.option("--resolve", is_flag=True, help="Describe each event's device as it is now (udev, sysfs); "
+              "events a log names another host for are left unresolved.")
 @click.option("--stats", is_flag=True, help="Print lines read, matched and skipped (malformed) to stderr.")
 @click.option(
     "-j", "--jobs", type=click.IntRange(min=1), default=None,
@@ -261,15 +262,24 @@ def _report(logfile: LogFile, stats: bool) -> bool:
 
 
 class _DeviceCache:
-    """``--resolve``: one lookup per device name for the whole run."""
+    """``--resolve``: one lookup per device name for the whole run. Only
+    this host's events: sdb in another host's log is not our sdb."""
 
     def __init__(self):
         from ..devices import resolve
+        from ..event import local_hostname
 
         self._resolve = resolve
+        self._here = local_hostname()
         self._known: dict[str, object] = {}
+        self._elsewhere: set[str] = set()
 
     def apply(self, event) -> None:
+        if event.hostname != self._here:
+            if event.hostname not in self._elsewhere:
+                self._elsewhere.add(event.hostname)
+                log.info("%s: events logged on host %s are left unresolved", event.kdev, event.hostname)
+            return
         if event.kdev not in self._known:
             try:
                 self._known[event.kdev] = self._resolve(event.kdev)
