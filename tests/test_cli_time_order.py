@@ -188,7 +188,7 @@ def _wait_for(stream, text: str, timeout: float = 20.0) -> str:
 
 
 def test_text_times_carry_the_date_unless_today():
-    now = dt.datetime(2026, 12, 1, 15, 0, tzinfo=UTC).astimezone()
+    now = dt.datetime(2026, 12, 1, 12, 0).astimezone()  # local noon: an hour earlier is still today
     today = StorageEvent(event_type="FS_ERROR", sub_system="ext4", severity=Severity.Error, kdev="sdb1",
                          msg="m", timestamp=now - dt.timedelta(hours=1, milliseconds=250))
     older = StorageEvent(event_type="FS_ERROR", sub_system="ext4", severity=Severity.Error, kdev="sdb1",
@@ -198,7 +198,7 @@ def test_text_times_carry_the_date_unless_today():
     day = (now - dt.timedelta(days=3)).astimezone()
     assert event_line(older, now) == f"{day:%Y-%m-%d %H:%M:%S}.000 [    5.000042] Error ext4 FS_ERROR sdb1: m"
     set_output_utc(True)
-    assert event_line(older, now).startswith("2026-11-28 15:00:00.000 ")
+    assert event_line(older, now).startswith(f"{older.timestamp.astimezone(UTC):%Y-%m-%d %H:%M:%S}.000 ")
 
 
 # -- usage errors -------------------------------------------------------------------
