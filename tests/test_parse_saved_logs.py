@@ -434,3 +434,23 @@ def test_resolve_only_describes_this_hosts_devices():
     assert [e["hostname"] for e in events] == [here, there]
     assert events[0]["cur_blk_info"]["blk_path"] == "/dev/vda"  # the disk under this VM
     assert events[1]["cur_blk_info"] is None  # vda on another host is not ours
+
+
+def test_rotated_logs_are_read_oldest_first(tmp_path):
+    """prpt parse /var/log/kern.log* lists kern.log before kern.log.1 and
+    kern.log.2.gz: the events still come out oldest first."""
+    day = lambda d, n: (f"Nov {d} 03:44:01 host kernel: I/O error, dev loop{n}, sector 8 op 0x0:(READ) "  # noqa: E731
+                        "flags 0x0 phys_seg 1 prio class 2\n")
+    (tmp_path / "kern.log").write_text(day(25, 5) + day(25, 6))
+    (tmp_path / "kern.log.1").write_text(day(24, 3) + day(24, 4))
+    (tmp_path / "kern.log.2.gz").write_bytes(gzip.compress((day(23, 1) + day(23, 2)).encode()))
+    names = sorted(str(p) for p in tmp_path.iterdir())  # the shell's glob order
+    events = jsonl(parse("--jsonl", *names))
+    assert [e["kdev"] for e in events] == [f"loop{n}" for n in range(1, 7)]
+    stamps = [e["timestamp"] for e in jsonl(parse("--jsonl", "--utc", *names))]
+    assert stamps == sorted(stamps)
+    # a file with no wall-clock time (dmesg): the order given
+    (tmp_path / "dmesg.txt").write_text("[    5.000000] I/O error, dev loop9, sector 8 op 0x0:(READ) flags 0x0 "
+                                        "phys_seg 1 prio class 2\n")
+    given = jsonl(parse("--jsonl", str(tmp_path / "kern.log"), str(tmp_path / "dmesg.txt"), str(tmp_path / "kern.log.1")))
+    assert [e["kdev"] for e in given] == ["loop5", "loop6", "loop9", "loop3", "loop4"]

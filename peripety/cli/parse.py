@@ -54,10 +54,12 @@ stamp ([  309.330781], kmsg usec, journald's monotonic time) is kept in the
 event's kernel_usec field (microseconds since that boot) and shown in text
 as dmesg shows it. A line with only a kernel stamp (dmesg, short-monotonic)
 gets the time of parsing as timestamp (text shows its kernel stamp alone),
-unless --boot-time says when the logged system booted. Events are written in the order of the input, which
-is the order of the kernel's clock within one boot. Text shows local time
-(UTC with --utc), with the date when not today; JSON has RFC 3339 with
-the offset.
+unless --boot-time says when the logged system booted. Events are written
+in the order of the input, which is the order of the kernel's clock within
+one boot. Several FILEs are read one after the other, oldest first by their
+first line's wall-clock time (rotated logs given as kern.log*), or as given
+when one has no such time. Text shows local time (UTC with --utc), with the
+date when not today; JSON has RFC 3339 with the offset.
 
 \b
 Damaged input: a run of NUL bytes (a log cut short by a crash) is skipped
@@ -121,7 +123,7 @@ def command(files, fmt, output_format, config_path, resolve, stats, jobs, boot_t
     workers = _workers(jobs, resolve)
     unread = []
     try:
-        for name in files:
+        for name in _oldest_first(files, fmt):
             with _open(name, fmt) as logfile:
                 try:
                     if logfile.compressed is None and worth_splitting(name, workers):
@@ -140,6 +142,33 @@ def command(files, fmt, output_format, config_path, resolve, stats, jobs, boot_t
         sys.exit(1)
     if unread:
         raise click.ClickException(f"no records read from {', '.join(unread)}: see above")
+
+
+def _oldest_first(files, fmt: str):
+    """Several files in the order of their first wall-clock time (rotated
+    logs given as kern.log*: kern.log.2.gz, kern.log.1, kern.log), when each
+    has one; else, or with standard input among them, as given."""
+    if len(files) < 2 or "-" in files:
+        return files
+    firsts = []
+    for name in files:
+        try:
+            with LogFile.open(name, fmt) as logfile:
+                head = itertools.islice(logfile.records(), _FIRST_TIME_WITHIN)
+                first = next((r.wallclock for r in head if r.wallclock is not None), None)
+        except PeripetyError:
+            return files  # the real pass says what is wrong
+        if first is None:
+            return files
+        firsts.append(first)
+    order = sorted(range(len(files)), key=firsts.__getitem__)
+    if order != list(range(len(files))):
+        log.info("reading oldest first: %s", ", ".join(files[i] for i in order))
+    return tuple(files[i] for i in order)
+
+
+_FIRST_TIME_WITHIN = 1000
+"""Records read at most to find a file's first wall-clock time."""
 
 
 def _workers(jobs: int | None, resolve: bool) -> int:
