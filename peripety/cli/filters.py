@@ -78,7 +78,8 @@ def check_time_range(ctx: click.Context, since, until) -> None:
         raise click.UsageError(str(exc), ctx) from None
 
 
-def _time(ctx, param, value):
+def time_value(ctx, param, value):
+    """Click callback: a time option's text (see peripety.timespec) as a datetime."""
     if value is None or isinstance(value, _dt.datetime):
         return value
     from ..timespec import parse_time  # late: only commands with times need it
@@ -138,14 +139,14 @@ def since_option(default: str | None = None, help: str = "Only events at or afte
     return click.option(
         "--since",
         default=default,
-        callback=_time,
+        callback=time_value,
         metavar="TIME",
         help=help + " An RFC 3339 time or a relative one such as -1h.",
     )
 
 
 def until_option(help: str = "Only events at or before this time (not before --since)."):
-    return click.option("--until", callback=_time, metavar="TIME", help=help)
+    return click.option("--until", callback=time_value, metavar="TIME", help=help)
 
 
 def filter_options(command):

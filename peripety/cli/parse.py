@@ -14,7 +14,7 @@ from ..errors import PeripetyError
 from ..sources.logfile import LogFile, LogFileStats
 from ..sources.logformats import FORMAT_NAMES, format_list
 from ..sources.parallel import default_workers, merge_stats, render_parts, worth_splitting
-from .filters import _time
+from .filters import time_value
 from .options import OUTPUT_JSON, OUTPUT_JSONL, config_option, output_options, utc_option, verbose_option
 from .output import EventWriter, quiet_broken_pipe
 
@@ -104,7 +104,7 @@ file cannot be read or holds no record of its format, 2 on a usage error.
     "standard input, compressed files and --resolve always use one). Output stays in file order.",
 )
 @click.option(
-    "--boot-time", callback=_time, metavar="TIME",
+    "--boot-time", callback=time_value, metavar="TIME",
     help="When the logged system booted (e.g. \"$(uptime -s)\" for this one): lines with only a "
     "kernel stamp get it plus their stamp as timestamp. Same forms as prpt query --since.",
 )
