@@ -31,6 +31,9 @@ DEFAULT_WIDTH = 80
               help="Width of the --once frame (default: the terminal's, else $COLUMNS, else 80).")
 @click.option("--ascii/--no-ascii", "ascii_only", default=None,
               help="Plain ASCII (no box drawing, no Unicode symbols). Default: ASCII unless the locale is UTF-8.")
+@click.option("--state/--no-state", "with_state", default=True, show_default=True,
+              help="Read each device's live state (I/O, md, multipath, read-only filesystems). With --no-state, "
+              "only devices that have events are listed.")
 @click.option("--interval", type=click.FloatRange(0.1, 3600), default=1.0, show_default=True, metavar="SECONDS",
               help="Seconds between live-state samples (/proc/diskstats, sysfs); --once samples twice this far apart.")
 @click.option(
@@ -41,8 +44,8 @@ DEFAULT_WIDTH = 80
     help="peripetyd's status file, to show which sources are active and whether its store works.",
 )
 @verbose_option
-def command(blk, severity, sub_systems, event_types, store_spec, since, once, as_json, width, ascii_only, interval,
-            status_file):
+def command(blk, severity, sub_systems, event_types, store_spec, since, once, as_json, width, ascii_only, with_state,
+            interval, status_file):
     """Watch storage health live: one row per device identity (WWID), worst
     first, with its live state (I/O rate and latency, md and multipath
     state, read-only filesystems) next to its event counts, and the newest
@@ -56,7 +59,9 @@ def command(blk, severity, sub_systems, event_types, store_spec, since, once, as
           s  sort   n  earlier names   p  pause
 
     Live state is read from /proc/diskstats, /proc/self/mountinfo and sysfs
-    only: top never reads from the disks themselves.
+    only: top never reads from the disks themselves. Devices with no events
+    are listed for their state (I/O, an md array, a multipath map, a
+    problem) unless an event filter (--blk, --severity, ...) is given.
     """
     from rich.console import Console
 
@@ -75,14 +80,16 @@ def command(blk, severity, sub_systems, event_types, store_spec, since, once, as
         console = Console(width=width or _terminal_width(), color_system=console.color_system,
                           force_terminal=console.is_terminal, emoji=False)
     store = open_store_for_reading(store_spec)
-    sampler = StateSampler()
+    sampler = StateSampler() if with_state else None
     try:
         model, follower = seed(store, flt, since, status_file)
+        model.state_only_rows = not (blk or severity or sub_systems or event_types)
         try:
             if once:
-                sampler.sample(time.monotonic())
-                time.sleep(interval)  # rates need two samples
-                model.update_state(sampler.sample(time.monotonic()))
+                if sampler is not None:
+                    sampler.sample(time.monotonic())
+                    time.sleep(interval)  # rates need two samples
+                    model.update_state(sampler.sample(time.monotonic()))
                 if as_json:
                     click.echo(json.dumps(model.to_dict(wall_clock()), indent=2, ensure_ascii=glyphs.ascii))
                 else:

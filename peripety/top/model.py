@@ -325,6 +325,8 @@ class TopModel:
         self.by_id: OrderedDict[str, StorageEvent] = OrderedDict()
         self.states: dict[str, DeviceState] = {}
         self.state_rows: dict[str, DeviceStats] = {}
+        self.state_only_rows = True
+        """List devices that have no events but a notable state (off when the view is filtered)."""
         self.untrusted_skipped: int | None = None
         """Store entries skipped as not written by peripetyd (when the reader counts them)."""
         self.lookup = None
@@ -477,7 +479,7 @@ class TopModel:
                 claimed.add(stats.kernel_name)
         rows: dict[str, DeviceStats] = {}
         for name, state in states.items():
-            if name in claimed or not state.notable:
+            if name in claimed or not state.notable or not self.state_only_rows:
                 continue
             path = "/dev/" + name
             if state.multipath is not None:
