@@ -14,6 +14,7 @@ import click
 
 # command name -> module under peripety.cli holding a click command named `command`
 _COMMANDS = {
+    "event-types": "event_types",
     "info": "info",
     "monitor": "monitor",
     "parse": "parse",
