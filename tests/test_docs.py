@@ -125,9 +125,10 @@ def test_versions():
 def test_install_puts_pages_and_completions_where_man_and_shells_look(tmp_path):
     """pip's data files land under the prefix; man finds <prefix>/share/man
     for <prefix>/bin on PATH (what a venv gives)."""
+    # --ignore-installed: without it pip first removes the test venv's own (editable) peripety.
     done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                           "--disable-pip-version-check", "--prefix", str(tmp_path / "prefix"), str(ROOT)],
-                          capture_output=True, text=True)
+                           "--ignore-installed", "--disable-pip-version-check", "--prefix", str(tmp_path / "prefix"),
+                           str(ROOT)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     prefix = tmp_path / "prefix"
     for relative in ("bin/prpt", "bin/peripetyd", "share/man/man1/prpt.1", "share/man/man8/peripetyd.8",
