@@ -372,3 +372,19 @@ def test_daemon_status_missing_or_broken_file_is_not_running(tmp_path, content):
         path.write_text(content)
     status = read_daemon_status(path)
     assert not status.running and status.reason
+
+
+def test_read_only_and_shutdown_from_events_until_the_next_mount():
+    """Linux 6.6-6.14 ext4 remount-ro and XFS shutdown leave no trace in
+    mountinfo: the events say it, until the filesystem is mounted again."""
+    def fs_event(event_type, minute):
+        return StorageEvent(event_type=event_type, sub_system="xfs", severity=Severity.Critical, kdev="sdq",
+                            cur_blk_info=BlkInfo(wwid="wwid-sdq", blk_path="/dev/sdq"),
+                            timestamp=NOW - dt.timedelta(minutes=minute))
+
+    model = TopModel("h", "s")
+    model.ingest([fs_event("FS_MOUNTED", 30), fs_event("FS_REMOUNT_READ_ONLY", 20), fs_event("FS_SHUTDOWN", 10)])
+    stats = model.devices["wwid-sdq"]
+    assert stats.state_summary == "ro shutdown" and stats.alarming
+    model.ingest([fs_event("FS_MOUNTED", 1)])
+    assert stats.state_summary == "" and not stats.fs_shutdown and not stats.fs_read_only_by_event

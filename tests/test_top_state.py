@@ -145,8 +145,13 @@ def test_mountinfo_read_only_from_mount_or_super_options(tmp_path):
         "28 1 8:2 / /srv/b rw,relatime shared:2 - ext4 /dev/sda2 ro,errors=remount-ro\n"
         "29 1 8:3 / /srv/with\\040space rw,relatime - xfs /dev/sda3 rw,attr2\n"
         "30 1 8:3 /sub /bind rw - xfs /dev/sda3 rw,attr2\n"
+        # Recorded on Linux 6.18 after an ext4 error under errors=remount-ro:
+        "43 27 7:0 / /tmp/cli-admin-ro rw,relatime - ext4 /dev/loop0 rw,errors=remount-ro,emergency_ro\n"
+        "44 27 7:1 / /srv/c rw,relatime - ext4 /dev/loop1 rw,shutdown\n"
     )
     mounts = read_mounts(mountinfo)
+    assert mounts["7:0"].read_only and not mounts["7:0"].shut_down
+    assert mounts["7:1"].shut_down and not mounts["7:1"].read_only
     assert mounts["8:1"].read_only and mounts["8:2"].read_only and not mounts["8:3"].read_only
     assert mounts["8:3"].mount_point == "/srv/with space"  # the first mount, not the bind mount
     assert read_mounts(SYSFS / "fc_mpath_lvm" / "mountinfo")["253:1"].fs_type == "xfs"

@@ -38,6 +38,16 @@ def mounted(faulty_disk, tmp_path):
     return faulty_disk, mnt
 
 
+def test_ext4_error_under_remount_ro_shows_read_only(faulty_disk, tmp_path, empty_store):
+    """ext4 errors=remount-ro: Linux 6.15+ marks it emergency_ro in mountinfo, not ro."""
+    faulty_disk.mkfs("ext4")
+    faulty_disk.mount(tmp_path / "mnt", "errors=remount-ro")
+    Path(f"/sys/fs/ext4/{faulty_disk.name}/trigger_fs_error").write_text("1\n")
+    row = row_of(once_json(empty_store), faulty_disk.name)
+    assert row is not None and row["state"]["mount"]["read_only"]
+    assert row["state_summary"].startswith("ro fserr ")
+
+
 @pytest.fixture
 def io_load(mounted):
     """Direct writes to a file on the mounted filesystem until stopped."""

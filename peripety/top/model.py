@@ -178,6 +178,7 @@ class DeviceStats:
     """Current kernel name (sdb, dm-0): where its live state is read."""
     mounted_at: _dt.datetime | None = None
     shutdown_at: _dt.datetime | None = None
+    remounted_ro_at: _dt.datetime | None = None
     state: DeviceState | None = None
 
     @property
@@ -191,15 +192,27 @@ class DeviceStats:
         return self.shutdown_at is not None and (self.mounted_at is None or self.shutdown_at > self.mounted_at)
 
     @property
+    def fs_read_only_by_event(self) -> bool:
+        """An FS_REMOUNT_READ_ONLY newer than the last mount. On Linux
+        6.6-6.14 ext4's errors=remount-ro sets only its own flag: neither
+        ``ro`` nor ``emergency_ro`` shows in /proc/self/mountinfo."""
+        return self.remounted_ro_at is not None and (self.mounted_at is None or self.remounted_ro_at > self.mounted_at)
+
+    @property
     def state_summary(self) -> str:
         parts = [self.state.summary()] if self.state is not None else []
-        if self.fs_shutdown:
+        mount_ro = self.state is not None and self.state.mount is not None and self.state.mount.read_only
+        if self.fs_read_only_by_event and not mount_ro:
+            parts.insert(0, "ro")
+        mount_down = self.state is not None and self.state.mount is not None and self.state.mount.shut_down
+        if self.fs_shutdown and not mount_down:
             parts.append("shutdown")
         return " ".join(p for p in parts if p)
 
     @property
     def alarming(self) -> bool:
-        return self.fs_shutdown or (self.state is not None and self.state.alarming)
+        return (self.fs_shutdown or self.fs_read_only_by_event
+                or (self.state is not None and self.state.alarming))
 
     @property
     def rank(self) -> Severity:
@@ -448,6 +461,8 @@ class TopModel:
             stats.mounted_at = max(stats.mounted_at or when, when)
         elif event.event_type == "FS_SHUTDOWN":
             stats.shutdown_at = max(stats.shutdown_at or when, when)
+        elif event.event_type == "FS_REMOUNT_READ_ONLY":
+            stats.remounted_ro_at = max(stats.remounted_ro_at or when, when)
         stats.counts[bucket] += added
         stats.worst = min(stats.worst, event.severity)
         stats.event_types.add(event.event_type)
@@ -599,6 +614,7 @@ def _row_dict(row: DeviceRow) -> dict:
         "last_event_type": stats.last_event_type or None,
         "last_seen": stats.last_seen.isoformat() if stats.last_seen else None,
         "fs_shutdown": stats.fs_shutdown,
+        "fs_read_only_by_event": stats.fs_read_only_by_event,
         "state": stats.state.to_dict() if stats.state is not None else None,
         "state_summary": stats.state_summary,
     }

@@ -419,7 +419,7 @@ def events_panel(model: TopModel, now: _dt.datetime, width: int, max_rows: int |
     overflow = "crop" if glyphs.ascii else "ellipsis"
     if show_device:
         table.add_column("Device", no_wrap=True, overflow=overflow, max_width=24 if wide else 10)
-    table.add_column("Type", no_wrap=True, overflow=overflow, max_width=28 if wide else 18)
+    table.add_column("Type", no_wrap=True, overflow=overflow, max_width=28 if wide else 20)
     if wide:
         table.add_column("Count", justify="right", no_wrap=True)
     table.add_column("Message", ratio=1, no_wrap=not wrap, overflow="fold" if wrap else overflow)
@@ -469,7 +469,8 @@ HELP_KEYS = (
 
 STATE_LEGEND = (
     ("State", "md: degraded N/M, resync/recover/check P%; multipath: paths up/total; "
-              "ro: filesystem read-only now; fserr N: ext4 errors_count; shutdown: FS_SHUTDOWN since mount"),
+              "ro: filesystem read-only now (mountinfo ro/emergency_ro, or FS_REMOUNT_READ_ONLY since mount); "
+              "fserr N: ext4 errors_count; shutdown: mountinfo or FS_SHUTDOWN since mount"),
     ("IOPS await B/s util", "from /proc/diskstats between two samples (await: mean ms per completed I/O)"),
     ("ioerr", "growth of the SCSI device's ioerr_cnt since the previous sample"),
     ("crit err warn info", "event occurrences since the start of the view, by severity"),

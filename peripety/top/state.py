@@ -22,8 +22,12 @@ What is read, and why it means what top shows:
   checker reason while the device stays ``running`` is only visible in its
   events (DM_MPATH_PATH_FAILED), as no sysfs file carries dm-mpath's own
   path state.
-- filesystems: ``/proc/self/mountinfo`` (``ro`` in the mount or super
-  options means read-only now, e.g. after ``errors=remount-ro``),
+- filesystems: ``/proc/self/mountinfo``: ``ro`` in the mount or super
+  options, or ext4's ``emergency_ro`` (errors=remount-ro on Linux 6.15+,
+  which no longer sets the mount read-only), means read-only now; ext4's
+  ``shutdown`` option means shut down. On 6.6-6.14 an ext4 error remount
+  shows in neither, so the model also counts an FS_REMOUNT_READ_ONLY event
+  newer than the device's last mount;
   ``/sys/fs/ext4/<dev>/errors_count`` where ext4 has recorded errors. XFS has
   no sysfs flag for a shut-down filesystem; top shows "shutdown" from an
   FS_SHUTDOWN event newer than the device's last FS_MOUNTED event instead.
@@ -214,6 +218,7 @@ class MountState:
     fs_type: str
     read_only: bool
     source: str
+    shut_down: bool = False
 
 
 def _unescape(field_text: str) -> str:
@@ -236,7 +241,9 @@ def read_mounts(mountinfo: str | os.PathLike = "/proc/self/mountinfo") -> dict[s
         options = set(fields[5].split(",")) | set(rest[2].split(","))
         dev_num = fields[2]
         if dev_num not in mounts:
-            mounts[dev_num] = MountState(dev_num, _unescape(fields[4]), rest[0], "ro" in options, _unescape(rest[1]))
+            read_only = bool(options & {"ro", "emergency_ro"})
+            mounts[dev_num] = MountState(dev_num, _unescape(fields[4]), rest[0], read_only, _unescape(rest[1]),
+                                         shut_down="shutdown" in options)
     return mounts
 
 
@@ -272,6 +279,8 @@ class DeviceState:
             parts.append(self.multipath.summary())
         if self.mount is not None and self.mount.read_only:
             parts.append("ro")
+        if self.mount is not None and self.mount.shut_down:
+            parts.append("shutdown")
         if self.ext4_errors:
             parts.append(f"fserr {self.ext4_errors}")
         return " ".join(parts)
@@ -282,7 +291,7 @@ class DeviceState:
         return bool(
             (self.md is not None and (self.md.degraded or self.md.array_state in ("inactive", "readonly", "broken")))
             or (self.multipath is not None and self.multipath.up < len(self.multipath.paths))
-            or (self.mount is not None and self.mount.read_only)
+            or (self.mount is not None and (self.mount.read_only or self.mount.shut_down))
             or self.ext4_errors
             or self.ioerr_delta
         )
