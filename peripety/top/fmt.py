@@ -112,6 +112,8 @@ def human_bytes(value: float) -> str:
 def format_ms(value: float | None) -> str:
     if value is None:
         return ""
+    if value < 1:
+        return f"{value:.2f}ms"
     if value < 10:
         return f"{value:.1f}ms"
     if value < 10_000:

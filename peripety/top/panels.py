@@ -288,9 +288,8 @@ def _device_columns(rows: list[DeviceRow], model: TopModel, inner: int) -> list[
     ]
     order = [c for c in candidates if c is not None]
     # The essential columns (priority up to ESSENTIAL) go in at their
-    # minimum and then widen toward their content; then the further columns,
-    # by priority, at their minimum while they fit, and what is left widens
-    # those.
+    # minimum and then widen toward their content; then each further column,
+    # by priority, goes in at its minimum if it fits and widens at once.
     widths: dict[int, int] = {}
     used = -COLUMN_GAP
 
@@ -315,16 +314,13 @@ def _device_columns(rows: list[DeviceRow], model: TopModel, inner: int) -> list[
     # narrower one further down would make columns come and go as the
     # width grows.
     rest = by_priority[len(essential):]
-    if all(place(column) for column in essential):
-        for column in essential:
-            grow(column)
+    placed_all = all([place(column) for column in essential])
+    for column in essential:
+        grow(column)
+    if placed_all:
         for column in rest:
             if not place(column):
                 break
-        for column in rest:
-            grow(column)
-    else:
-        for column in essential:
             grow(column)
     chosen = [c for c in order if id(c) in widths]
     spare = inner - used
