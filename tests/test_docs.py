@@ -50,12 +50,12 @@ def documented_options(roff: str) -> set[str]:
 def commands():
     """(program, command path, click command, context) for every command."""
     for program, command in manpages.programs().items():
-        ctx = click.Context(command, info_name=program)
+        ctx = manpages.context(command, program)
         yield program, program, command, ctx
         if isinstance(command, click.Group):
             for name in command.list_commands(ctx):
                 sub = command.get_command(ctx, name)
-                yield program, f"{program} {name}", sub, click.Context(sub, info_name=name, parent=ctx)
+                yield program, f"{program} {name}", sub, manpages.context(sub, name, ctx)
 
 
 @pytest.mark.parametrize("program,path,command,ctx", list(commands()), ids=lambda v: v if isinstance(v, str) else "")
@@ -77,7 +77,7 @@ def test_a_changed_option_is_caught(monkeypatch):
 
     extra = click.Option(["--brand-new-option"], help="x")
     monkeypatch.setattr(top, "params", [*top.params, extra])
-    ctx = click.Context(top, info_name="top")
+    ctx = manpages.context(top, "top")
     shown = documented_options(man_sections((ROOT / "doc/prpt.1").read_text())["prpt top"])
     assert "--brand-new-option" in manpages.option_names(top, ctx) - shown
 
@@ -164,6 +164,6 @@ def test_readme_names_only_real_commands_and_options():
         assert command in _COMMANDS, f"README: prpt {command}"
         if command in manpages.programs()["prpt"].list_commands(None):
             sub = manpages.programs()["prpt"].get_command(None, command)
-            known = manpages.option_names(sub, click.Context(sub, info_name=command))
+            known = manpages.option_names(sub, manpages.context(sub, command))
             for option in re.findall(r"(?<!\S)(--?[a-zA-Z][\w-]*)", rest):
                 assert option in known, f"README: prpt {command} {option}"
