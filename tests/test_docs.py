@@ -167,3 +167,34 @@ def test_readme_names_only_real_commands_and_options():
             known = manpages.option_names(sub, manpages.context(sub, command))
             for option in re.findall(r"(?<!\S)(--?[a-zA-Z][\w-]*)", rest):
                 assert option in known, f"README: prpt {command} {option}"
+
+
+def test_install_script_in_a_scratch_directory(tmp_path):
+    """The README's Debian 12 steps (scripts/install.sh) into a scratch venv
+    and link prefix: programs, man pages and the unit all work from there."""
+    src = tmp_path / "src"
+    src.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z"], capture_output=True, check=True).stdout
+    for name in archive.decode().split("\0"):
+        if name and (ROOT / name).is_file():
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            (src / name).write_bytes((ROOT / name).read_bytes())
+            (src / name).chmod((ROOT / name).stat().st_mode)
+    venv, links = tmp_path / "venv", tmp_path / "usr-local"
+    done = subprocess.run(["bash", str(src / "scripts/install.sh"), str(venv)], capture_output=True, text=True,
+                          env={**os.environ, "LINK_PREFIX": str(links), "SYSTEMD_DIR": ""}, timeout=600)
+    assert done.returncode == 0, done.stderr
+    env = {"PATH": f"{links / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    for program in ("prpt", "peripetyd"):
+        version = subprocess.run([program, "--version"], capture_output=True, text=True, env=env)
+        assert version.returncode == 0 and version.stdout.startswith(f"{program}, version ")
+        assert (links / "share/bash-completion/completions" / program).resolve().is_file()
+        assert (links / "share/zsh/site-functions" / f"_{program}").resolve().is_file()
+    pages = subprocess.run(["man", "-w", "prpt", "peripetyd"], capture_output=True, text=True, env=env)
+    assert pages.returncode == 0 and len(pages.stdout.split()) == 2, pages.stderr
+    unit = tmp_path / "peripetyd.service"
+    unit.write_text(re.sub(r"^ExecStart=.*$", f"ExecStart={venv}/bin/peripetyd",
+                           (src / "systemd/peripetyd.service").read_text(), flags=re.M))
+    verify = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True,
+                            env={**os.environ, "MANPATH": f"{links / 'share/man'}:"})
+    assert verify.returncode == 0, verify.stderr  # ExecStart exists, man:peripetyd(8) and man:prpt(1) resolve
