@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
+import logging
 import os
 import select
 import signal
@@ -22,6 +23,7 @@ from typing import Callable
 from rich.console import Console
 from rich.live import Live
 
+from ..errors import PeripetyError
 from ..event import now as wall_clock
 from .controller import handle_key
 from .fmt import UNICODE, Glyphs
@@ -30,6 +32,8 @@ from .model import DEFAULT_STATUS_PATH, TopModel, read_daemon_status
 from .panels import HEADER_LINES, FOOTER_LINES, PANEL_CHROME, live_frame, once_frame
 from .state import StateSampler
 
+
+log = logging.getLogger("peripety.top.app")
 
 MIN_REDRAW_INTERVAL = 0.5
 TICK = 1.0
@@ -83,11 +87,12 @@ def note_untrusted(model: TopModel, store, follower=None) -> None:
 
 def _lookup(store, event_id: str):
     """An event by id for the root-cause chain, when the model no longer holds it."""
-    try:
-        from ..stores import EventFilter
+    from ..stores import EventFilter
 
+    try:
         found = list(store.query(EventFilter(event_ids=(event_id,), limit=1)))
-    except Exception:  # a lookup for display must not end the view
+    except PeripetyError as exc:  # shown as "not found" in the detail view; the view goes on
+        log.warning("looking up root cause %s: %s", event_id, exc)
         return None
     return found[0] if found else None
 

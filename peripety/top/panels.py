@@ -526,14 +526,15 @@ def detail_lines(model: TopModel, event: StorageEvent, now: _dt.datetime) -> lis
 def detail_panel(model: TopModel, event: StorageEvent, now: _dt.datetime, height: int | None,
                  glyphs: Glyphs = UNICODE) -> Panel:
     lines = detail_lines(model, event, now)
-    offset = 0
     subtitle = None
     if height is not None:
         room = max(1, height - 2)
         offset = max(0, min(model.view.detail_offset, len(lines) - room))
+        # Kept clamped so Up works at once after scrolling past the end (the
+        # key handler does not know the height).
         model.view.detail_offset = offset
+        subtitle = f"line {offset + 1} of {len(lines)}"
         lines = lines[offset : offset + room]
-        subtitle = f"line {offset + 1} of {offset + len(lines) + max(0, len(detail_lines(model, event, now)) - offset - room)}"
     body = Text("\n").join(lines)
     body.no_wrap = True
     body.overflow = "crop" if glyphs.ascii else "ellipsis"
@@ -593,14 +594,8 @@ def once_frame(model: TopModel, now: _dt.datetime, width: int, event_rows: int =
                glyphs: Glyphs = UNICODE) -> Group:
     """One frame at natural height, every device, for scripts and pipes;
     messages wrap instead of being cut."""
-    events = events_panel(model, now, width, None, glyphs, wrap=True) if event_rows is None else None
-    if events is None:
-        saved = model.view.focus
-        model.view.focus = "devices"
-        events = _limited_events(model, now, width, event_rows, glyphs)
-        model.view.focus = saved
-    return Group(header_panel(model, now, glyphs), device_panel(model, now, width, glyphs=glyphs), events)
-
-
-def _limited_events(model, now, width, event_rows, glyphs) -> Panel:
-    return events_panel(model, now, width, event_rows, glyphs, wrap=True)
+    return Group(
+        header_panel(model, now, glyphs),
+        device_panel(model, now, width, glyphs=glyphs),
+        events_panel(model, now, width, event_rows, glyphs, wrap=True),
+    )
