@@ -57,7 +57,9 @@ mmdebstrap --variant=essential --include="$include" \
 debs=$work/debs
 mkdir -p "$debs"
 (cd "$debs" && apt-get download "$image_pkg" "$headers_pkg" "$common_pkg" >&2)
-for d in "$debs"/*.deb; do dpkg-deb -x "$d" "$root"; done
+# (through tar --keep-directory-symlink: dpkg-deb -x would turn the merged-usr
+# /lib symlink into a directory)
+for d in "$debs"/*.deb; do dpkg-deb --fsys-tarfile "$d" | tar -x -C "$root" --keep-directory-symlink; done
 kver=$abi
 # Trim modules the lab never loads (graphics, sound, radios, media, IB).
 for d in drivers/gpu drivers/media drivers/net/wireless drivers/net/ethernet drivers/infiniband \
