@@ -18,6 +18,10 @@ mount -t tmpfs -o mode=755 tmpfs /run
 mkdir -p /run/lock /dev/pts /dev/shm /var/lib/peripety
 mount -t tmpfs tmpfs /tmp
 mount -t devpts devpts /dev/pts
+ln -sfn /proc/self/fd /dev/fd
+ln -sfn /proc/self/fd/0 /dev/stdin
+ln -sfn /proc/self/fd/1 /dev/stdout
+ln -sfn /proc/self/fd/2 /dev/stderr
 mount -t tmpfs tmpfs /dev/shm
 mount -t tracefs tracefs /sys/kernel/tracing
 mount -t debugfs debugfs /sys/kernel/debug

@@ -8,12 +8,15 @@ log() { echo "lab: $*" >&2; }
 
 # wait_for SECONDS CMD...: poll CMD every 0.2 s until it succeeds.
 wait_for() {
+    { local xtrace=${-//[^x]/}; set +x; } 2>/dev/null   # no trace line per poll
     local limit=$1; shift
-    local end=$((SECONDS + limit))
+    local end=$((SECONDS + limit)) rc=0
     until "$@" >/dev/null 2>&1; do
-        ((SECONDS < end)) || { log "timed out after ${limit}s waiting for: $*"; return 1; }
+        ((SECONDS < end)) || { log "timed out after ${limit}s waiting for: $*"; rc=1; break; }
         sleep 0.2
     done
+    [ -n "$xtrace" ] && set -x
+    return $rc
 }
 
 # fact KEY VALUE: a fact the host test checks the events against.
@@ -116,10 +119,11 @@ scsi_debug_disks() {
     done
 }
 
+# mpath_conf [BLACKLIST_WWID_REGEX]
 mpath_conf() {
     mkdir -p /etc/multipath
     rm -f /etc/multipath/bindings /etc/multipath/wwids
-    cat > /etc/multipath.conf <<'CONF'
+    cat > /etc/multipath.conf <<CONF
 defaults {
     user_friendly_names yes
     find_multipaths no
@@ -128,21 +132,28 @@ defaults {
 }
 blacklist {
     devnode "^(loop|nvme|md|ram|zram)"
+    ${1:+wwid "$1"}
 }
 CONF
 }
 
-# mpath_up SIZE_MB: one scsi_debug LU seen through two hosts, multipathd
-# running, /dev/mapper/mpatha present. Sets P1 P2 (path names) and MAP_DM.
+# mpath_up SIZE_MB [TARGETS]: scsi_debug LUs seen through two hosts, multipathd
+# running, /dev/mapper/mpatha present. With TARGETS > 1 only the last
+# target's LU is multipathed, so each scenario fails an LU (a WWID) of its own
+# and one scenario's failure cannot become the next one's root cause.
+# Sets P1 P2 (the map's path names) and MAP_DM.
 mpath_up() {
-    mpath_conf
-    modprobe scsi_debug dev_size_mb="${1:-32}" add_host=2 vpd_use_hostno=0
+    local targets=${2:-1} skip=
+    ((targets > 1)) && skip="^1Linux_scsi_debug_($(seq -s '|' 2000 1000 $((1000 * targets))))\$"
+    mpath_conf "$skip"
+    modprobe scsi_debug dev_size_mb="${1:-32}" add_host=2 num_tgts="$targets" vpd_use_hostno=0
     udevadm settle --timeout=60
     multipathd
     wait_for 60 test -e /dev/mapper/mpatha
     udevadm settle --timeout=60
-    read -r P1 P2 < <(scsi_debug_disks | xargs)
     MAP_DM=$(basename "$(readlink -f /dev/mapper/mpatha)")
+    read -r P1 P2 < <(ls "/sys/block/$MAP_DM/slaves" | sort | xargs)
+    multipathd show topology
 }
 
 # path_active DEV: multipathd says the path is active/ready
@@ -169,4 +180,11 @@ activation {
     monitoring = 0
 }
 CONF
+}
+
+# udev's incremental assembly (64-md-raid-assembly.rules) races mdadm --create
+# for fresh members and leaves inactive md127-style arrays: off in the lab.
+md_conf() {
+    mkdir -p /etc/mdadm
+    echo "AUTO -all" > /etc/mdadm/mdadm.conf
 }

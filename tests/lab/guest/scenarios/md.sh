@@ -4,6 +4,7 @@
 set -x
 case $1 in
 run)
+    md_conf
     modprobe scsi_debug dev_size_mb=32 num_tgts=2
     udevadm settle --timeout=60
     read -r A B < <(scsi_debug_disks | xargs)
@@ -23,7 +24,7 @@ run)
     exit 0
     ;;
 cleanup)
-    mdadm --stop /dev/md0
+    mdadm --stop --scan
     for p in $(scsi_debug_disks); do echo running > "/sys/block/$p/device/state"; done
     modprobe -r scsi_debug
     ;;

@@ -8,6 +8,7 @@ set -x
 NQN=nqn.2026-12.io.peripety:lab
 HOSTNQN=nqn.2014-08.org.nvmexpress:uuid:70657269-7065-7479-6c61-620000000002
 CFG=/sys/kernel/config/nvmet
+NS_UUID=70657269-7065-7479-6c61-620000000003
 case $1 in
 run)
     ns=$(basename "$(ls -d /sys/class/nvme/nvme*/nvme*n1 | head -1)")
@@ -26,7 +27,7 @@ run)
     echo 1 > "$CFG/subsystems/$NQN/attr_allow_any_host"
     mkdir "$CFG/subsystems/$NQN/namespaces/1"
     echo /dev/mapper/nvmback > "$CFG/subsystems/$NQN/namespaces/1/device_path"
-    echo 70657269-7065-7479-6c61-620000000003 > "$CFG/subsystems/$NQN/namespaces/1/device_uuid"
+    echo "$NS_UUID" > "$CFG/subsystems/$NQN/namespaces/1/device_uuid"
     echo 1 > "$CFG/subsystems/$NQN/namespaces/1/enable"
     mkdir "$CFG/ports/1"
     echo tcp > "$CFG/ports/1/addr_trtype"
@@ -37,8 +38,10 @@ run)
     nvme connect -t tcp -a 127.0.0.1 -s 4420 -n "$NQN" --hostnqn="$HOSTNQN"
     wait_for 30 bash -c "grep -l '$NQN' /sys/class/nvme/nvme*/subsysnqn"
     ctrl=$(basename "$(dirname "$(grep -l "$NQN" /sys/class/nvme/nvme*/subsysnqn | head -1)")")
-    wait_for 30 bash -c "ls -d /sys/class/nvme/$ctrl/nvme*n1"
-    tns=$(basename "$(ls -d /sys/class/nvme/$ctrl/nvme*n1 | head -1)")
+    # native NVMe multipath: the disk is the namespace head nvmeXnY (the
+    # per-path nvmeXcYnZ nodes are hidden); find it by the uuid we gave it
+    wait_for 30 bash -c "grep -l '^uuid.$NS_UUID\$' /sys/block/nvme*/wwid"
+    tns=$(basename "$(dirname "$(grep -l "^uuid.$NS_UUID\$" /sys/block/nvme*/wwid | head -1)")")
     udevadm settle --timeout=60
     fact tcp_ctrl "$ctrl"
     fact tcp_ns "$tns"

@@ -6,7 +6,8 @@ set -x
 case $1 in
 run)
     lvm_conf
-    mpath_up 64
+    mpath_up 64 3
+    wipefs -a /dev/mapper/mpatha
     pvcreate -ff -y /dev/mapper/mpatha
     vgcreate vgstack /dev/mapper/mpatha
     lvcreate -y -L 32M -n lvstack vgstack
@@ -29,8 +30,7 @@ run)
     echo offline > "/sys/block/$P2/device/state"
     dd if=/dev/urandom of=/mnt/stack/after bs=4k count=64 conv=fsync
     sync
-    wait_for 30 grep -q " /mnt/stack ext4 ro," /proc/mounts
-    grep /mnt/stack /proc/mounts
+    wait_for 30 bash -c "dmesg | grep -q 'EXT4-fs ($lv_dm): Remounting filesystem read-only'"
     exit 0
     ;;
 cleanup)
