@@ -28,8 +28,17 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    _state["wanted"] = [s for s in lab.SCENARIOS
-                        if any(m.args[0] == s for item in items for m in item.iter_markers("lab"))]
+    scenario_of = {item.nodeid: m.args[0] for item in items for m in item.iter_markers("lab")}
+    _state["scenario_of"] = scenario_of
+    _state["wanted"] = [s for s in lab.SCENARIOS if s in scenario_of.values()]
+    _state["outcomes"] = {}
+
+
+def pytest_runtest_logreport(report):
+    scenario = _state.get("scenario_of", {}).get(report.nodeid)
+    if scenario and (report.when == "call" or report.outcome != "passed"):
+        name = report.nodeid.split("::", 1)[-1]
+        _state["outcomes"].setdefault(scenario, {})[name] = report.outcome
 
 
 @pytest.fixture(scope="session")
@@ -104,5 +113,11 @@ def pytest_terminal_summary(terminalreporter):
     tr.write_line(f"boot + scenarios: {run.boot_seconds:.0f}s ({run.accel.upper()}, guest kernel "
                   f"{run.kver or '?'}){' KILLED at the hard limit' if run.killed else ''}; "
                   f"lab total {_state['total']:.0f}s")
-    for s, (rc, secs) in run.summary.items():
-        tr.write_line(f"  {s:10s} guest rc={rc} in {secs}s")
+    for s in _state.get("wanted", []):
+        rc, secs = run.summary.get(s, (None, 0))
+        outcomes = _state["outcomes"].get(s, {})
+        failed = sorted(n for n, o in outcomes.items() if o != "passed")
+        verdict = "PASS" if outcomes and not failed else "FAIL"
+        passed = len(outcomes) - len(failed)
+        tr.write_line(f"lab: {s:10s} {verdict} {passed}/{len(outcomes)} checks; guest rc={rc} in {secs}s"
+                      + (f"; failed: {', '.join(failed)}" if failed else ""))

@@ -167,6 +167,7 @@ mpath_down() {
     multipathd shutdown 2>/dev/null
     wait_for 20 bash -c '! pidof multipathd'
     dmsetup remove_all 2>/dev/null
+    rm -f /etc/multipath.conf   # later scenarios' disks are nobody's paths
     modprobe -r scsi_debug
 }
 
@@ -183,8 +184,11 @@ CONF
 }
 
 # udev's incremental assembly (64-md-raid-assembly.rules) races mdadm --create
-# for fresh members and leaves inactive md127-style arrays: off in the lab.
+# for fresh members ("ADD_NEW_DISK ... Device or resource busy", inactive
+# md127-style arrays): off in the lab, rule masked and mdadm told so.
 md_conf() {
-    mkdir -p /etc/mdadm
+    mkdir -p /etc/mdadm /etc/udev/rules.d
     echo "AUTO -all" > /etc/mdadm/mdadm.conf
+    : > /etc/udev/rules.d/64-md-raid-assembly.rules
+    udevadm control --reload
 }
