@@ -129,7 +129,8 @@ def boot(scenarios: list[str], *, shell: bool = False, log=print) -> LabRun:
             name, rc, secs = line.split()
             run.summary[name] = (int(rc), int(secs))
     if run.kver and (OUT / "kmsg.raw").exists():
-        write_fixtures(run.kver, (OUT / "kmsg.raw").read_text(errors="replace"))
+        version = (OUT / "version").read_text().strip() if (OUT / "version").exists() else run.kver
+        write_fixtures(run.kver, version, (OUT / "kmsg.raw").read_text(errors="replace"))
     return run
 
 
@@ -156,13 +157,14 @@ def split_kmsg(raw: str) -> dict[str, list[str]]:
     return out
 
 
-def write_fixtures(kver: str, raw: str) -> list[Path]:
+def write_fixtures(kver: str, version: str, raw: str) -> list[Path]:
     written = []
     for scenario, records in split_kmsg(raw).items():
         path = RECORDED / f"lab-{kver}-{scenario}.kmsg"
         header = [
             "# Real /dev/kmsg records captured in the qemu lab (tests/lab, `make lab`)",
-            f"# kernel: Debian {kver} (linux-image-{kver}), guest under qemu",
+            f"# kernel: {version}",
+            f"# (Debian's linux-image-{kver}, booted under qemu by tests/lab)",
             f"# scenario: {scenario} (tests/lab/guest/scenarios/{scenario}.sh); {len(records)} records",
             "# Format: raw /dev/kmsg reads, one record per block (blank line between),",
             "# ' KEY=VALUE' continuation lines kept. Unrelated kernel lines that appeared",

@@ -35,7 +35,7 @@ def by_id_link(name):
 
 
 def forms(kind, name):
-    sys_block = f"/sys/block/{name}"
+    sys_block = f"/sys/class/block/{name}"  # partitions too
     f = {"name": name, "devnum": open(f"{sys_block}/dev").read().strip(), "dev_path": f"/dev/{name}"}
     link = by_id_link(name)
     if link:
@@ -47,7 +47,7 @@ def forms(kind, name):
         f["dm_name"] = dm_name
         f["mapper_path"] = f"/dev/mapper/{dm_name}"
     if kind == "lvm":
-        vg, lv = sh("lvs", "--noheadings", "-o", "vg_name,lv_name", f"/dev/{name}").split()
+        vg, lv = sh("lvs", "--noheadings", "-o", "vg_name,lv_name", f"/dev/mapper/{dm_name}").split()
         f["lvm_path"] = f"/dev/{vg}/{lv}"
         f["fs_uuid"] = sh("blkid", "-s", "UUID", "-o", "value", f"/dev/{name}")
         for line in open("/proc/mounts"):

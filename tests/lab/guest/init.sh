@@ -9,9 +9,13 @@
 #   summary           "<scenario> <rc> <seconds>" per scenario
 # lab.shell=1 gives a root shell on the console instead (after the set-up).
 set -u
+# Run from a copy: bash reads a script as it goes, and the share is live.
+if [ "${0%/*}" != /lab-guest ]; then
+    cp -r /mnt/src/tests/lab/guest /lab-guest && exec /bin/bash /lab-guest/init.sh
+fi
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 TERM=${TERM:-linux}
-export LAB=/mnt/src/tests/lab/guest
+export LAB=/lab-guest
 export OUT=/mnt/out
 
 mount -t tmpfs -o mode=755 tmpfs /run
@@ -33,6 +37,7 @@ hostname peripety-lab
 
 arg() { sed -n "s/.*\blab\.$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
 uname -r > "$OUT/kver"
+cat /proc/version > "$OUT/version"
 # Every kernel record of this boot, raw; the host cuts it per scenario.
 cat /dev/kmsg > "$OUT/kmsg.raw" &
 
@@ -75,5 +80,6 @@ for phase in plain bpf; do
     for s in "${todo[@]}"; do run_scenario "$s"; done
     stop_daemon
 done
+journalctl -o short-monotonic --no-pager > "$OUT/journal.txt" 2>&1
 echo "lab: done"
 lab_poweroff

@@ -1,6 +1,6 @@
 # Shared guest helpers: services, the daemon, the scenario runner, devices.
 # Sourced by init.sh and by every scenario script.
-LAB=${LAB:-/mnt/src/tests/lab/guest}
+LAB=${LAB:-/lab-guest}
 OUT=${OUT:-/mnt/out}
 SCENARIO_TIMEOUT=${SCENARIO_TIMEOUT:-240}
 

@@ -20,10 +20,21 @@ run)
     for i in 1 2; do truncate -s 64M /tmp/md$i.img; losetup -f --show /tmp/md$i.img; done > /tmp/info.loops
     mdadm --create /dev/md1 --run --level=1 --raid-devices=2 --metadata=1.2 --assume-clean $(cat /tmp/info.loops)
     udevadm settle --timeout=60
+    # a partition: one MBR entry written by hand (no fdisk in the image)
+    truncate -s 32M /tmp/part.img
+    python3 -c '
+import struct
+with open("/tmp/part.img", "r+b") as f:
+    f.seek(440); f.write(struct.pack("<I", 0x70727074))          # disk identifier
+    f.seek(446); f.write(struct.pack("<B3sB3sII", 0, bytes(3), 0x83, bytes(3), 2048, 65536 - 2048))
+    f.seek(510); f.write(b"\x55\xaa")'
+    losetup -P -f --show /tmp/part.img > /tmp/info.partloop
+    udevadm settle --timeout=60
+    part=$(basename "$(cat /tmp/info.partloop)")p1
     nvme=$(basename "$(ls -d /sys/class/nvme/nvme*/nvme*n1 | head -1)")
     python3 "$LAB/info_forms.py" "$OUT/info.json" \
         scsi="$P1" multipath="$MAP_DM" lvm="$(basename "$(readlink -f /dev/vginfo/lvinfo)")" \
-        md=md1 nvme="$nvme" loop="$(basename "$(head -1 /tmp/info.loops)")"
+        md=md1 nvme="$nvme" loop="$(basename "$(head -1 /tmp/info.loops)")" partition="$part"
     prpt info --jsonl > "$OUT/info-all.jsonl"
     exit 0
     ;;
@@ -32,6 +43,7 @@ cleanup)
     vgchange -an vginfo
     mdadm --stop --scan
     while read -r l; do losetup -d "$l"; done < /tmp/info.loops
+    losetup -d "$(cat /tmp/info.partloop)"
     mpath_down
     ;;
 esac

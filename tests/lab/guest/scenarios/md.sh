@@ -5,7 +5,9 @@ set -x
 case $1 in
 run)
     md_conf
-    modprobe scsi_debug dev_size_mb=32 num_tgts=2
+    # two hosts with a store each: scsi_debug's targets share one ram disk by
+    # default, and md refuses a "second" member that shows the first's superblock
+    modprobe scsi_debug dev_size_mb=32 add_host=2 per_host_store=1
     udevadm settle --timeout=60
     read -r A B < <(scsi_debug_disks | xargs)
     mdadm --create /dev/md0 --run --level=1 --raid-devices=2 --metadata=1.2 --assume-clean \

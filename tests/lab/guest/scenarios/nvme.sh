@@ -9,6 +9,13 @@ NQN=nqn.2026-12.io.peripety:lab
 HOSTNQN=nqn.2014-08.org.nvmexpress:uuid:70657269-7065-7479-6c61-620000000002
 CFG=/sys/kernel/config/nvmet
 NS_UUID=70657269-7065-7479-6c61-620000000003
+tcp_namespace() {
+    local d
+    for d in /sys/block/nvme*; do
+        [ -e "$d/dev" ] && grep -qx "uuid.$NS_UUID" "$d/wwid" && { basename "$d"; return 0; }
+    done
+    return 1
+}
 case $1 in
 run)
     ns=$(basename "$(ls -d /sys/class/nvme/nvme*/nvme*n1 | head -1)")
@@ -23,6 +30,7 @@ run)
     loop=$(losetup -f --show /tmp/nvmet.img)
     echo "$loop" > /tmp/nvmet.loop
     dmsetup --noudevsync create nvmback --table "0 131072 linear $loop 0"
+    wait_for 30 test -b /dev/mapper/nvmback   # udev makes the node; nobody waits for it
     mkdir "$CFG/subsystems/$NQN"
     echo 1 > "$CFG/subsystems/$NQN/attr_allow_any_host"
     mkdir "$CFG/subsystems/$NQN/namespaces/1"
@@ -39,9 +47,9 @@ run)
     wait_for 30 bash -c "grep -l '$NQN' /sys/class/nvme/nvme*/subsysnqn"
     ctrl=$(basename "$(dirname "$(grep -l "$NQN" /sys/class/nvme/nvme*/subsysnqn | head -1)")")
     # native NVMe multipath: the disk is the namespace head nvmeXnY (the
-    # per-path nvmeXcYnZ nodes are hidden); find it by the uuid we gave it
-    wait_for 30 bash -c "grep -l '^uuid.$NS_UUID\$' /sys/block/nvme*/wwid"
-    tns=$(basename "$(dirname "$(grep -l "^uuid.$NS_UUID\$" /sys/block/nvme*/wwid | head -1)")")
+    # per-path nvmeXcYnZ are hidden: no dev node); find it by our uuid
+    wait_for 30 tcp_namespace
+    tns=$(tcp_namespace)
     udevadm settle --timeout=60
     fact tcp_ctrl "$ctrl"
     fact tcp_ns "$tns"
