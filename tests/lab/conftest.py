@@ -27,6 +27,7 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "lab(scenario): a qemu lab scenario (tests/lab)")
 
 
+@pytest.hookimpl(trylast=True)  # after -k/-m deselection: boot only for what runs
 def pytest_collection_modifyitems(config, items):
     scenario_of = {item.nodeid: m.args[0] for item in items for m in item.iter_markers("lab")}
     _state["scenario_of"] = scenario_of

@@ -1,5 +1,6 @@
 #!/bin/bash
-# Build (once) the lab guest image and print the directory that holds it:
+# Build (once) the lab guest image; print the directory that holds it and
+# "built" or "cached":
 #   vmlinuz   Debian's 6.1 kernel (linux-image-6.1.0-N-amd64, not -cloud: that
 #             flavour lacks 9p and scsi_dh_alua)
 #   root.cpio uncompressed initramfs = the whole bookworm root file system
@@ -29,13 +30,13 @@ re2_version=$("$repo/.venv/bin/python" -c 'import importlib.metadata as m; print
 key=$( { cat "$0" "$here/packages.txt"; echo "$image_pkg $kversion re2 $re2_version"; } | sha256sum | cut -c1-16)
 out=$cache/$key
 if [ -f "$out/root.cpio" ] && [ -f "$out/vmlinuz" ] && [ -f "$out/kver" ]; then
-    echo "$out"
+    echo "$out cached"
     exit 0
 fi
 
 exec 9>"$cache/.build.lock"
 flock 9
-if [ -f "$out/root.cpio" ]; then echo "$out"; exit 0; fi   # built while we waited
+if [ -f "$out/root.cpio" ]; then echo "$out cached"; exit 0; fi   # built while we waited
 start=$(date +%s)
 work=$(mktemp -d "$cache/build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -101,4 +102,4 @@ echo "$kver" > "$img/kver"
 rm -rf "$out"
 mv "$img" "$out"
 echo "image.sh: built $out in $(( $(date +%s) - start )) s ($(du -sh "$out/root.cpio" | cut -f1) root)" >&2
-echo "$out"
+echo "$out built"

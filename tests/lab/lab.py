@@ -54,8 +54,8 @@ def build_image() -> tuple[Path, float, bool]:
     proc = subprocess.run(["nice", "-n", "10", str(HERE / "image.sh")], stdout=subprocess.PIPE,
                           text=True, check=True)
     seconds = time.monotonic() - t0
-    image_dir = Path(proc.stdout.strip().splitlines()[-1])
-    return image_dir, seconds, seconds > 5
+    path, state = proc.stdout.strip().splitlines()[-1].rsplit(" ", 1)
+    return Path(path), seconds, state == "built"
 
 
 def kvm_usable() -> bool:

@@ -9,6 +9,7 @@ stored events are build/lab/<name>.jsonl (`prpt query --jsonl`), its facts
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -144,12 +145,17 @@ def test_md_member_block_error_is_root_cause(scenario):
 
 @pytest.mark.lab("md")
 def test_md_degraded_event_names_array(scenario):
-    """md/raid1:md0: Operation continuing on 1 devices. -> an event on md0 saying it runs degraded."""
+    """md/raid1:md0: Operation continuing on 1 devices. (6.1 prints it in the
+    same kmsg record as the disk failure): an event on md0 says the array
+    runs degraded and on how many devices, naming the member it lost."""
     f = scenario.facts
-    degraded = [e for e in scenario.events
-                if e["kdev"] == f["md"] and "Operation continuing on 1 devices" in e.get("raw_msg", "")]
-    assert degraded, scenario.summary()
-    assert degraded[0]["event_type"] not in ("BLK_IO_ERROR",), degraded[0]
+    on_array = [e for e in scenario.events if e["kdev"] == f["md"]]
+    degraded = [e for e in on_array
+                if "DEGRADED" in e["event_type"]
+                or any(re.search(r"devices|remaining|working", k) and v == "1"
+                       for k, v in (e.get("extension") or {}).items())]
+    assert degraded, "no event on the array says it continues on 1 device:\n" + scenario.summary()
+    assert any(f["member_failed"] in json.dumps(e) for e in degraded), degraded
 
 
 # ---------------------------------------------------------------- thin --
@@ -192,15 +198,16 @@ def test_nvme_emulated_unrecovered_read_error(scenario):
 @pytest.mark.lab("nvme")
 def test_nvme_tcp_target_over_failing_dm_device(scenario):
     f = scenario.facts
-    errs = [e for e in scenario.events if e["kdev"] == f["tcp_ns"] and e["event_type"] in ("NVME_IO_ERROR", "BLK_IO_ERROR")]
-    assert errs, scenario.summary()
+    # native NVMe multipath: block lines name the hidden path disk (nvme1c1n1),
+    # which has no /dev node; its events must still carry the namespace's identity
+    errs = [e for e in scenario.events if e["kdev"] in (f["tcp_ns"], f["tcp_path"])
+            and e["event_type"] in ("NVME_IO_ERROR", "BLK_IO_ERROR")]
+    assert any("kmsg" in e["sources"] for e in errs), scenario.summary()
     for e in errs:
-        assert blk(e)["wwid"] == f["tcp_wwid"], blk(e)
-        assert blk(e)["dev_num"] == f["tcp_devnum"], blk(e)
-        transport = blk(e)["transport"]
+        assert blk(e).get("wwid") == f["tcp_wwid"], f"{e['event_type']} {e['kdev']} {e['raw_msg']!r}: {blk(e)}"
+        transport = blk(e).get("transport") or {}
         assert transport.get("transport") == "tcp", transport
         assert transport.get("controller") == f["tcp_ctrl"] and transport.get("nsid") == "1", transport
-    assert any(e["event_type"] == "NVME_IO_ERROR" for e in errs), scenario.summary()
 
 
 @pytest.mark.lab("nvme")

@@ -53,6 +53,8 @@ run)
     udevadm settle --timeout=60
     fact tcp_ctrl "$ctrl"
     fact tcp_ns "$tns"
+    # the hidden per-path disk the kernel's block lines name (nvme<subsys>c<ctrl>n<ns>)
+    fact tcp_path "$(basename "$(ls -d /sys/class/nvme/$ctrl/nvme*c*n* | head -1)")"
     fact tcp_devnum "$(cat /sys/block/$tns/dev)"
     fact tcp_wwid "$(cat /sys/block/$tns/wwid)"
     dd if="/dev/$tns" of=/dev/null bs=4096 count=1 iflag=direct
