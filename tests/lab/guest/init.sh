@@ -60,13 +60,14 @@ udevadm settle --timeout=60
 sentinel_setup
 
 if [ "$(arg shell)" = 1 ]; then
-    echo "lab: shell (peripetyd not started; start_daemon [--bpf=on] and the scenarios are in $LAB)"
+    echo "lab: shell. peripetyd is not running: '. lib.sh; start_daemon shell [--bpf=on]';"
+    echo "lab: scenarios: 'SCENARIO=x bash scenarios/x.sh run' (results in $OUT); 'poweroff -f' ends"
     cd "$LAB"
     setsid -c /bin/bash -i </dev/ttyS0 >/dev/ttyS0 2>&1
     lab_poweroff
 fi
 
-# Scenarios by daemon run: one run without probes, one with --bpf (bcc's ~50 s
+# Scenarios by daemon run: one run without probes, one with --bpf (bcc's
 # compile under TCG is paid once). Order inside a run is fixed.
 PLAIN="multipath stack md thin info"
 BPF="scsi nvme"

@@ -35,13 +35,14 @@ DAEMON_PID=
 start_daemon() {
     local phase=$1; shift
     local logf=$OUT/peripetyd-$phase.log
+    local t0=$SECONDS
     peripetyd --no-blk-info-dump -v "$@" > "$logf" 2>&1 &
     DAEMON_PID=$!
-    # bcc compiles the probe program first: ~50 s under TCG.
+    # with --bpf, bcc compiles the probe program first (slow under TCG)
     if ! wait_for 400 grep -q "ready" "$logf"; then
         log "peripetyd ($phase) not ready"; return 1
     fi
-    log "peripetyd ($phase $*) ready, pid $DAEMON_PID"
+    log "peripetyd ($phase $*) ready in $((SECONDS - t0))s, pid $DAEMON_PID"
 }
 
 stop_daemon() {
