@@ -61,7 +61,7 @@ sentinel_setup
 
 if [ "$(arg shell)" = 1 ]; then
     echo "lab: shell. peripetyd is not running: '. lib.sh; start_daemon shell [--bpf=on]';"
-    echo "lab: scenarios: 'SCENARIO=x bash scenarios/x.sh run' (results in $OUT); 'poweroff -f' ends"
+    echo "lab: scenarios: 'SCENARIO=x bash scenarios/x.sh run' (results in $OUT); Ctrl-A X or 'echo o > /proc/sysrq-trigger' ends"
     cd "$LAB"
     setsid -c /bin/bash -i </dev/ttyS0 >/dev/ttyS0 2>&1
     lab_poweroff
