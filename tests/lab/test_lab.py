@@ -116,6 +116,12 @@ def test_multipath_multipathd_lines_from_trusted_journal(scenario):
     reinstated = {blk(e).get("blk_path") for e in journal if e["event_type"] == "DM_MPATH_PATH_REINSTATED"}
     assert reinstated >= {f"/dev/{f['path1']}", f"/dev/{f['path2']}"}, raw
     assert all(e["sub_system"] == "Multipath" for e in journal)
+    # the event keeps its trusted sender (journald's _COMM), not only the text
+    for e in journal:
+        fields = {k: v for k, v in e.items() if k not in ("msg", "raw_msg")}
+        assert "multipathd" in json.dumps(fields), f"journal event does not name its sender: {e}"
+    spoofed = [e for e in scenario.events if (e.get("extension") or {}).get("active_paths") == "9"]
+    assert not spoofed, f"`logger -t multipathd` as nobody became an event: {spoofed}"
     kernel_raw = [e["raw_msg"] for e in scenario.events if "kmsg" in e["sources"]]
     assert not set(kernel_raw) & set(raw), "a kernel line came in through the journal too"
 

@@ -14,6 +14,10 @@ run)
     fact path2 "$P2"
     fact scsi_wwid "$(cat /sys/block/$P1/device/wwid)"
     multipathd show topology
+    # a user who is not multipathd says a path is gone: journald records
+    # _UID=65534 _COMM=logger, so this must not become an event
+    setpriv --reuid=nobody --regid=nogroup --clear-groups \
+        logger -t multipathd "mpatha: remaining active paths: 9"
     # one path fails
     echo offline > "/sys/block/$P1/device/state"
     read_map
