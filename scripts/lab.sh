@@ -3,7 +3,7 @@
 # guest image when missing, boots it once for the selected scenarios and
 # checks the stored events; niced, the guest uses both cores.
 #   scripts/lab.sh                 all scenarios
-#   scripts/lab.sh -k md           one scenario
+#   scripts/lab.sh -k test_md      one scenario
 # Per-scenario results: build/lab/<scenario>.jsonl, .log, .facts.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -2,7 +2,7 @@
 scenarios; each test then checks what the guest's peripetyd stored.
 
     pytest tests/lab                   # every scenario, one boot
-    pytest tests/lab -k md             # the md scenario only (boots for it alone)
+    pytest tests/lab -k test_md        # the md scenario only (boots for it alone)
     PERIPETY_LAB_REUSE=1 pytest tests/lab   # check build/lab/ of the last boot again, no boot
 
 The boot is started by the first lab test that needs it, so the session

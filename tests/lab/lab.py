@@ -103,7 +103,7 @@ def boot(scenarios: list[str], *, shell: bool = False, log=print) -> LabRun:
     OUT.mkdir(parents=True)
     cmdline = (f"console=ttyS0 rdinit=/lab-init panic=-1 mitigations=off quiet "
                f"lab.scenarios={','.join(scenarios)}" + (" lab.shell=1" if shell else ""))
-    limit = BOOT_ALLOWANCE + SCENARIO_TIMEOUT * len(scenarios)
+    limit = int(os.environ.get("PERIPETY_LAB_LIMIT", BOOT_ALLOWANCE + SCENARIO_TIMEOUT * len(scenarios)))
     with tempfile.TemporaryDirectory(prefix="peripety-lab-") as tmp:
         cmd = ["nice", "-n", "10", *qemu_command(image_dir, cmdline, Path(tmp), accel=run.accel, shell=shell)]
         log(f"lab: booting ({run.accel}) for {', '.join(scenarios)}; hard limit {limit}s")
