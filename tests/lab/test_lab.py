@@ -36,8 +36,9 @@ def names_path(event: dict, path: str) -> bool:
 def test_scsi_medium_error_carries_vpd83_wwid_and_sense(scenario):
     f = scenario.facts
     disk, wwid = f["disk"], f["scsi_wwid"]
-    io = [e for e in scenario.of_type("BLK_IO_ERROR") if e["kdev"] == disk]
-    assert {e["extension"]["sector"] for e in io} >= {"4660", "4672"}, scenario.summary()
+    io = [e for e in scenario.of_type("BLK_IO_ERROR")
+          if e["kdev"] == disk and e["extension"]["sector"] in ("4660", "4672")]
+    assert {e["extension"]["sector"] for e in io} == {"4660", "4672"}, scenario.summary()
     for e in io:
         assert e["extension"]["blk_status"].startswith("critical medium"), e
         assert blk(e)["wwid"] == wwid, f"WWID is not VPD 0x83's {wwid}: {blk(e)}"
@@ -68,6 +69,24 @@ def test_scsi_bpf_scsi_tracepoint_hit_merged_with_lines(scenario):
     assert any(e["extension"].get("lba") == "4660" for e in hits), scenario.summary()
     merged = [e for e in hits if "kmsg" in e["sources"]]
     assert merged, "no SCSI event merges the scsi tracepoint hit with the kernel lines:\n" + scenario.summary()
+
+
+@pytest.mark.lab("scsi")
+def test_scsi_command_timeout_and_offline(scenario):
+    """scsi_debug ignores commands: the timeout tracepoint hit, the error
+    handler's resets, the device offlined, the DID_TIME_OUT failure."""
+    f = scenario.facts
+    mine = [e for e in scenario.events if blk(e).get("wwid") == f["scsi_wwid"]]
+    timeouts = [e for e in mine if e["event_type"] == "SCSI_CMD_TIMEOUT"]
+    assert timeouts, scenario.summary()
+    assert any((e.get("extension") or {}).get("tracepoint") == "scsi:scsi_dispatch_cmd_timeout"
+               for e in timeouts), timeouts
+    assert any(e["event_type"] == "SCSI_DEVICE_OFFLINE" for e in mine), scenario.summary()
+    failed = [e for e in mine if e["event_type"] == "SCSI_CMD_FAILED"
+              and (e.get("extension") or {}).get("hostbyte") == "DID_TIME_OUT"]
+    assert failed, scenario.summary()
+    io = [e for e in mine if e["event_type"] == "BLK_IO_ERROR" and e["extension"]["sector"] == "128"]
+    assert io and io[0]["extension"]["blk_status"].startswith("I/O"), io
 
 
 # ----------------------------------------------------------- multipath --
