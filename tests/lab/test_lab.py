@@ -188,7 +188,8 @@ def test_md_degraded_event_names_array(scenario):
 def test_thin_pool_out_of_data_space_named_by_lvm_name(scenario):
     f = scenario.facts
     full = scenario.of_type("DM_THIN_POOL_OUT_OF_SPACE")
-    assert full, scenario.summary()
+    # queued first, errored once no_space_timeout expired
+    assert [e["extension"].get("no_space_mode") for e in full] == ["queue IO", "error IO"], scenario.summary()
     for e in full:
         assert e["kdev"] in (f["pool_dm"], f"/dev/{f['pool_dm']}") or blk(e).get("blk_path") == f"/dev/{f['pool_dm']}", e
         assert e["extension"]["pool_mode"] == "out-of-data-space"
