@@ -2,7 +2,7 @@
 # Idempotent host set-up for the qemu lab (tests/lab): the emulator, the
 # image builder and cpio. Called by `make lab`; run as root.
 set -euo pipefail
-APT_PACKAGES=(qemu-system-x86 mmdebstrap cpio zstd dpkg-dev)
+APT_PACKAGES=(qemu-system-x86 mmdebstrap cpio)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -21,7 +21,7 @@ run)
     fact member_failed_wwid "$(cat /sys/block/$B/device/wwid)"
     echo offline > "/sys/block/$B/device/state"
     dd if=/dev/zero of=/dev/md0 bs=4096 count=16 oflag=direct
-    wait_for 30 grep -q "$B\[1\](F)" /proc/mdstat
+    wait_for 30 grep -q "$B\[1\](F)" /proc/mdstat || exit 1
     cat /proc/mdstat
     exit 0
     ;;

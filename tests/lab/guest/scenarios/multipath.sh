@@ -21,22 +21,22 @@ run)
     # one path fails
     echo offline > "/sys/block/$P1/device/state"
     read_map
-    wait_for 30 path_is "$P1" "failed faulty"
+    wait_for 30 path_is "$P1" "failed faulty" || exit 1
     multipathd show topology
     # and comes back
     echo running > "/sys/block/$P1/device/state"
-    wait_for 30 path_is "$P1" "active ready"
+    wait_for 30 path_is "$P1" "active ready" || exit 1
     read_map
     # all paths down
     echo offline > "/sys/block/$P1/device/state"
     echo offline > "/sys/block/$P2/device/state"
     read_map
-    wait_for 30 path_is "$P2" "failed faulty"
+    wait_for 30 path_is "$P2" "failed faulty" || exit 1
     multipathd show topology
     echo running > "/sys/block/$P1/device/state"
     echo running > "/sys/block/$P2/device/state"
-    wait_for 30 path_is "$P1" "active ready"
-    wait_for 30 path_is "$P2" "active ready"
+    wait_for 30 path_is "$P1" "active ready" || exit 1
+    wait_for 30 path_is "$P2" "active ready" || exit 1
     exit 0
     ;;
 cleanup)

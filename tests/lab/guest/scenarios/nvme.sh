@@ -30,7 +30,8 @@ run)
     loop=$(losetup -f --show /tmp/nvmet.img)
     echo "$loop" > /tmp/nvmet.loop
     dmsetup --noudevsync create nvmback --table "0 131072 linear $loop 0"
-    wait_for 30 test -b /dev/mapper/nvmback   # udev makes the node; nobody waits for it
+    # udev makes the node; nothing waits for it
+    wait_for 30 test -b /dev/mapper/nvmback || exit 1
     mkdir "$CFG/subsystems/$NQN"
     echo 1 > "$CFG/subsystems/$NQN/attr_allow_any_host"
     mkdir "$CFG/subsystems/$NQN/namespaces/1"
@@ -44,11 +45,11 @@ run)
     echo 4420 > "$CFG/ports/1/addr_trsvcid"
     ln -s "$CFG/subsystems/$NQN" "$CFG/ports/1/subsystems/$NQN"
     nvme connect -t tcp -a 127.0.0.1 -s 4420 -n "$NQN" --hostnqn="$HOSTNQN"
-    wait_for 30 bash -c "grep -l '$NQN' /sys/class/nvme/nvme*/subsysnqn"
+    wait_for 30 bash -c "grep -l '$NQN' /sys/class/nvme/nvme*/subsysnqn" || exit 1
     ctrl=$(basename "$(dirname "$(grep -l "$NQN" /sys/class/nvme/nvme*/subsysnqn | head -1)")")
     # native NVMe multipath: the disk is the namespace head nvmeXnY (the
     # per-path nvmeXcYnZ are hidden: no dev node); find it by our uuid
-    wait_for 30 tcp_namespace
+    wait_for 30 tcp_namespace || exit 1
     tns=$(tcp_namespace)
     udevadm settle --timeout=60
     fact tcp_ctrl "$ctrl"

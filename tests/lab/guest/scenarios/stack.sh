@@ -30,7 +30,7 @@ run)
     echo offline > "/sys/block/$P2/device/state"
     dd if=/dev/urandom of=/mnt/stack/after bs=4k count=64 conv=fsync
     sync
-    wait_for 30 bash -c "dmesg | grep -q 'EXT4-fs ($lv_dm): Remounting filesystem read-only'"
+    wait_for 30 bash -c "dmesg | grep -q 'EXT4-fs ($lv_dm): Remounting filesystem read-only'" || exit 1
     exit 0
     ;;
 cleanup)
