@@ -30,6 +30,9 @@ run)
     echo offline > "/sys/block/$P2/device/state"
     dd if=/dev/urandom of=/mnt/stack/after bs=4k count=64 conv=fsync
     sync
+    # a new metadata change makes ext4 notice the aborted journal and apply
+    # errors=remount-ro now, rather than whenever ext4lazyinit runs next
+    touch /mnt/stack/after-abort
     wait_for 30 bash -c "dmesg | grep -q 'EXT4-fs ($lv_dm): Remounting filesystem read-only'" || exit 1
     exit 0
     ;;
