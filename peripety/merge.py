@@ -35,7 +35,16 @@ _PAIRABLE = {
     "BLK_IO_ERROR": ("sector",),
     "FS_ERROR": ("function", "line"),
     "FS_IO_ERROR": ("daddr",),
+    # the sd driver's "CDB:" line and scsi_dispatch_cmd_done decode the same
+    # CDB: its LBA (logical blocks on both sides) names the command
+    "SCSI_CMD_FAILED": ("lba",),
+    # nvme_complete_rq has no LBA; its status is the line's "(sct / sc)"
+    "NVME_IO_ERROR": ("sct", "sc"),
 }
+# nvme_complete_rq fires on every completion, retries included, while the
+# kernel prints one line for the command's final failure: that line takes
+# every waiting hit of the command, not just one.
+_ABSORBS_ALL_HITS = frozenset({"NVME_IO_ERROR"})
 
 DEVICE_LEVEL_SUB_SYSTEMS = frozenset({"block", "SCSI", "ata", "NVMe", "Multipath", "md"})
 FS_SUB_SYSTEMS = frozenset({"ext4", "jbd2", "xfs", "btrfs"})
@@ -50,6 +59,7 @@ class _Held:
     release_at: float = field(compare=False)
     event: StorageEvent = field(compare=False)
     pair_key: tuple | None = field(compare=False, default=None)
+    absorbed: bool = field(compare=False, default=False)
 
 
 class Correlator:
@@ -74,6 +84,10 @@ class Correlator:
             partner = self._take_partner(key, event, kernel_usec)
             if partner is not None:
                 _merge_into(partner.event, event)
+                if event.event_type in _ABSORBS_ALL_HITS and "kmsg" in event.sources:
+                    while (other := self._take_partner(key, event, kernel_usec)) is not None:
+                        other.absorbed = True  # left in the heap, dropped on release
+                        _merge_into(partner.event, other.event)
                 return
         held = _Held(kernel_usec, next(self._order), now + self.hold, event, key)
         heapq.heappush(self._heap, held)
@@ -86,7 +100,7 @@ class Correlator:
             return None
         source = event.sources[0] if event.sources else ""
         for i, held in enumerate(candidates):
-            if source in held.event.sources:
+            if source in held.event.sources or held.absorbed:
                 continue
             if abs(held.kernel_usec - kernel_usec) <= self.window_usec:
                 del candidates[i]
@@ -107,7 +121,8 @@ class Correlator:
                     waiting.remove(held)
                     if not waiting:
                         del self._waiting[held.pair_key]
-            out.append(held.event)
+            if not held.absorbed:
+                out.append(held.event)
         return out
 
     def next_deadline(self) -> float | None:
@@ -116,12 +131,15 @@ class Correlator:
 
 def _pair_key(event: StorageEvent) -> tuple | None:
     keys = _PAIRABLE.get(event.event_type)
-    if keys is None or not event.dev_num:
+    # The resolved device's number: a hidden NVMe path disk (259:1, in a
+    # hit) and its namespace head (nvme1c1n1 in the line) are one device.
+    dev_num = event.cur_blk_info.dev_num if event.cur_blk_info is not None else event.dev_num
+    if keys is None or not dev_num:
         return None
     values = [event.extension.get(k) for k in keys]
     if None in values:
         return None
-    return (event.event_type, event.dev_num, *map(_normalise, values))
+    return (event.event_type, dev_num, *map(_normalise, values))
 
 
 def _normalise(value: str) -> str:
@@ -144,7 +162,9 @@ def _merge_into(kept: StorageEvent, other: StorageEvent) -> None:
         for f in ("event_id", "msg", "raw_msg", "kdev", "severity", "sub_system", "timestamp", "origin_seq"):
             setattr(kept, f, getattr(line, f))
     merged_ext = dict(line.extension)
-    merged_ext.update({k: v for k, v in hit.extension.items()})
+    merged_ext.update(hit.extension)  # spelled as the line's (pipeline._line_spelling)
+    if "retries" in hit.extension and "retries" in kept.extension:
+        merged_ext["retries"] = str(max(int(hit.extension["retries"]), int(kept.extension["retries"])))
     kept.extension = merged_ext
     kept.dev_num = hit.dev_num or line.dev_num
     if hit.cur_blk_info is not None:
@@ -432,13 +452,19 @@ class RootCauseLinker:
                 seen = self._recent.get(key)
                 if seen is None or kernel_usec - seen[0] > self.window_usec:
                     self._remember(key, kernel_usec, event.event_id)
+            # A device above others (md array, multipath map, LV) fails
+            # because a device below it did: the member's error is the cause.
+            self._link_to(event, keys[1:], kernel_usec)
             return
         if event.sub_system in FS_SUB_SYSTEMS or event.event_type in _COLLATERAL_TYPES:
-            for key in keys:
-                seen = self._recent.get(key)
-                if seen and 0 <= kernel_usec - seen[0] <= self.window_usec and seen[1] != event.event_id:
-                    event.root_cause_event_id = seen[1]
-                    return
+            self._link_to(event, keys, kernel_usec)
+
+    def _link_to(self, event: StorageEvent, keys: list[str], kernel_usec: int) -> None:
+        for key in keys:
+            seen = self._recent.get(key)
+            if seen and 0 <= kernel_usec - seen[0] <= self.window_usec and seen[1] != event.event_id:
+                event.root_cause_event_id = seen[1]
+                return
 
     def rename(self, old_id: str, new_id: str) -> None:
         """An event remembered as a root cause is stored under another id

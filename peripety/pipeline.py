@@ -6,8 +6,10 @@ record/hit → event → device identity at event time → correlate (kmsg + bpf
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import re
 import socket
 import time
 import uuid
@@ -19,6 +21,7 @@ from .event import Severity, StorageEvent, new_event_id
 from .event_types import EVENT_TYPES
 from .merge import FS_SUB_SYSTEMS, Correlator, RootCauseLinker, StormAggregator
 from .record import LogRecord
+from .tracepoints.scsi import decode_cdb
 
 log = logging.getLogger("peripety.pipeline")
 
@@ -40,8 +43,11 @@ HIT_EVENT_TYPES = {
 }
 
 
-def kmsg_event_id(boot_id: str, seq: int) -> str:
-    return str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"{boot_id}:{seq}"))
+def kmsg_event_id(boot_id: str, seq: int, line_no: int = 0) -> str:
+    """Id of the event of kmsg record ``seq``; ``line_no`` > 0 for the
+    further lines of a multi-line record (each its own event)."""
+    suffix = f":{line_no}" if line_no else ""
+    return str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"{boot_id}:{seq}{suffix}"))
 
 
 def storm_event_id(boot_id: str, first_seq: int) -> str:
@@ -168,11 +174,24 @@ class Pipeline:
         if record.seq is not None and record.source == "kmsg":
             self.in_flight.last_read = max(self.in_flight.last_read, record.seq)
         self.stats["records"] += 1
+        if record.trusted_kernel and "\n" in record.text:
+            # One printk call, several lines, one kmsg record: 6.1's raid1
+            # error() prints "Disk failure on sdb, disabling device." and
+            # "Operation continuing on 1 devices." in one pr_crit. Each line
+            # is a fact of its own (member failed; array degraded) with its
+            # own event type, so each line is matched as a record.
+            for n, line in enumerate(record.text.split("\n")):
+                if line.strip():
+                    self._add_line(dataclasses.replace(record, text=line), n)
+            return
+        self._add_line(record, 0)
+
+    def _add_line(self, record: LogRecord, line_no: int) -> None:
         match = self.rules.match_record(record)
         if match is None:
             return
         self.stats["matched"] += 1
-        event = self._event_from_match(record, match)
+        event = self._event_from_match(record, match, line_no)
         self.in_flight.hold(event.origin_seq)
         if event.event_type == SUPPRESSED_TYPE:
             # The summary names a kernel function, not a device: it waits for
@@ -220,13 +239,14 @@ class Pipeline:
         return min(deadlines) if deadlines else None
 
     # -- internals ----------------------------------------------------------
-    def _event_from_match(self, record: LogRecord, match) -> StorageEvent:
+    def _event_from_match(self, record: LogRecord, match, line_no: int = 0) -> StorageEvent:
         event = event_from_match(record, match, hostname=self.hostname)
         event.kernel_usec = record.kernel_usec
         if record.source == "kmsg" and record.seq is not None:
             event.origin_seq = record.seq
             if self.boot_id:
-                event.event_id = kmsg_event_id(self.boot_id, record.seq)
+                event.event_id = kmsg_event_id(self.boot_id, record.seq, line_no)
+        _decode_cdb(event)
         return event
 
     def _resolve(self, event: StorageEvent) -> None:
@@ -255,6 +275,26 @@ class Pipeline:
         ]
         if info.mount_point and event.sub_system in FS_SUB_SYSTEMS:
             event.extension.setdefault("mount_point", info.mount_point)
+        lv = lvm_name(info)
+        if lv:
+            event.extension.setdefault("lvm_lv", lv)
+        self._name_related(event, kernel_usec)
+
+    def _name_related(self, event: StorageEvent, kernel_usec) -> None:
+        """Other devices a line names by number (the map of a multipath
+        path, ``dm_dev``) get their name and path too, as of the same time."""
+        for key, prefix in _RELATED_DEVICES.items():
+            dev_num = event.extension.get(key)
+            if not dev_num:
+                continue
+            info = self.timeline.at(dev_num, kernel_usec)
+            if info is None:
+                continue
+            event.extension.setdefault(f"{prefix}_path", info.preferred_blk_path)
+            if info.wwid:
+                event.extension.setdefault(f"{prefix}_wwid", info.wwid)
+            if info.preferred_blk_path.startswith("/dev/mapper/"):
+                event.extension.setdefault(f"{prefix}_name", os.path.basename(info.preferred_blk_path))
 
     def _name_suppressed(self, event: StorageEvent) -> None:
         """Give a waiting ratelimit summary of ``event``'s family (a kernel
@@ -312,7 +352,7 @@ class Pipeline:
 
 def hit_to_event(hit, event_type: str, sub_system: str, *, hostname: str, to_wallclock=None) -> StorageEvent:
     """An event from a tracepoint hit alone (no kernel line seen for it)."""
-    extension = _flatten(hit.to_dict(), skip={"kind", "kernel_usec", "dev_num", "kdev"})
+    extension = _line_spelling(_flatten(hit.to_dict(), skip={"kind", "kernel_usec", "dev_num", "kdev"}))
     extension["tracepoint"] = hit.tracepoint
     status = hit.blk_status or hit.errno_name or extension.get("host_byte") or "error"
     where = f" at sector {hit.sector}" if hit.sector is not None else ""
@@ -334,6 +374,60 @@ def hit_to_event(hit, event_type: str, sub_system: str, *, hostname: str, to_wal
         event.timestamp = to_wallclock(hit.kernel_usec)
     event.kernel_usec = hit.kernel_usec
     return event
+
+
+# Tracepoint detail named and spelled as the kernel lines' rules name it, so
+# an event says the same whether a line, a hit or both described it.
+_HIT_KEYS = {"host_byte": "hostbyte", "driver_byte": "driverbyte"}
+
+
+def _line_spelling(extension: dict[str, str]) -> dict[str, str]:
+    out = {_HIT_KEYS.get(k, k): v for k, v in extension.items()}
+    status = out.get("blk_status")
+    if status and not status.endswith(" error"):
+        out["blk_status"] = f"{status} error"  # "I/O" -> "I/O error", as printed
+    if "status_code_type" in out and "status_code" in out:
+        # nvme_log_error prints "(sct 0x%x / sc 0x%x)"
+        out.setdefault("sct", f"0x{int(out['status_code_type']):x}")
+        out.setdefault("sc", f"0x{int(out['status_code']):x}")
+    return out
+
+
+# extension key naming another device by major:minor -> prefix of the keys
+# that name it (dm_path, dm_name, dm_wwid)
+_RELATED_DEVICES = {"dm_dev": "dm"}
+
+_LVM_LAYERS = ("-tpool", "-tdata", "-tmeta", "-real", "-cow", "-vpool", "-cdata", "-cmeta")
+
+
+def lvm_name(info) -> str:
+    """``VG/LV`` of an LVM device, from its dm name (``vgthin-pool-tpool``
+    -> ``vgthin/pool``): LVM joins VG and LV with ``-``, doubles the ``-``
+    inside names and appends the layer of hidden devices (lib/misc/lvm-string.c
+    build_dm_name; dm-name split as ``dmsetup splitname`` does)."""
+    if info.blk_type != "Device Mapper LVM" or not info.preferred_blk_path.startswith("/dev/mapper/"):
+        return ""
+    name = os.path.basename(info.preferred_blk_path)
+    parts = re.split(r"(?<!-)-(?!-)", name)
+    if len(parts) < 2:
+        return ""
+    vg, lv = parts[0], parts[1]
+    return f"{vg.replace('--', '-')}/{lv.replace('--', '-')}"
+
+
+def _decode_cdb(event: StorageEvent) -> None:
+    """A line printing a command's CDB names its LBA too (the same decoding
+    as a scsi tracepoint hit's ``cmnd``), so the two can be paired."""
+    cdb = event.extension.get("cdb")
+    if not cdb or "lba" in event.extension:
+        return
+    try:
+        parsed = decode_cdb(bytes.fromhex(cdb))
+    except ValueError:
+        return
+    if parsed.lba is not None:
+        event.extension["lba"] = str(parsed.lba)
+        event.extension["transfer_length"] = str(parsed.transfer_length)
 
 
 def _flatten(data: dict, skip=(), prefix="") -> dict[str, str]:

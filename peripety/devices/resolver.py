@@ -78,7 +78,8 @@ _DM_TYPES = (
 _DM_PARTITION = re.compile(r"^part\d+-")  # kpartx partitions of a map
 
 # sysfs bus of a disk's `device` -> blk_type
-_BUS_TYPES = {"scsi": "SCSI", "virtio": "Virtio", "nvme": "NVMe"}
+# (a native-multipath NVMe namespace head hangs off its nvme-subsystem)
+_BUS_TYPES = {"scsi": "SCSI", "virtio": "Virtio", "nvme": "NVMe", "nvme-subsystem": "NVMe"}
 
 
 class Resolver:

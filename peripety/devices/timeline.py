@@ -210,9 +210,22 @@ class DeviceTimeline:
     # -- internals -------------------------------------------------------------
     def _entries_for(self, kdev: str) -> list[TimelineEntry]:
         if _DEV_NUM.match(kdev):
-            return self._by_dev_num.get(kdev, [])
+            found = self._by_dev_num.get(kdev)
+            if found or kdev in self._misses:
+                return found or []
+            # udev never hears of a hidden NVMe path disk (259:1 of
+            # nvme1c1n1): sysfs names it, and its namespace head answers
+            name = self.resolver.sysfs.name_of_dev_num(kdev)
+            head = nvme_path_head(name) if name else None
+            found = self._by_name.get(head, []) if head else []
+            if not found:
+                self._misses.add(kdev)
+            return found
         if kdev in self._by_name:
             return self._by_name[kdev]
+        head = nvme_path_head(kdev)
+        if head:
+            return self._by_name.get(head, [])
         if kdev in self._misses:
             return []
         try:
@@ -281,6 +294,18 @@ class DeviceTimeline:
         # Mounting sends no uevent: ask mountinfo for the device as it is now.
         mounts = self.resolver.mount_table.current()
         return replace(info, mount_point=_mounts.mount_point_of(info.dev_num, mounts))
+
+
+_NVME_PATH_DISK = re.compile(r"^(nvme\d+)c\d+(n\d+)$")
+
+
+def nvme_path_head(name: str) -> str | None:
+    """The namespace head of a hidden native-multipath path disk:
+    ``nvme1c1n1`` (subsystem 1, controller 1, namespace 1) -> ``nvme1n1``
+    (drivers/nvme/host/multipath.c nvme_set_disk_name). Such a disk has no
+    /dev node and no udev record; kernel lines and tracepoints name it."""
+    m = _NVME_PATH_DISK.match(name)
+    return m.group(1) + m.group(2) if m else None
 
 
 def _int(text) -> int | None:

@@ -82,7 +82,20 @@ def nvme_transport(sysfs: Sysfs, name: str) -> tuple[str, dict[str, str]]:
     controller = sysfs.target_name(name, "device")
     if not controller:
         return "", {}
+    subsystem = ""
+    if controller.startswith("nvme-subsys"):
+        # A native-multipath namespace head (nvme1n1) hangs off its subsystem;
+        # its I/O goes through the subsystem's controllers (nvme1c1n1 is the
+        # hidden path disk on controller nvme1): name the first one.
+        subsystem = controller
+        paths = [c for c in sysfs.class_instances(f"nvme-subsystem/{subsystem}")
+                 if c.startswith("nvme") and c[4:].isdigit()]
+        if not paths:
+            return "", {"subsystem": subsystem}
+        controller = paths[0]
     detail = {"controller": controller}
+    if subsystem:
+        detail["subsystem"] = subsystem
     nsid = sysfs.attr(name, "nsid")
     if nsid:
         detail["nsid"] = nsid

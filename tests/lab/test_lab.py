@@ -82,7 +82,8 @@ def test_scsi_command_timeout_and_offline(scenario):
     assert any((e.get("extension") or {}).get("tracepoint") == "scsi:scsi_dispatch_cmd_timeout"
                for e in timeouts), timeouts
     assert any(e["event_type"] == "SCSI_DEVICE_OFFLINE" for e in mine), scenario.summary()
-    failed = [e for e in mine if e["event_type"] == "SCSI_CMD_FAILED"
+    # a host byte other than DID_OK is a transport failure (issue 10's type)
+    failed = [e for e in mine if e["event_type"] == "SCSI_HOST_BYTE_FAILURE"
               and (e.get("extension") or {}).get("hostbyte") == "DID_TIME_OUT"]
     assert failed, scenario.summary()
     io = [e for e in mine if e["event_type"] == "BLK_IO_ERROR" and e["extension"]["sector"] == "128"]
@@ -119,7 +120,8 @@ def test_multipath_all_paths_down_on_the_map(scenario):
         assert blk(e)["preferred_blk_path"] == "/dev/mapper/mpatha"
         assert blk(e)["dev_num"] == f["map_devnum"]
         assert {f"/dev/{f['path1']}", f"/dev/{f['path2']}"} <= set(blk(e)["owners_paths"])
-    zero = [e for e in scenario.of_type("DM_MPATH_ACTIVE_PATHS") if e["extension"].get("active_paths") == "0"]
+    # "remaining active paths: 0" is its own, error-level type (issue 10)
+    zero = [e for e in scenario.of_type("DM_MPATH_ALL_PATHS_DOWN") if e["extension"].get("active_paths") == "0"]
     assert zero and all(blk(e)["preferred_blk_path"] == "/dev/mapper/mpatha" for e in zero), scenario.summary()
 
 

@@ -44,10 +44,16 @@ cat /dev/kmsg > "$OUT/kmsg.raw" &
 # The project, fresh from this run's tree.
 mkdir -p /opt/peripety
 cp -r /mnt/src/peripety /mnt/src/bpf /opt/peripety/
+# Launched the way the package's console scripts are (a python3 script named
+# after the tool), so journald records _COMM=peripetyd: readers trust stored
+# events only from that sender (`python3 -c` would make it _COMM=python3).
 for tool in peripetyd:peripety.daemon prpt:peripety.cli; do
     cat > "/usr/local/bin/${tool%%:*}" <<W
-#!/bin/sh
-PYTHONPATH=/opt/peripety exec python3 -c 'import sys; sys.argv[0] = "${tool%%:*}"; from ${tool#*:} import main; main()' "\$@"
+#!/usr/bin/python3
+import sys
+sys.path.insert(0, "/opt/peripety")
+from ${tool#*:} import cli_main
+sys.exit(cli_main())
 W
     chmod +x "/usr/local/bin/${tool%%:*}"
 done
