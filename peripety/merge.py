@@ -26,7 +26,7 @@ import itertools
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from .event import StorageEvent, new_event_id
+from .event import Severity, StorageEvent, new_event_id
 
 # Event types that a tracepoint hit and a kernel line can both describe, and
 # the extension keys that identify the failure in both: the sector of a
@@ -448,7 +448,7 @@ class RootCauseLinker:
             return
         keys = _device_keys(event)
         if event.sub_system in DEVICE_LEVEL_SUB_SYSTEMS and event.event_type not in _COLLATERAL_TYPES:
-            for key in keys[:1]:
+            for key in keys[:1] if _can_be_a_cause(event) else ():
                 seen = self._recent.get(key)
                 if seen is None or kernel_usec - seen[0] > self.window_usec:
                     self._remember(key, kernel_usec, event.event_id)
@@ -478,6 +478,13 @@ class RootCauseLinker:
         self._recent.move_to_end(key)
         while len(self._recent) > self.max_devices:
             self._recent.popitem(last=False)
+
+
+def _can_be_a_cause(event: StorageEvent) -> bool:
+    """Only trouble can be a cause: a family's generic line (SCSI_MESSAGE,
+    the grammars' ``*_MESSAGE`` types) counts only at warning level or worse;
+    "Attached SCSI disk" a second before an array fails is no cause."""
+    return not event.event_type.endswith("_MESSAGE") or event.severity <= Severity.Warning
 
 
 def _device_keys(event: StorageEvent) -> list[str]:

@@ -58,6 +58,9 @@ def storm_event_id(boot_id: str, first_seq: int) -> str:
 
 
 SUPPRESSED_TYPE = "PERIPETY_KMSG_SUPPRESSED"
+# Event types whose line may name a function (kdev = extension "function")
+# instead of a device: the family's next line names it.
+_WAITS_FOR_DEVICE = frozenset({SUPPRESSED_TYPE, "MD_SUPERBLOCK_WRITE_ERROR"})
 # How long a ratelimit summary waits for the line that names its device. The
 # kernel prints the summary right before that line (same call), so this only
 # matters when the next line never comes.
@@ -193,9 +196,10 @@ class Pipeline:
         self.stats["matched"] += 1
         event = self._event_from_match(record, match, line_no)
         self.in_flight.hold(event.origin_seq)
-        if event.event_type == SUPPRESSED_TYPE:
-            # The summary names a kernel function, not a device: it waits for
-            # that family's next line to name the device.
+        if event.event_type in _WAITS_FOR_DEVICE and event.kdev == event.extension.get("function"):
+            # The line names a kernel function, not a device (a ratelimit
+            # summary; 6.1's "md: super_written gets error=-5"): it waits
+            # for that family's next line to name the device.
             event.kdev = ""
             self._suppressed.append((self.clock() + SUPPRESSED_NAMING_WAIT, event))
             return
@@ -354,7 +358,8 @@ def hit_to_event(hit, event_type: str, sub_system: str, *, hostname: str, to_wal
     """An event from a tracepoint hit alone (no kernel line seen for it)."""
     extension = _line_spelling(_flatten(hit.to_dict(), skip={"kind", "kernel_usec", "dev_num", "kdev"}))
     extension["tracepoint"] = hit.tracepoint
-    status = hit.blk_status or hit.errno_name or extension.get("host_byte") or "error"
+    status = hit.blk_status or hit.errno_name or extension.get("hostbyte") or extension.get("status_name")
+    status = f": {status} error" if status else ""
     where = f" at sector {hit.sector}" if hit.sector is not None else ""
     op = f" ({hit.op})" if hit.op else ""
     title = EVENT_TYPES.get(event_type).title if event_type in EVENT_TYPES else event_type
@@ -363,7 +368,7 @@ def hit_to_event(hit, event_type: str, sub_system: str, *, hostname: str, to_wal
         sub_system=sub_system,
         severity=EVENT_TYPES.default_severity(event_type),
         kdev=hit.kdev or hit.dev_num,
-        msg=f"{title}: {status} error on {hit.kdev or hit.dev_num}{where}{op}",
+        msg=f"{title}{status} on {hit.kdev or hit.dev_num}{where}{op}",
         raw_msg="",
         hostname=hostname,
         dev_num=hit.dev_num,
