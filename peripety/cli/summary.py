@@ -158,9 +158,9 @@ def render_table(rows: list[SummaryRow], show_host: bool, width: int, now: _dt.d
     else:
         table.add_column("HOST / DEVICE / WWID / MOUNT" if show_host else "DEVICE / WWID / MOUNT",
                          overflow="fold", ratio=1)
-        table.add_column("EVENT TYPE / WORST", overflow="fold")
+        table.add_column("EVENT TYPE / WORST", no_wrap=True)  # what a row is about: never cut
         table.add_column("COUNT", justify="right", no_wrap=True)
-        table.add_column("FIRST / LAST SEEN", overflow="fold")
+        table.add_column("FIRST / LAST SEEN", overflow="fold", min_width=10)
         offset = 1 if show_host else 0
         for row_cells in cells:
             host, (device, mount, event_type, count, worst, first, last, wwid) = \
