@@ -10,8 +10,10 @@ import datetime as dt
 import itertools
 import json
 import re
+import os
 import selectors
 import shutil
+import tempfile
 import subprocess
 import time
 import uuid
@@ -22,7 +24,7 @@ from peripety.event import Severity, local_hostname
 from peripety.stores import open_store
 from tests.harness import journal_remote
 from tests.harness.daemon import PRPT
-from tests.harness.senders import comm_of_this_process
+from tests.harness.senders import AS_NOBODY, comm_of_this_process
 from tests.harness.services import ensure_journald, private_journald
 from tests.stores_support import full_event, namespace_name
 from tests.test_summary import expected_rows, forge, summary_rows
@@ -175,6 +177,28 @@ def test_bad_journal_sources_are_usage_errors(fleet, tmp_path):
         assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr)
     empty = prpt("query", "-D", str(tmp_path), check=False)
     assert empty.returncode == 1 and "no journal files" in empty.stderr
+
+
+def test_journal_files_replace_the_store_from_the_environment(fleet):
+    env = dict(os.environ, PRPT_STORE="sqlite:/nonexistent/events.db")
+    proc = subprocess.run([PRPT, "query", "-D", str(fleet.directory), "--jsonl", "--host", FAR], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert ids(proc.stdout) == in_time_order(fleet.far_events)
+
+
+def test_unreadable_journal_files_are_an_error_not_silence(fleet):
+    """sd-journal skips files it may not read; prpt says so (as nobody)."""
+    with tempfile.TemporaryDirectory(prefix="prpt-fleet-") as tmp:
+        os.chmod(tmp, 0o755)
+        shutil.copy(fleet.directory / "local.journal", tmp)
+        os.chmod(os.path.join(tmp, "local.journal"), 0o600)
+        proc = subprocess.run(AS_NOBODY + [PRPT, "query", "-D", tmp], capture_output=True, text=True, timeout=60,
+                              cwd="/")
+        assert proc.returncode == 1 and "local.journal: permission denied" in proc.stderr, proc.stderr
+        proc = subprocess.run(AS_NOBODY + [PRPT, "query", "--file", f"{tmp}/local.journal"], capture_output=True,
+                              text=True, timeout=60, cwd="/")
+        assert proc.returncode == 1 and "permission denied" in proc.stderr, proc.stderr
 
 
 def test_summary_of_two_hosts_matches_the_events(fleet):

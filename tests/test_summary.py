@@ -218,3 +218,29 @@ def test_counts_per_device_survive_a_many_event_store(tmp_path):
     got = {(r["wwid"], r["event_type"]): r["count"] for r in
            map(json.loads, prpt("summary", "--store", spec, "--jsonl", "--no-resolve").splitlines())}
     assert got == dict(expected)
+
+
+@pytest.mark.root
+def test_this_hosts_devices_are_named_as_they_are_now(tmp_path):
+    """A row of this host whose WWID names a present device gets its current
+    name and mount point (udev); another host's row with the same WWID, or
+    --no-resolve, keeps its newest event's."""
+    from peripety.devices import resolve
+    from tests.harness.services import ensure_udevd
+
+    ensure_udevd()
+    root = resolve("/")  # the root filesystem's disk: present on every run
+    spec = f"sqlite:{tmp_path}/events.db"
+    store = open_store(spec, write=True)
+    for host in (local_hostname(), "elsewhere"):
+        store.append(full_event("old", kdev="vdz9", wwid=root.wwid, hostname=host,
+                                count=1, last_timestamp=None))
+    store.close()
+    rows = {r["hostname"]: r for r in map(json.loads, prpt("summary", "--store", spec, "--jsonl").splitlines())}
+    here = rows[local_hostname()]
+    assert (here["name_from"], here["blk_path"], here["mount_point"]) == (
+        "device", root.preferred_blk_path or root.blk_path, root.mount_point)
+    assert here["kdev"] == root.blk_path.rsplit("/", 1)[-1] != "vdz9"
+    assert (rows["elsewhere"]["name_from"], rows["elsewhere"]["kdev"]) == ("event", "vdz9")
+    unresolved = json.loads(prpt("summary", "--store", spec, "--jsonl", "--no-resolve", "--host", local_hostname()))
+    assert (unresolved["name_from"], unresolved["kdev"]) == ("event", "vdz9")

@@ -78,7 +78,7 @@ def command(ctx, blk, severity, sub_systems, event_types, store_spec, directory,
     from .store_access import open_store_for_reading
 
     source = filters.store_to_read(ctx, store_spec, directory, files)
-    offline = source is not store_spec
+    offline = bool(directory or files)
     if with_state is None:
         with_state = not offline
     since = since or wall_clock() - DEFAULT_HISTORY

@@ -18,6 +18,7 @@ with a ``count`` before they reach the store, and the unit may raise
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from pathlib import Path
@@ -98,7 +99,9 @@ class JournalStore:
         return self.directory is not None or self.files is not None
 
     def _open_reader(self, flt: EventFilter) -> _sd._Reader:
-        if not self.offline:
+        if self.offline:
+            _check_files_readable(self.files or _journal_files_in(self.directory))
+        else:
             _check_readable(self.namespace)
         try:
             if self.files is not None:
@@ -111,7 +114,10 @@ class JournalStore:
                 reader = _sd._Reader(_sd.LOCAL_ONLY)
         except OSError as exc:
             where = self._where()
-            hint = f"; {_JOURNAL_GROUP_HINT}" if isinstance(exc, PermissionError) else ""
+            if self.offline:
+                hint = "; is it a journal file?" if exc.errno in (errno.ENODATA, errno.EBADMSG) else ""
+            else:
+                hint = f"; {_JOURNAL_GROUP_HINT}" if isinstance(exc, PermissionError) else ""
             raise StoreError(f"cannot open {where}: {exc.strerror}{hint}") from exc
         reader.data_threshold = _DATA_THRESHOLD
         add_matches(reader, flt)
@@ -243,6 +249,26 @@ def _check_readable(namespace: str | None) -> None:
         system = directory / "system.journal"
         if system.exists() and not os.access(system, os.R_OK):
             raise StoreError(f"cannot read {system}: {_JOURNAL_GROUP_HINT}")
+
+
+def _journal_files_in(directory: str) -> list[str]:
+    """The journal files sd-journal reads for a directory: in it and in its
+    subdirectories (one level, as journalctl -D)."""
+    base = Path(directory)
+    return [str(p) for pattern in ("*.journal", "*/*.journal") for p in base.glob(pattern)]
+
+
+def _check_files_readable(files: list[str]) -> None:
+    """sd-journal silently skips journal files it may not read: say so, and
+    fail when it could read none of them."""
+    unreadable = [f for f in files if not os.access(f, os.R_OK)]
+    if not unreadable:
+        return
+    if len(unreadable) == len(files):
+        raise StoreError(f"cannot read {', '.join(unreadable[:3])}{' ...' if len(unreadable) > 3 else ''}: "
+                         "permission denied (journal files are readable by root and the systemd-journal group)")
+    log.warning("%d of %d journal files are not readable and are skipped (first: %s)",
+                len(unreadable), len(files), unreadable[0])
 
 
 def add_matches(reader, flt: EventFilter) -> None:
