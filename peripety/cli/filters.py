@@ -203,6 +203,8 @@ def expand_journal_files(ctx: click.Context, patterns: Iterable[str]) -> list[st
             if path not in paths:
                 paths.append(path)
     return paths
+
+
 include_untrusted_option = click.option(
     "--include-untrusted",
     is_flag=True,

@@ -125,7 +125,7 @@ def hosts_label(model, hosts) -> str:
     whose events were read (a follower may bring more later)."""
     names = list(hosts) or sorted({e.hostname for e in model.by_id.values() if e.hostname})
     if not names:
-        return "journal files"
+        return "no hosts yet"
     return names[0] if len(names) == 1 else f"{len(names)} hosts: {', '.join(names)}"
 
 
