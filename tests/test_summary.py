@@ -244,3 +244,14 @@ def test_this_hosts_devices_are_named_as_they_are_now(tmp_path):
     assert (rows["elsewhere"]["name_from"], rows["elsewhere"]["kdev"]) == ("event", "vdz9")
     unresolved = json.loads(prpt("summary", "--store", spec, "--jsonl", "--no-resolve", "--host", local_hostname()))
     assert (unresolved["name_from"], unresolved["kdev"]) == ("event", "vdz9")
+
+
+def test_event_line_names_the_host_after_the_time():
+    from peripety.cli.output import event_line
+
+    event = full_event("h", hostname="db07", at=T0, count=1, last_timestamp=None)
+    plain, with_host = event_line(event, now=T0), event_line(event, now=T0, show_host=True)
+    assert "db07" not in plain
+    assert with_host == plain.replace(" Error ", " db07 Error ", 1)
+    event.hostname = ""
+    assert " - Error " in event_line(event, now=T0, show_host=True)
