@@ -100,6 +100,8 @@ class Pipeline:
         self.in_flight = InFlight()
         self.skip_ids: set[str] = set()
         self.stats = Counter()
+        self.ledger = None
+        """``mapcounts.MapLedger`` when the probes count failures in maps."""
 
     # -- inputs -------------------------------------------------------------
     def add_record(self, record: LogRecord) -> None:
@@ -124,6 +126,11 @@ class Pipeline:
         self._resolve(event)
         self.correlator.add(event, self.clock())
 
+    def add_aggregates(self, found) -> None:
+        """Failures the probes counted in their maps (``Aggregates``)."""
+        if self.ledger is not None:
+            self.ledger.add(found)
+
     def add_event(self, event: StorageEvent) -> None:
         """A ready-made event (daemon notices, start-up device dump)."""
         self._finish([event])
@@ -132,16 +139,30 @@ class Pipeline:
     def tick(self) -> None:
         now = self.clock()
         self._finish(self.correlator.release(now))
+        self._settle_map_counts()
         self._emit_all(self.storm.expire(now))
 
     def drain(self) -> None:
         """Release everything held (shutdown, SIGTERM)."""
         now = self.clock()
         self._finish(self.correlator.release(now, everything=True))
+        self._settle_map_counts(everything=True)
         self._emit_all(self.storm.expire(now, everything=True))
 
+    def _settle_map_counts(self, everything: bool = False) -> None:
+        # After the correlator's release: the detail events of the same
+        # failures have been noted by then (see mapcounts).
+        if self.ledger is None:
+            return
+        events = self.ledger.settle(everything)
+        for event in events:
+            self._resolve(event)
+        self.stats["map_counted"] += sum(e.count for e in events)
+        self._finish(events)
+
     def next_deadline(self) -> float | None:
-        deadlines = [d for d in (self.correlator.next_deadline(), self.storm.next_deadline()) if d]
+        ledger = self.ledger.next_deadline() if self.ledger is not None else None
+        deadlines = [d for d in (self.correlator.next_deadline(), self.storm.next_deadline(), ledger) if d]
         return min(deadlines) if deadlines else None
 
     # -- internals ----------------------------------------------------------
@@ -185,6 +206,8 @@ class Pipeline:
         now = self.clock()
         for event in events:
             self.linker.link(event)
+            if self.ledger is not None and "bpf-maps" != event.extension.get("counted_by"):
+                self.ledger.note(event)
             ready, outcome = self.storm.add(event, now)
             if outcome == StormAggregator.FOLDED:
                 # Counted into an aggregate that holds an older kmsg seq,
