@@ -14,6 +14,8 @@ Printed per mode:
                     the device (read from the SQLite store)
   lost samples      tracepoint samples the ring buffer dropped
                     (PERIPETY_BPF_LOST events; counts do not depend on them)
+  missed            failures the kernel did not run the probe for (another
+                    BPF program on that CPU; PERIPETY_BPF_LOST ``missed``)
   daemon CPU        user+system seconds of peripetyd (/proc/PID/stat) from
                     the storm's start until the count was complete (or, when
                     it never completes, until the daemon stopped)
@@ -51,6 +53,7 @@ class Result:
     failed: int
     counted: int
     lost: int
+    missed: int
     cpu: float
     events: int
     complete_after: float | None
@@ -73,20 +76,22 @@ def fio_storm(dev: str, seconds: int) -> int:
     return sum(job["total_err"] for job in report["jobs"])
 
 
-def stored(db: Path, dev_num: str) -> tuple[int, int, int]:
-    """(counted failures, events, lost samples) in the store so far."""
+def stored(db: Path, dev_num: str) -> tuple[int, int, int, int]:
+    """(counted failures, events, lost samples, missed) in the store so far."""
     if not db.exists():
-        return 0, 0, 0
+        return 0, 0, 0, 0
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         rows = [json.loads(r[0]) for r in conn.execute("SELECT json FROM events")]
     except sqlite3.OperationalError:  # table not there yet
-        return 0, 0, 0
+        return 0, 0, 0, 0
     finally:
         conn.close()
     mine = [e for e in rows if e.get("dev_num") == dev_num and e["event_type"] == "BLK_IO_ERROR"]
-    lost = sum(int(e["extension"].get("lost", 0)) for e in rows if e["event_type"] == "PERIPETY_BPF_LOST")
-    return sum(e["count"] for e in mine), len([e for e in rows if e.get("dev_num") == dev_num]), lost
+    notices = [e["extension"] for e in rows if e["event_type"] == "PERIPETY_BPF_LOST"]
+    lost = sum(int(x.get("lost", 0)) for x in notices)
+    missed = sum(int(x.get("missed", 0)) for x in notices)
+    return sum(e["count"] for e in mine), len([e for e in rows if e.get("dev_num") == dev_num]), lost, missed
 
 
 def run_mode(mode: str, disk, workdir: Path, seconds: int, settle: float) -> Result:
@@ -109,7 +114,7 @@ def run_mode(mode: str, disk, workdir: Path, seconds: int, settle: float) -> Res
         cpu = None
         deadline = ended + settle
         while time.monotonic() < deadline:
-            counted, _, _ = stored(db, disk.dev_num)
+            counted = stored(db, disk.dev_num)[0]
             if counted >= failed:
                 complete_after = time.monotonic() - ended
                 cpu = cpu_seconds(daemon.proc.pid) - cpu0
@@ -121,8 +126,8 @@ def run_mode(mode: str, disk, workdir: Path, seconds: int, settle: float) -> Res
         code = daemon.stop()
     if code != 0:
         raise SystemExit(f"peripetyd {' '.join(extra)} exited {code}: see {daemon.log_path}")
-    counted, events, lost = stored(db, disk.dev_num)
-    return Result(mode, failed, counted, lost, cpu, events, complete_after)
+    counted, events, lost, missed = stored(db, disk.dev_num)
+    return Result(mode, failed, counted, lost, missed, cpu, events, complete_after)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -149,13 +154,13 @@ def main(argv: list[str] | None = None) -> None:
             result = run_mode(mode, disk, Path(tmp) / mode.replace(" ", "-").strip("-"), args.seconds, args.settle)
             results.append(result)
             print(f"  {mode}: done", flush=True)
-    print(f"{'mode':<10} {'failures done':>13} {'counted':>9} {'%':>6} {'lost samples':>12} {'daemon CPU s':>12} "
-          f"{'events':>7} {'complete after':>14}")
+    print(f"{'mode':<10} {'failures done':>13} {'counted':>9} {'%':>6} {'lost samples':>12} {'missed':>6} "
+          f"{'daemon CPU s':>12} {'events':>7} {'complete after':>14}")
     for r in results:
         pct = 100.0 * r.counted / r.failed if r.failed else 0.0
         after = f"{r.complete_after:.2f} s" if r.complete_after is not None else "never"
-        print(f"{r.mode:<10} {r.failed:13,} {r.counted:9,} {pct:6.1f} {r.lost:12,} {r.cpu:12.2f} {r.events:7,} "
-              f"{after:>14}")
+        print(f"{r.mode:<10} {r.failed:13,} {r.counted:9,} {pct:6.1f} {r.lost:12,} {r.missed:6,} {r.cpu:12.2f} "
+              f"{r.events:7,} {after:>14}")
     for r in results:
         if r.mode == "--bpf on":
             ok = r.counted == r.failed and r.cpu < 0.1 * args.seconds

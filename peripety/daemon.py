@@ -202,8 +202,21 @@ class Daemon:
         if self.tracepoints is None:
             return
         found = self.tracepoints.flush() if flush else self.tracepoints.collect()
-        if found:
-            self.pipeline.add_aggregates(found)
+        if not found:
+            return
+        self.pipeline.add_aggregates(found)
+        if found.missed:
+            log.warning("the kernel skipped %d probe runs (another BPF program was running on that CPU)",
+                        found.missed)
+            self.pipeline.add_event(
+                daemon_event(
+                    "PERIPETY_BPF_LOST",
+                    f"{found.missed} storage failures were not seen by the probes: the kernel skipped them "
+                    "while another BPF program ran on the same CPU",
+                    hostname=self.hostname,
+                    missed=found.missed,
+                )
+            )
 
     def _add_source(self, name, obj, handler) -> None:
         src = _Source(name, obj, handler)
@@ -338,7 +351,7 @@ class Daemon:
         now = time.monotonic()
         deadlines = [self.pipeline.next_deadline()]
         if self.tracepoints is not None:
-            deadlines.append(self.tracepoints.maps.next_deadline())
+            deadlines.append(self.tracepoints.maps.next_deadline())  # the next map read
         timeout = POSITION_SAVE_INTERVAL
         for deadline in deadlines:
             if deadline is not None:

@@ -65,7 +65,9 @@ def test_storm_is_counted_exactly_while_the_ring_buffer_overflows(tiny_ring):
         assert disk.counters().failed_reads == failed
         mine = _for_device(found, disk.dev_num)
         assert [(a.kind, a.op, a.error) for a in mine] == [("block_rq_error", "READ", "EIO")]
-        assert mine[0].count == failed
+        # missed: runs the kernel skipped while another BPF program ran on
+        # that CPU (other tools on this shared machine); normally 0
+        assert mine[0].count == failed, f"missed {found.missed}"
         assert found.untracked == {}
         assert tiny_ring.lost() - lost_before > failed // 2
         # 4 KiB reads on a 64 MiB device: every range is whole 8-sector blocks

@@ -152,6 +152,10 @@ class Aggregates:
     (their failures are in ``items``)."""
     sampled_out: dict[str, int] = field(default_factory=dict)
     """Samples not sent because the unit's budget was spent (by design)."""
+    missed: int = 0
+    """Probe runs the kernel skipped since last time (``recursion_misses``:
+    another BPF program was running on that CPU when the tracepoint fired):
+    failures neither counted nor sampled. Normally 0."""
 
     def total(self, kind: str | None = None) -> int:
         items = sum(a.count for a in self.items if kind is None or a.kind == kind)
@@ -159,7 +163,7 @@ class Aggregates:
 
     def __bool__(self) -> bool:
         return bool(self.items or any(self.untracked.values()) or any(self.lost.values())
-                    or any(self.sampled_out.values()))
+                    or any(self.sampled_out.values()) or self.missed)
 
 
 # -- decoding ---------------------------------------------------------------------
@@ -275,14 +279,16 @@ class MapReader:
         self._current = int(self._ctl[self._ctl.Key(0)].value)
         self._retired_at: float | None = None  # None: the other generation is empty
         self._seen = {"lost": {}, "sampled_out": {}}
+        self._missed_seen = 0
 
     def due(self, now: float | None = None) -> bool:
         """Whether ``collect()`` would read something now."""
         now = self.clock() if now is None else now
         return self._retired_at is None or now - self._retired_at >= self.grace
 
-    def next_deadline(self) -> float | None:
-        return None if self._retired_at is None else self._retired_at + self.grace
+    def next_deadline(self) -> float:
+        """When ``collect()`` is next due (in the past when it is due now)."""
+        return 0.0 if self._retired_at is None else self._retired_at + self.grace
 
     def collect(self) -> Aggregates | None:
         """The failures of the generation retired at least ``grace`` ago
@@ -296,17 +302,33 @@ class MapReader:
         self._current, self._retired_at = retired, now
         out.lost = self._delta("lost")
         out.sampled_out = self._delta("sampled_out")
+        missed = self.missed()
+        out.missed, self._missed_seen = missed - self._missed_seen, missed
         return out
+
+    def missed(self) -> int:
+        """Runs of the loaded programs the kernel skipped, in total, read
+        from each program's fdinfo (``recursion_misses``, Linux 5.12+)."""
+        total = 0
+        for fn in self._bpf.funcs.values():
+            try:
+                with open(f"/proc/self/fdinfo/{fn.fd}") as info:
+                    for line in info:
+                        if line.startswith("recursion_misses:"):
+                            total += int(line.split()[1])
+            except OSError:
+                continue
+        return total
 
     def flush(self, wait: Callable[[float], None] = time.sleep) -> Aggregates:
         """Everything counted so far, both generations (at shutdown): waits
         out the grace period twice at most."""
         total = Aggregates()
         for _ in range(2):
-            if not self.due():
-                wait(max(0.0, self.next_deadline() - self.clock()))
+            wait(max(0.0, self.next_deadline() - self.clock()))
             got = self.collect()
             total.items += got.items
+            total.missed += got.missed
             for name in ("untracked", "lost", "sampled_out"):
                 table = getattr(total, name)
                 for k, n in getattr(got, name).items():
