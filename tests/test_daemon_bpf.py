@@ -100,3 +100,33 @@ def test_reattached_name_is_resolved_to_the_old_device(bpf_daemon, tmp_path):
         assert f"{new.workdir}/fuse/disk" in prpt("info", "-J", new.loopdev).stdout
     finally:
         new.close()
+
+
+def test_fio_storm_is_counted_exactly_in_the_store(bpf_daemon, faulty_disk):
+    """Tens of thousands of failures a second (issue 14's storm, shorter):
+    the stored count is fio's, though only a few samples reach the daemon."""
+    import json
+
+    t0 = since_now()
+    faulty_disk.fail(0, faulty_disk.size, "read")
+    done = subprocess.run(
+        ["fio", "--name=storm", f"--filename={faulty_disk.loopdev}", "--rw=randread", "--bs=4k", "--direct=1",
+         "--ioengine=libaio", "--iodepth=32", "--numjobs=2", "--runtime=2", "--time_based",
+         "--continue_on_error=all", "--output-format=json"], capture_output=True, text=True)
+    failed = sum(job["total_err"] for job in json.loads(done.stdout[done.stdout.index("{"):])["jobs"])
+    assert failed > 10_000 and faulty_disk.counters().failed_reads == failed
+    args = ("--since", t0, "--blk", faulty_disk.loopdev, "--event-type", "BLK_IO_ERROR")
+    wait_for_events(args, lambda evs: total(evs) >= failed, what=f"{failed} counted failures")
+    # Sentinel: one more failure after the storm. Counts are read in order,
+    # so once it is stored, nothing of the storm can still be on its way.
+    assert faulty_disk.read_sectors(0, 1)[0].error == 5
+    events = wait_for_events(args, lambda evs: total(evs) >= failed + 1, what="the sentinel failure")
+    assert total(events) == failed + 1
+    assert len(events) < 100, f"{len(events)} events stored for one storm"
+    counted = [e for e in events if e["extension"].get("counted_by") == "bpf-maps"]
+    assert counted and all(e["dev_num"] == faulty_disk.dev_num for e in events)
+    # 4 KiB reads: every stored range is made of whole 8-sector blocks
+    for e in counted:
+        for part in e["extension"]["sectors"].split(","):
+            lo, _, hi = part.partition("-")
+            assert int(lo) % 8 == 0 and (int(hi or lo) + 1) % 8 == 0, part
