@@ -107,8 +107,12 @@ def test_fio_storm_is_counted_exactly_in_the_store(bpf_daemon, faulty_disk):
     the stored count is fio's, though only a few samples reach the daemon."""
     import json
 
+    from pathlib import Path
+
     t0 = since_now()
     faulty_disk.fail(0, faulty_disk.size, "read")
+    # one fio I/O, one block request (see test_tracepoints_maps.no_merges)
+    Path(f"/sys/block/{faulty_disk.name}/queue/nomerges").write_text("2")
     done = subprocess.run(
         ["fio", "--name=storm", f"--filename={faulty_disk.loopdev}", "--rw=randread", "--bs=4k", "--direct=1",
          "--ioengine=libaio", "--iodepth=32", "--numjobs=2", "--runtime=2", "--time_based",
