@@ -309,16 +309,25 @@ class MapReader:
     def missed(self) -> int:
         """Runs of the loaded programs the kernel skipped, in total, read
         from each program's fdinfo (``recursion_misses``, Linux 5.12+)."""
-        total = 0
-        for fn in self._bpf.funcs.values():
+        return sum(stats.get("recursion_misses", 0) for stats in self.program_stats().values())
+
+    def program_stats(self) -> dict[str, dict[str, int]]:
+        """Per loaded program, the kernel's counters from its fdinfo:
+        ``run_cnt`` (only counted while BPF run-time stats are enabled,
+        e.g. by an open BPF_ENABLE_STATS fd) and ``recursion_misses``."""
+        out = {}
+        for name, fn in self._bpf.funcs.items():
+            stats = {}
             try:
                 with open(f"/proc/self/fdinfo/{fn.fd}") as info:
                     for line in info:
-                        if line.startswith("recursion_misses:"):
-                            total += int(line.split()[1])
+                        key, _, value = line.partition(":")
+                        if key in ("run_cnt", "recursion_misses"):
+                            stats[key] = int(value)
             except OSError:
                 continue
-        return total
+            out[name.decode() if isinstance(name, bytes) else name] = stats
+        return out
 
     def flush(self, wait: Callable[[float], None] = time.sleep) -> Aggregates:
         """Everything counted so far, both generations (at shutdown): waits
