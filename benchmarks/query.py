@@ -17,6 +17,7 @@ of X events written. Target: no slower than journalctl.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import datetime as dt
 import importlib.util
 import random
@@ -62,9 +63,15 @@ def make_event(rng: random.Random, at: dt.datetime) -> StorageEvent:
         extension={"sector": str(rng.randrange(1 << 30)), "blk_status": "I/O error"}, sources=["kmsg"])
 
 
+PR_SET_NAME = 15
+
+
 def fill(namespace: str, events: int, noise: int, seed: int = 4) -> int:
     """Write the journal; return how many events of TYPES[0] were written."""
     rng = random.Random(seed)
+    # Write as peripetyd: readers accept only entries journald says peripetyd
+    # wrote (its comm, stores/provenance.py), and this process is the writer.
+    ctypes.CDLL(None).prctl(PR_SET_NAME, b"peripetyd", 0, 0, 0)
     store = JournalStore(namespace)
     other = JournaldSocket(runtime_dir(namespace) / "socket")
     start = dt.datetime.now().astimezone()

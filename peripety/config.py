@@ -4,6 +4,7 @@ The file is TOML with the original peripety's layout::
 
     [main]        notify_stdout
     [daemon]      blk_info_dump, store, storm_window, user_space_identifiers
+    [senders.ID]  who may send user-space daemon ID's journal lines
     [collector]   regexs = [[collector.regexs]] user rules (see rules/)
 
 A missing default file means built-in rules and defaults; a file named
@@ -14,18 +15,19 @@ line: a typo silently ignored is a rule that never fires.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ConfigError
+from .errors import ConfigError, StoreError
 from .rules import RuleSet
+from .stores.provenance import SenderPolicy
 from .rules.toml_lines import TomlLines, load_toml, where
+from .stores.factory import parse_store_spec
 
 log = logging.getLogger("peripety.config")
 
 DEFAULT_PATH = Path("/etc/peripetyd.conf")
-STORES = ("auto", "journald", "sqlite")
-DEFAULT_USER_SPACE_IDENTIFIERS = ("multipathd", "iscsid", "dmeventd", "lvm", "smartd")
+DEFAULT_USER_SPACE_IDENTIFIERS = ("multipathd", "iscsid", "dmeventd", "lvm", "smartd", "mdadm")
 
 
 @dataclass
@@ -42,6 +44,13 @@ class Config:
     """Also print events to stdout (the original's [main] notify_stdout)."""
     user_space_identifiers: tuple[str, ...] = DEFAULT_USER_SPACE_IDENTIFIERS
     """SYSLOG_IDENTIFIERs whose journal lines are read; rules add their own."""
+    senders: dict[str, SenderPolicy] = field(default_factory=dict)
+    """[senders.ID] overrides; ``sender_policy(ID)`` gives the one in force."""
+
+    def sender_policy(self, identifier: str) -> SenderPolicy:
+        """Who may send ``identifier``'s lines: the [senders.ID] table, else
+        root running a program called ``identifier`` or its ``ID.service``."""
+        return self.senders.get(identifier) or SenderPolicy.for_daemon(identifier)
 
 
 # section -> key -> (expected type(s), type name for the message)
@@ -59,7 +68,9 @@ _SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
     "collector": {
         "regexs": ((list,), "an array of tables ([[collector.regexs]])"),
     },
+    "senders": {},  # one table per identifier, checked by _senders
 }
+_SENDER_KEYS = ("uids", "comms", "exes", "units")
 
 
 def load_config(path: str | Path | None = None) -> Config:
@@ -67,7 +78,7 @@ def load_config(path: str | Path | None = None) -> Config:
     explicit = path is not None
     path = Path(path) if explicit else DEFAULT_PATH
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except FileNotFoundError:
         if explicit:
             raise ConfigError(path, "", "no such file") from None
@@ -75,6 +86,12 @@ def load_config(path: str | Path | None = None) -> Config:
         return Config(path=None, rules=RuleSet.builtin())
     except OSError as exc:
         raise ConfigError(path, "", f"cannot read: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(path, f"line {line}", f"byte 0x{data[exc.start]:02x} is not UTF-8 "
+                          "(TOML files are UTF-8; re-save the file as UTF-8)") from None
     return config_from_text(text, path)
 
 
@@ -86,9 +103,10 @@ def config_from_text(text: str, path: str | Path | None = None) -> Config:
     user_rules = RuleSet.from_data(data, path, lines=lines).rules
     rules = RuleSet.builtin().with_user_rules(user_rules)
     store = daemon.get("store", _legacy_store(main))
-    if store not in STORES:
-        raise ConfigError(path, _at(lines, "daemon", "store"),
-                          f"store {store!r} is not one of {', '.join(STORES)}")
+    try:
+        store = str(parse_store_spec(store))
+    except StoreError as exc:
+        raise ConfigError(path, _at(lines, "daemon", "store"), str(exc)) from None
     storm_window = float(daemon.get("storm_window", 5.0))
     if storm_window < 0:
         raise ConfigError(path, _at(lines, "daemon", "storm_window"), "storm_window must be >= 0")
@@ -105,7 +123,31 @@ def config_from_text(text: str, path: str | Path | None = None) -> Config:
         storm_window=storm_window,
         notify_stdout=main.get("notify_stdout", False),
         user_space_identifiers=tuple(identifiers) + tuple(extra),
+        senders=_senders(data.get("senders", {}), path, lines),
     )
+
+
+def _senders(tables: dict, path, lines: TomlLines) -> dict[str, SenderPolicy]:
+    """[senders.ID] tables: uids (integers), comms, exes, units (strings)."""
+    senders = {}
+    for ident, table in tables.items():
+        at = _at(lines, f"senders.{ident}", "")
+        if not isinstance(table, dict):
+            raise ConfigError(path, at, f"senders.{ident} must be a table ([senders.{ident}])")
+        for key, value in table.items():
+            if key not in _SENDER_KEYS:
+                raise ConfigError(path, _at(lines, f"senders.{ident}", key),
+                                  f"unknown key {key!r} in [senders.{ident}] (known: {', '.join(_SENDER_KEYS)})")
+            kind = int if key == "uids" else str
+            if not isinstance(value, list) or not all(isinstance(v, kind) and not isinstance(v, bool)
+                                                      for v in value):
+                raise ConfigError(path, _at(lines, f"senders.{ident}", key),
+                                  f"{key} must be a list of {'integers' if kind is int else 'strings'}")
+        if not any(table.get(k) for k in ("comms", "exes", "units")):
+            raise ConfigError(path, at, f"[senders.{ident}] names no comms, exes or units: nothing could send")
+        senders[ident] = SenderPolicy.of(table.get("uids", [0]), table.get("comms", ()),
+                                         table.get("exes", ()), table.get("units", ()))
+    return senders
 
 
 def _check_schema(data: dict, path, lines: TomlLines) -> None:
@@ -116,6 +158,8 @@ def _check_schema(data: dict, path, lines: TomlLines) -> None:
                               f"unknown section (expected {', '.join('[' + s + ']' for s in _SCHEMA)})")
         if not isinstance(values, dict):
             raise ConfigError(path, where(section, lines.key(None, section)), "must be a table")
+        if section == "senders":
+            continue  # per-identifier tables: _senders
         for key, value in values.items():
             if key not in _SCHEMA[section]:
                 known = ", ".join(_SCHEMA[section])

@@ -20,9 +20,11 @@ from pathlib import Path
 import click
 
 from .errors import PeripetyError
+from .cli.entry import run_cli
 from .event import StorageEvent
 from .logsetup import setup_logging
 from .pipeline import Pipeline, daemon_event
+from .safefiles import check_private_dir, open_private
 from .state import DEFAULT_STATE_DIR, PositionFile, ReadPosition
 from .status import DEFAULT_STATUS_PATH, remove_status, write_status
 
@@ -84,6 +86,8 @@ class Daemon:
         self._last_save = 0.0
         self._last_spool_try = 0.0
         self._bpf_lost_reported = 0
+        self._started: str | None = None
+        self._status_store: tuple | None = None
 
     # -- set-up -------------------------------------------------------------
     def _load_config(self):
@@ -94,21 +98,24 @@ class Daemon:
             return load_config(None)
         return load_config(path)
 
-    def _open_store_and_pipeline(self, boot_id: str = "", to_wallclock=None) -> None:
+    def _open_store_and_pipeline(self, boot_id: str = "", to_wallclock=None, clock=time.monotonic) -> None:
         """The store (spooling when it is down), the device timeline and the
         pipeline between them. No merge hold until probes are attached."""
         from .stores import SpoolingStore, open_store
 
         spec = self.options.store or self.config.store
+        check_private_dir(self.options.state_dir)
         self.store = SpoolingStore(open_store(spec, write=True), spool_dir=self.options.state_dir / "spool")
         self.timeline = self._open_timeline()
         self.pipeline = Pipeline(self.config.rules, self.timeline, self._emit, boot_id=boot_id,
                                  hostname=self.hostname, storm_window=self.config.storm_window, hold=0.0,
-                                 to_wallclock=to_wallclock)
+                                 to_wallclock=to_wallclock, clock=clock)
 
     def open(self) -> None:
         from .kmsg import KmsgReader, boot_id, kernel_usec_to_wallclock
 
+        # Refuse unsafe state paths before anything is written (safefiles.py).
+        check_private_dir(self.options.status_path.parent, mode=0o755)
         self._lock = _take_instance_lock(INSTANCE_LOCK)
         self.boot_id = boot_id()
         self._open_store_and_pipeline(self.boot_id, kernel_usec_to_wallclock)
@@ -117,9 +124,12 @@ class Daemon:
         if position is not None:
             self.kmsg.seek_after(position.kmsg_seq)
             self.pipeline.in_flight.last_read = position.kmsg_seq
-            self.pipeline.skip_ids = self._already_stored(position)
+            self.pipeline.resume = self._already_stored(position)
         elif not self.options.from_start:
+            # A first start handles nothing of the past: the saved position
+            # is the end of the ring, so a restart does not replay the boot.
             self.kmsg.seek_end()
+            self.pipeline.in_flight.last_read = -1 if self.kmsg.last_seq is None else self.kmsg.last_seq
         self._add_source("kmsg", self.kmsg, self._on_kmsg)
         if self.timeline is not None:
             self._add_source("udev", self.timeline, self._on_udev)
@@ -131,9 +141,14 @@ class Daemon:
         store, then stop. No merge hold: there is no second live source."""
         from .sources import LogFile
 
-        self._open_store_and_pipeline()
+        # Storms fold by the records' own kernel time, not by how fast the
+        # file is read: the pipeline's clock is the newest kernel time read.
+        newest = [0.0]
+        self._open_store_and_pipeline(clock=lambda: newest[0])
         with LogFile.open(self.options.replay) as logfile:
             for count, record in enumerate(logfile.records(), 1):
+                if record.kernel_usec is not None and record.kernel_usec / 1e6 > newest[0]:
+                    newest[0] = record.kernel_usec / 1e6
                 self.pipeline.add_record(record)
                 if count % 1024 == 0:
                     self.pipeline.tick()
@@ -161,7 +176,7 @@ class Daemon:
         identifiers = self.config.user_space_identifiers
         cursor = position.journal_cursor if position else ""
         try:
-            self.journal = JournalSource(identifiers, cursor=cursor)
+            self.journal = JournalSource(identifiers, cursor=cursor, policy=self.config.sender_policy)
         except OSError as exc:
             log.warning("cannot read the journal (%s): user-space storage logs are not read", exc)
             return
@@ -227,22 +242,26 @@ class Daemon:
 
     def _resume_position(self) -> ReadPosition | None:
         position = self.position_file.load()
-        if position is None or position.boot_id != self.boot_id or position.kmsg_seq < 0:
+        # kmsg_seq -1 of this boot: saved when the ring was empty, resume
+        # from its start
+        if position is None or position.boot_id != self.boot_id or position.kmsg_seq < -1:
             return None
         log.info("resuming after kmsg seq %d of this boot", position.kmsg_seq)
         return position
 
-    def _already_stored(self, position: ReadPosition) -> set[str]:
-        """Ids of events stored shortly before the last saved position: a
-        replayed record whose event is among them is not written again."""
+    def _already_stored(self, position: ReadPosition):
+        """Events stored shortly before the last saved position: a record
+        read again whose event is among them (alone or inside a storm
+        aggregate) is not written again (see ``ResumeIndex``)."""
+        from .pipeline import ResumeIndex
         from .stores import EventFilter
 
         since = _dt.datetime.fromtimestamp(position.saved_at_usec / 1e6).astimezone() - RESUME_LOOKBACK
         try:
-            return {e.event_id for e in self.store.store.query(EventFilter(since=since))}
+            return ResumeIndex(self.boot_id, self.store.store.query(EventFilter(since=since)))
         except PeripetyError as exc:
             log.warning("cannot read back recent events (%s): a restart may duplicate a few", exc)
-            return set()
+            return ResumeIndex()
 
     # -- events -------------------------------------------------------------
     def _emit(self, event: StorageEvent) -> None:
@@ -312,6 +331,11 @@ class Daemon:
             want_dump = self.config.blk_info_dump
         if want_dump:
             self.dump_blk_info()
+        if self.kmsg is not None:
+            # Records a resume already read past (KmsgReader.seek_after
+            # keeps them pending) wake no poll: without this they waited for
+            # the kernel's next record.
+            self._on_kmsg()
         self._write_status()
         names = ", ".join(s.name for s in self.sources)
         print(f"peripetyd: ready (sources: {names}; store: {self.store.name})", file=sys.stderr, flush=True)
@@ -346,6 +370,7 @@ class Daemon:
                 log.info("delivered %d spooled events", delivered)
         if now - self._last_save >= POSITION_SAVE_INTERVAL:
             self._save_position()
+        self._refresh_status()
 
     def _timeout(self) -> float:
         now = time.monotonic()
@@ -395,31 +420,54 @@ class Daemon:
     def reload(self) -> None:
         """SIGHUP: re-read the config; an invalid one is reported and the old
         one stays in force."""
-        from .errors import ConfigError
-
         _sd_notify("RELOADING=1")
         try:
             config = self._load_config()
-        except ConfigError as exc:
+        except (PeripetyError, OSError, ValueError) as exc:
+            # Any problem (unreadable, not UTF-8, broken TOML, bad rule or
+            # store): the daemon and the rules in force stay.
             log.error("config not reloaded, keeping the previous one: %s", exc)
         else:
+            if config.store != self.config.store and self.options.store is None:
+                log.warning("store changed to %s in %s: takes effect at the next start", config.store,
+                            self.options.config_path)
             self.config = config
             self.pipeline.rules = config.rules
             self.pipeline.storm.window = config.storm_window
+            if self.journal is not None:
+                self.journal.set_identifiers(config.user_space_identifiers, config.sender_policy)
             log.info("config reloaded from %s (%d rules)", self.options.config_path, len(config.rules.rules))
         _sd_notify("READY=1")
 
     def _write_status(self) -> None:
+        if self._started is None:
+            self._started = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+        self._status_store = self._store_state()
+        ok, error, depth = self._status_store
         write_status(
             self.options.status_path,
             {
                 "pid": os.getpid(),
-                "started": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+                "started": self._started,
                 "store": self.store.name,
+                "store_ok": ok,
+                "store_error": error,
+                "spool_depth": depth,
                 "sources": [s.name for s in self.sources],
                 "bpf": self.bpf_status,
             },
         )
+
+    def _store_state(self) -> tuple[bool, str | None, int]:
+        return self.store.ok, self.store.error, len(self.store.spool)
+
+    def _refresh_status(self) -> None:
+        """Rewrite the status file when the store's health or spool moved."""
+        if self._status_store is not None and self._store_state() != self._status_store:
+            try:
+                self._write_status()
+            except (PeripetyError, OSError) as exc:
+                log.warning("cannot update the status file %s: %s", self.options.status_path, exc)
 
     def _shutdown(self) -> None:
         _sd_notify("STOPPING=1")
@@ -450,8 +498,8 @@ def _take_instance_lock(path: Path):
     kernel when the process dies, also on kill -9)."""
     import fcntl
 
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-    fh = open(path, "a+")
+    check_private_dir(path.parent, mode=0o755)
+    fh = os.fdopen(open_private(path, os.O_RDWR | os.O_CREAT, 0o644), "r+")
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -478,13 +526,16 @@ def _sd_notify(state: str) -> None:
 
 
 def _check(options: DaemonOptions) -> int:
-    """--check: validate the config, print the sources and attach plan."""
+    """--check: validate the config and the store, print the sources and
+    attach plan. A problem is a PeripetyError: one line, exit 1."""
     daemon = Daemon(options)
     click.echo(f"config: {options.config_path if options.config_path.exists() else 'built-in rules only'}"
                f" ({len(daemon.config.rules.rules)} rules)")
-    click.echo(f"store: {options.store or daemon.config.store}")
+    click.echo(f"store: {_check_store(options.store or daemon.config.store)}")
     click.echo(f"kmsg: {'readable' if os.access('/dev/kmsg', os.R_OK) else 'NOT readable (run as root)'}")
     click.echo(f"journal: {'running' if Path('/run/systemd/journal/socket').exists() else 'not running'}")
+    click.echo("user-space senders: " + "; ".join(
+        f"{i}: {daemon.config.sender_policy(i).describe()}" for i in daemon.config.user_space_identifiers))
     try:
         from .tracepoints import describe_plan, plan_attach
 
@@ -494,11 +545,41 @@ def _check(options: DaemonOptions) -> int:
     return 0
 
 
+def _check_store(spec: str) -> str:
+    """What ``spec`` would open, checked without writing anything."""
+    from .safefiles import check_dir_chain
+    from .stores import StoreError, parse_store_spec
+    from .stores.journald_socket import runtime_dir
+
+    parsed = parse_store_spec(spec)
+    if parsed.kind == "auto":
+        running = (runtime_dir() / "socket").exists()
+        return f"auto: {'journal (journald runs)' if running else 'sqlite (no journald)'}"
+    if parsed.kind == "journal":
+        if parsed.directory is not None:
+            raise StoreError(f"store {parsed}: a journal directory can only be read, peripetyd cannot write there")
+        socket_path = runtime_dir(parsed.namespace) / "socket"
+        state = "journald running" if socket_path.exists() else f"journald NOT running (no {socket_path})"
+        return f"{parsed} ({state})"
+    from .stores.sqlite import DEFAULT_PATH
+
+    path = Path(parsed.path or DEFAULT_PATH)
+    existing = path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    check_dir_chain(existing)
+    if os.path.islink(path):
+        raise StoreError(f"store {parsed}: {path} is a symbolic link; peripetyd does not write through links")
+    return f"{parsed} (directory checked)"
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help=f"Configuration file (TOML). Default: {DEFAULT_CONFIG} if it exists, else built-in rules only.")
-@click.option("--store", default=None, metavar="auto|journal|sqlite[:PATH]",
-              help="Where events go. auto: journald when it runs, else SQLite at /var/lib/peripety/events.db.")
+@click.option("--store", default=None, metavar="SPEC",
+              help="Where events go (overrides the config's store): auto (journald when it runs, else SQLite at "
+                   "/var/lib/peripety/events.db), journal (alias journald), journal:NAMESPACE, sqlite or "
+                   "sqlite:PATH.")
 @click.option("--stdout", is_flag=True, help="Also print every event to stdout as pretty JSON.")
 @click.option("--no-blk-info-dump", is_flag=True, help="Do not emit PERIPETY_BLK_INFO events for every device at start.")
 @click.option("--bpf", type=click.Choice(["off", "auto", "on"]), default="off", is_flag=False, flag_value="auto",
@@ -551,6 +632,9 @@ def main(config_path, store, stdout, no_blk_info_dump, bpf, from_start, state_di
         raise click.ClickException(str(exc)) from None
 
 
+cli_main = run_cli(main, needs_stdout=False)
+"""The ``peripetyd`` console script."""
+
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    cli_main()

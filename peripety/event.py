@@ -75,6 +75,7 @@ SUB_SYSTEMS = (
     "Multipath",
     "DM-DirtyLog",
     "LVM-ThinProvisioning",
+    "DM",
     "md",
     "ext4",
     "jbd2",
@@ -83,7 +84,8 @@ SUB_SYSTEMS = (
     "Peripety",
 )
 _SUB_SYSTEM_BY_KEY = {s.lower(): s for s in SUB_SYSTEMS}
-_SUB_SYSTEM_BY_KEY.update({"fsext4": "ext4", "fsxfs": "xfs", "fsjbd2": "jbd2", "dm-thin": "LVM-ThinProvisioning"})
+_SUB_SYSTEM_BY_KEY.update({"fsext4": "ext4", "fsxfs": "xfs", "fsjbd2": "jbd2", "dm-thin": "LVM-ThinProvisioning",
+                          "device-mapper": "DM"})
 
 
 def canonical_sub_system(name: str) -> str:
@@ -96,11 +98,28 @@ def canonical_sub_system(name: str) -> str:
         ) from None
 
 
+_OUTPUT_ZONE: _dt.tzinfo | None = None
+"""The zone every written time is shown in: None is local time (as
+journalctl), UTC after ``set_output_utc(True)`` (``--utc``)."""
+
+
+def set_output_utc(utc: bool) -> None:
+    """Write times in UTC (True) or local time (False), everywhere."""
+    global _OUTPUT_ZONE, _last_ts
+    _OUTPUT_ZONE = _dt.timezone.utc if utc else None
+    _last_ts = None
+
+
+def output_time(ts: _dt.datetime) -> _dt.datetime:
+    """``ts`` in the zone times are written in (local, or UTC with --utc)."""
+    return ts.astimezone(_OUTPUT_ZONE)
+
+
 def format_timestamp(ts: _dt.datetime) -> str:
-    """RFC 3339 with microseconds, always with an explicit offset."""
-    if ts.tzinfo is None:
-        ts = ts.astimezone()
-    return ts.isoformat(timespec="microseconds")
+    """RFC 3339 with microseconds and an explicit offset, in the output zone
+    (local time unless ``--utc``): one rule for every command's JSON, the
+    journal's JSON field included. A naive time is taken as local time."""
+    return ts.astimezone(_OUTPUT_ZONE).isoformat(timespec="microseconds")
 
 
 def parse_timestamp(value) -> _dt.datetime:
@@ -237,10 +256,18 @@ class StorageEvent:
     count: int = 1
     last_timestamp: _dt.datetime | None = None
     """Time of the last occurrence when ``count`` > 1 (storm aggregation)."""
-    # Transient, never serialised: where the event came from inside the
-    # daemon (kernel monotonic time, kmsg sequence number of its record).
-    kernel_usec: int | None = field(default=None, repr=False, compare=False)
+    kernel_usec: int | None = field(default=None, compare=False)
+    """The kernel's clock (microseconds since boot) when the line was
+    logged: dmesg's ``[  123.456789]``, kmsg's usec, journald's monotonic
+    stamps. Only comparable within one boot. None where the source had none."""
+    # Transient, never serialised: the kmsg sequence number of its record;
+    # True when the line gave no wall-clock time (``timestamp`` is then the
+    # time it was parsed: text output shows the kernel stamp alone).
     origin_seq: int | None = field(default=None, repr=False, compare=False)
+    untrusted_writer: dict[str, str] | None = field(default=None, repr=False, compare=False)
+    """Set by a reader asked to show entries not written by peripetyd: who
+    journald says sent it (pid, uid, comm, exe, unit). Serialised only when set."""
+    clockless: bool = field(default=False, repr=False, compare=False)
 
     # -- JSON ---------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -249,6 +276,7 @@ class StorageEvent:
             "severity": self.severity.name,
             "sub_system": self.sub_system,
             "timestamp": format_timestamp(self.timestamp),
+            "kernel_usec": self.kernel_usec,
             "event_id": self.event_id,
             "event_type": self.event_type,
             "kdev": self.kdev,
@@ -262,6 +290,7 @@ class StorageEvent:
             "root_cause_event_id": self.root_cause_event_id,
             "count": self.count,
             "last_timestamp": format_timestamp(self.last_timestamp) if self.last_timestamp else None,
+            **({"untrusted_writer": dict(self.untrusted_writer)} if self.untrusted_writer is not None else {}),
         }
 
     def to_json(self, pretty: bool = False) -> str:
@@ -326,6 +355,11 @@ class StorageEvent:
             kwargs["timestamp"] = parse_timestamp(data["timestamp"])
         if data.get("last_timestamp"):
             kwargs["last_timestamp"] = parse_timestamp(data["last_timestamp"])
+        usec = data.get("kernel_usec")
+        if usec is not None:
+            if type(usec) is not int or usec < 0:
+                raise EventFormatError(f"kernel_usec {usec!r} is not a count of microseconds")
+            kwargs["kernel_usec"] = usec
         return cls(**kwargs)
 
     @classmethod
@@ -392,7 +426,7 @@ def _timestamp_json(ts: _dt.datetime) -> str:
 
 
 _COMPACT = (
-    '{"hostname":%s,"severity":"%s","sub_system":%s,"timestamp":%s,"event_id":%s,'
+    '{"hostname":%s,"severity":"%s","sub_system":%s,"timestamp":%s,"kernel_usec":%s,"event_id":%s,'
     '"event_type":%s,"kdev":%s,"dev_num":%s,"cur_blk_info":null,"hierarchy_blk_info":[],'
     '"msg":%s,"raw_msg":%s,"extension":{%s},"sources":[%s],"root_cause_event_id":%s,'
     '"count":%d,"last_timestamp":%s}'
@@ -404,7 +438,9 @@ def _compact_json(event: StorageEvent) -> str | None:
     for the common event (no device information yet, string values), built
     directly: 4x faster, byte-identical (tests check). None when the event
     needs the general path."""
-    if event.cur_blk_info is not None or event.hierarchy_blk_info or type(event.count) is not int:
+    usec = event.kernel_usec
+    if (event.cur_blk_info is not None or event.hierarchy_blk_info or type(event.count) is not int
+            or event.untrusted_writer is not None or not (usec is None or type(usec) is int)):
         return None
     enc = _json_str
     root = event.root_cause_event_id
@@ -415,6 +451,7 @@ def _compact_json(event: StorageEvent) -> str | None:
             event.severity.name,
             enc(event.sub_system),
             _timestamp_json(event.timestamp),
+            "null" if usec is None else str(usec),
             enc(event.event_id),
             enc(event.event_type),
             enc(event.kdev),
@@ -440,10 +477,10 @@ def _extension_json(extension: dict[str, str]) -> str:
 # none of them holds a character JSON escapes (nearly every kernel line), which
 # one regex search tells, instead of one encode call per string.
 _FRESH_PLAIN = _COMPACT.replace("%d", "1") % (
-    "%s", "%s", "%s", "%s", '"%s"', "%s", '"%s"', '""', '"%s"', '"%s"', "%s", "%s", "null", "null"
+    "%s", "%s", "%s", "%s", "%s", '"%s"', "%s", '"%s"', '""', '"%s"', '"%s"', "%s", "%s", "null", "null"
 )
 _FRESH_ENCODED = _COMPACT.replace("%d", "1") % (
-    "%s", "%s", "%s", "%s", '"%s"', "%s", "%s", '""', "%s", "%s", "%s", "%s", "null", "null"
+    "%s", "%s", "%s", "%s", "%s", '"%s"', "%s", "%s", '""', "%s", "%s", "%s", "%s", "null", "null"
 )
 _EXTENSION_PLAIN: dict[tuple[str, ...], str] = {}
 """Extension keys (in order) -> '"key":"%s",...' for values needing no escape."""
@@ -460,6 +497,7 @@ def fresh_event_json(
     raw_msg: str,
     extension: dict[str, str],
     sources_json: str,
+    kernel_usec: int | None = None,
 ) -> str:
     """``StorageEvent(...).to_json()`` for a new event, device not resolved,
     without building the event (``prpt parse --jsonl`` writes 100k a second).
@@ -475,12 +513,14 @@ def fresh_event_json(
         if template is None:
             template = _EXTENSION_PLAIN[keys] = ",".join(_json_str(k).replace("%", "%%") + ':"%s"' for k in keys)
         return _FRESH_PLAIN % (
-            hostname_json, severity_name, sub_system_json, _timestamp_json(timestamp), new_event_id(),
+            hostname_json, severity_name, sub_system_json, _timestamp_json(timestamp),
+            "null" if kernel_usec is None else kernel_usec, new_event_id(),
             event_type_json, kdev, msg, raw_msg, template % values, sources_json,
         )
     enc = _json_str
     return _FRESH_ENCODED % (
-        hostname_json, severity_name, sub_system_json, _timestamp_json(timestamp), new_event_id(),
+        hostname_json, severity_name, sub_system_json, _timestamp_json(timestamp),
+        "null" if kernel_usec is None else kernel_usec, new_event_id(),
         event_type_json, enc(kdev), enc(msg), enc(raw_msg), _extension_json(extension), sources_json,
     )
 

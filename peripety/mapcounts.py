@@ -37,7 +37,8 @@ from typing import Callable
 
 from .event import StorageEvent
 from .event_types import EVENT_TYPES
-from .tracepoints.aggregates import Aggregate, Aggregates, merge_ranges, ranges_text
+from .merge import MAX_SECTOR_RANGES, SectorRanges
+from .tracepoints.aggregates import Aggregate, Aggregates
 
 # Aggregate kind -> (event_type, sub_system), as for single hits.
 KIND_EVENT_TYPES = {
@@ -52,9 +53,6 @@ KIND_EVENT_TYPES = {
 
 # Kernel lines a probe counts one for one: (event_type, sub_system).
 _COUNTED_LINES = frozenset({("BLK_IO_ERROR", "block"), ("FS_ERROR", "ext4"), ("FS_IO_ERROR", "xfs")})
-
-# How many sector ranges one event keeps (issue 9: bounded, and says so).
-MAX_RANGES = 256
 
 
 def ledger_key(event_type: str, device: str) -> tuple[str, str]:
@@ -195,16 +193,21 @@ def aggregate_event(aggs: list[Aggregate], count: int, *, hostname: str,
     first = min(aggs, key=lambda a: a.first_usec)
     last = max(aggs, key=lambda a: a.last_usec)
     event_type, sub_system = KIND_EVENT_TYPES.get(first.kind, (first.kind, ""))
-    ranges = merge_ranges(r for a in aggs for r in a.sectors)
+    ranges = SectorRanges(MAX_SECTOR_RANGES)
+    for agg in aggs:
+        for lo, hi in agg.sectors:
+            ranges.add(lo, hi)
     extension = {"counted_by": "bpf-maps", "tracepoint_kind": first.kind}
     for name in ("op", "error", "blk_status"):
         values = sorted({getattr(a, name) for a in aggs if getattr(a, name)})
         if values:
             extension[name if name != "error" else "errno_name"] = ",".join(values)
-    if ranges:
-        extension["sectors"] = ranges_text(ranges[:MAX_RANGES])
-        if len(ranges) > MAX_RANGES:
-            extension["sectors_truncated"] = f"{len(ranges) - MAX_RANGES} more ranges up to sector {ranges[-1][1]}"
+    if len(ranges):
+        # the storm stage's own form and bound (merge.SectorRanges)
+        extension["sectors"] = str(ranges)
+        if ranges.unlisted:
+            extension["sectors_truncated"] = "true"
+            extension["sectors_unlisted"] = str(ranges.unlisted)
     lows = [a.sector_min for a in aggs if a.sector_min is not None]
     highs = [a.sector_max for a in aggs if a.sector_max is not None]
     if lows:

@@ -9,8 +9,10 @@ Three small stages, each a plain object the daemon feeds and drains:
   wall time after arrival) so the slower source can catch up, then released
   in kernel-time order.
 - ``StormAggregator`` lets the first ``burst`` identical events (same type,
-  same device) of a window through and folds the rest into one event with an
-  exact ``count`` and first/last time. Memory is bounded by ``max_keys``.
+  same device) of a storm through and folds the rest into one aggregate per
+  second of kernel time, each with an exact ``count``, first/last time and
+  every failed sector (``extension.sectors``). Memory is bounded by
+  ``max_keys`` and ``MAX_SECTOR_RANGES``.
 - ``RootCauseLinker`` gives collateral events (filesystem errors, buffer
   errors) the ``root_cause_event_id`` of the first device-level error seen on
   the same device, or a device below it, shortly before.
@@ -18,12 +20,13 @@ Three small stages, each a plain object the daemon feeds and drains:
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from .event import StorageEvent
+from .event import StorageEvent, new_event_id
 
 # Event types that a tracepoint hit and a kernel line can both describe, and
 # the extension keys that identify the failure in both: the sector of a
@@ -135,8 +138,10 @@ def _merge_into(kept: StorageEvent, other: StorageEvent) -> None:
     tracepoint's exact numbers."""
     line, hit = (kept, other) if "kmsg" in kept.sources or "journal" in kept.sources else (other, kept)
     if line is not kept:
-        # keep the line's identity (its event_id is deterministic from kmsg seq)
-        for f in ("event_id", "msg", "raw_msg", "kdev", "severity", "sub_system", "timestamp"):
+        # keep the line's identity (its event_id is deterministic from kmsg
+        # seq) and its kmsg seq: the merged event is what releases that
+        # record for the saved read position
+        for f in ("event_id", "msg", "raw_msg", "kdev", "severity", "sub_system", "timestamp", "origin_seq"):
             setattr(kept, f, getattr(line, f))
     merged_ext = dict(line.extension)
     merged_ext.update({k: v for k, v in hit.extension.items()})
@@ -152,95 +157,272 @@ _SOURCE_ORDER = {"kmsg": 0, "journal": 1, "bpf": 2, "file": 3}
 
 
 def storm_key(event: StorageEvent) -> tuple:
+    """Identical events for storm folding: same type, same device. The
+    sector is not part of the key: a storm over many sectors is one storm,
+    and its aggregates list every sector (``extension.sectors``)."""
     return (event.event_type, event.dev_num or event.kdev)
+
+
+# One aggregate covers at most this many seconds of its members' own (kernel)
+# time, and is emitted at most this long after it opened: every failure is
+# queryable within about a second even in a storm that lasts hours.
+STORM_SLICE_SECONDS = 1.0
+# extension.sectors lists at most this many ranges; past it the aggregate
+# says ``sectors_truncated = "true"`` and counts the unlisted sectors.
+MAX_SECTOR_RANGES = 256
+
+
+class SectorRanges:
+    """Distinct failed 512-byte sectors as sorted, merged, bounded ranges."""
+
+    def __init__(self, max_ranges: int = MAX_SECTOR_RANGES):
+        self.max_ranges = max_ranges
+        self._starts: list[int] = []
+        self._ends: list[int] = []  # inclusive
+        self.unlisted = 0
+
+    def add(self, first: int, last: int) -> None:
+        i = bisect.bisect_right(self._starts, first)
+        # merge with the range before when they touch or overlap
+        if i > 0 and self._ends[i - 1] >= first - 1:
+            i -= 1
+            first = self._starts[i]
+            last = max(last, self._ends[i])
+            del self._starts[i], self._ends[i]
+        while i < len(self._starts) and self._starts[i] <= last + 1:
+            last = max(last, self._ends[i])
+            del self._starts[i], self._ends[i]
+        if len(self._starts) >= self.max_ranges:
+            self.unlisted += last - first + 1
+            return
+        self._starts.insert(i, first)
+        self._ends.insert(i, last)
+
+    def __str__(self) -> str:
+        return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in zip(self._starts, self._ends))
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+
+def event_sectors(event: StorageEvent) -> tuple[int, int] | None:
+    """The 512-byte sectors an event's failed request covered: the line
+    gives the first one, a tracepoint hit also gives the length."""
+    try:
+        first = int(event.extension["sector"])
+    except (KeyError, ValueError):
+        return None
+    try:
+        length = max(1, int(event.extension.get("nr_sector", "1")))
+    except ValueError:
+        length = 1
+    return first, first + length - 1
+
+
+def _add_sectors(sectors: SectorRanges, event: StorageEvent) -> None:
+    """Every sector an event stands for. An event counted in the kernel's
+    maps (``counted_by = bpf-maps``, see mapcounts) lists them all in
+    ``sectors`` (plus ``sectors_unlisted`` beyond the bound); any other
+    names one request."""
+    ext = event.extension
+    if ext.get("counted_by") == "bpf-maps":
+        for part in filter(None, ext.get("sectors", "").split(",")):
+            first, _, last = part.partition("-")
+            sectors.add(int(first), int(last or first))
+        sectors.unlisted += int(ext.get("sectors_unlisted", "0"))
+        return
+    span = event_sectors(event)
+    if span:
+        sectors.add(*span)
+
+
+@dataclass
+class _Slice:
+    aggregate: StorageEvent
+    first_t: float
+    sectors: SectorRanges
+    seq_range: list  # [lowest, highest] kmsg seq folded in, or [None, None]
+    printed: int = 0  # members the kernel printed a line for
 
 
 @dataclass
 class _Window:
-    started: float
+    last_t: float
+    last_seen: float
     passed: int = 0
-    aggregate: StorageEvent | None = None
+    slice: _Slice | None = None
 
 
 class StormAggregator:
-    """Let ``burst`` identical events per ``window`` seconds through; fold the
-    rest into one aggregate event released when the window closes."""
+    """Fold storms of identical events (``storm_key``) into counted aggregates.
 
-    def __init__(self, window: float = 5.0, burst: int = 10, max_keys: int = 4096):
+    A storm starts with the first event of a key and lasts while events of
+    that key keep coming less than ``window`` seconds apart (their own kernel
+    time). Its first ``burst`` events pass on their own; the rest are folded
+    into *slices*: one aggregate per ``slice_seconds`` of event time, emitted
+    at most ``slice_seconds`` after it opened, with its own ``count``, first
+    and last time and ``extension.sectors``. Consumers sum ``count``.
+
+    Time: membership uses each event's own kernel time (``kernel_usec``), so
+    a replayed log folds as it happened, not as fast as it is read. ``now``
+    (the caller's clock, the same CLOCK_MONOTONIC as kernel time in the
+    daemon) drives flushing. Memory is bounded by ``max_keys``.
+    """
+
+    def __init__(self, window: float = 5.0, burst: int = 10, max_keys: int = 4096,
+                 slice_seconds: float = STORM_SLICE_SECONDS, max_sector_ranges: int = MAX_SECTOR_RANGES,
+                 aggregate_id=None):
         self.window = window
         self.burst = burst
         self.max_keys = max_keys
+        self.slice_seconds = slice_seconds
+        self.max_sector_ranges = max_sector_ranges
+        self.aggregate_id = aggregate_id
+        """``aggregate_id(aggregate, first_seq) -> str``: the id an aggregate
+        is emitted with, given the lowest kmsg seq folded into it (or None);
+        default: a fresh random id. Never the id of a single event: a stored
+        single must not make a store or a resume check drop an aggregate as
+        its duplicate."""
+        # key -> window, least recently active first
         self._windows: OrderedDict[tuple, _Window] = OrderedDict()
+        # (flush deadline, tie, key, slice) for open slices
+        self._flush: list = []
+        self._tie = itertools.count()
 
     PASSED, AGGREGATE, FOLDED = "passed", "aggregate", "folded"
 
     def add(self, event: StorageEvent, now: float) -> tuple[list[StorageEvent], str]:
         """Returns the events to emit now, and what became of ``event``:
-        ``PASSED`` (it is among them), ``AGGREGATE`` (it now stands for the
-        storm and is emitted when the window closes) or ``FOLDED`` (counted
-        into the aggregate and gone)."""
+        ``PASSED`` (it is among them), ``AGGREGATE`` (it now stands for a
+        slice of the storm, emitted when the slice closes) or ``FOLDED``
+        (counted into the open slice and gone)."""
         out = self.expire(now)
         if event.event_type.startswith("PERIPETY_"):
             return out + [event], self.PASSED
+        t = event.kernel_usec / 1e6 if event.kernel_usec is not None else now
         key = storm_key(event)
         win = self._windows.get(key)
         if win is None:
-            win = _Window(started=now)
+            win = _Window(last_t=t, last_seen=now)
             self._windows[key] = win
             while len(self._windows) > self.max_keys:
                 _, oldest = self._windows.popitem(last=False)
-                if oldest.aggregate is not None:
-                    out.append(oldest.aggregate)
+                out += self._close(oldest)
+        else:
+            if t - win.last_t > self.window:
+                # quiet for a whole window: that storm is over, this starts another
+                if win.slice is not None:
+                    out += self._close(win)
+                win.passed = 0
+            self._windows.move_to_end(key)
+        win.last_t = max(win.last_t, t)
+        win.last_seen = now
         if win.passed < self.burst:
             win.passed += 1
             out.append(event)
             return out, self.PASSED
-        if win.aggregate is None:
-            event.last_timestamp = event.last_timestamp or event.timestamp
-            event.msg = f"{event.msg} (storm: more of the same follow)"
-            event.extension["storm"] = "true"
-            win.aggregate = event
+        if win.slice is not None and t - win.slice.first_t >= self.slice_seconds:
+            out += self._close(win)
+        if win.slice is None:
+            win.slice = self._open_slice(event, t)
+            # Due a slice after its first failure happened, but never sooner
+            # than half a slice after it opened: a backlog read after a
+            # restart (old kernel times) still folds instead of flushing
+            # one event at a time.
+            due = max(t + self.slice_seconds, now + self.slice_seconds / 2)
+            heapq.heappush(self._flush, (due, next(self._tie), key, win.slice))
             return out, self.AGGREGATE
-        _fold(win.aggregate, event)
+        _fold(win.slice, event)
         return out, self.FOLDED
 
+    def _open_slice(self, event: StorageEvent, t: float) -> _Slice:
+        event.last_timestamp = event.last_timestamp or event.timestamp
+        event.extension["storm"] = "true"
+        sl = _Slice(event, t, SectorRanges(self.max_sector_ranges), [event.origin_seq, event.origin_seq],
+                    printed=int("kmsg" in event.sources))
+        _add_sectors(sl.sectors, event)
+        return sl
+
+    def _close(self, win: _Window) -> list[StorageEvent]:
+        sl, win.slice = win.slice, None
+        if sl is None:
+            return []
+        # The aggregate object is its first member until now: it gets its
+        # own id when it is complete (it may start with a BPF hit that has
+        # no kmsg seq and fold kernel lines later).
+        agg = sl.aggregate
+        agg.event_id = self.aggregate_id(agg, sl.seq_range[0]) if self.aggregate_id else new_event_id()
+        return [_finish_aggregate(sl)]
+
     def expire(self, now: float, everything: bool = False) -> list[StorageEvent]:
-        # Windows are kept in the order they started (never moved), so the
-        # expired ones are at the front: stop at the first still open.
         out = []
+        while self._flush and (everything or self._flush[0][0] <= now):
+            _, _, key, sl = heapq.heappop(self._flush)
+            win = self._windows.get(key)
+            if win is not None and win.slice is sl:
+                out += self._close(win)
+        # Windows are kept least recently active first: stop at the first
+        # still active. Their slices were flushed above (slice <= window).
         while self._windows:
             key, win = next(iter(self._windows.items()))
-            if not everything and now - win.started < self.window:
+            if not everything and now - win.last_seen <= self.window:
                 break
             del self._windows[key]
-            if win.aggregate is not None:
-                out.append(_finish_aggregate(win.aggregate))
+            out += self._close(win)
         return out
 
     def pending(self) -> int:
-        return sum(1 for w in self._windows.values() if w.aggregate is not None)
+        return sum(1 for w in self._windows.values() if w.slice is not None)
 
     def next_deadline(self) -> float | None:
-        if not self._windows:
-            return None
-        return next(iter(self._windows.values())).started + self.window
+        deadlines = []
+        if self._flush:
+            deadlines.append(self._flush[0][0])
+        if self._windows:
+            deadlines.append(next(iter(self._windows.values())).last_seen + self.window)
+        return min(deadlines) if deadlines else None
 
 
-def _fold(agg: StorageEvent, event: StorageEvent) -> None:
+def _fold(sl: _Slice, event: StorageEvent) -> None:
+    agg = sl.aggregate
     agg.count += event.count
-    agg.last_timestamp = event.last_timestamp or event.timestamp
+    last = event.last_timestamp or event.timestamp
+    if agg.last_timestamp is None or last > agg.last_timestamp:
+        agg.last_timestamp = last
     for source in event.sources:
         if source not in agg.sources:
             agg.sources.append(source)
-    sector = event.extension.get("sector")
-    if sector is not None:
-        agg.extension["last_sector"] = sector
+    _add_sectors(sl.sectors, event)
+    sl.printed += "kmsg" in event.sources
+    seq = event.origin_seq
+    if seq is not None:
+        lo, hi = sl.seq_range
+        sl.seq_range = [seq if lo is None else min(lo, seq), seq if hi is None else max(hi, seq)]
+        if agg.origin_seq is None or seq < agg.origin_seq:
+            # The aggregate holds the read position before its lowest kmsg
+            # seq until it is stored; the folded event gives back the other
+            # (the pipeline releases the folded event's origin_seq).
+            agg.origin_seq, event.origin_seq = seq, agg.origin_seq
 
 
-def _finish_aggregate(agg: StorageEvent) -> StorageEvent:
-    agg.msg = agg.msg.replace("(storm: more of the same follow)", f"(storm: {agg.count} occurrences)")
-    if "sector" in agg.extension:
-        agg.extension["first_sector"] = agg.extension["sector"]
+def _finish_aggregate(sl: _Slice) -> StorageEvent:
+    agg = sl.aggregate
+    agg.msg = f"{agg.msg} (storm: {agg.count} occurrences)"
+    if len(sl.sectors):
+        agg.extension["sectors"] = str(sl.sectors)
+        if sl.sectors.unlisted:
+            agg.extension["sectors_truncated"] = "true"
+            agg.extension["sectors_unlisted"] = str(sl.sectors.unlisted)
+    if "bpf" in agg.sources:
+        # With tracepoints every failure is counted; the kernel printed a
+        # line for only some (printk ratelimit): count - lines_printed is
+        # what the log lost.
+        agg.extension["lines_printed"] = str(sl.printed)
+    lo, hi = sl.seq_range
+    if lo is not None:
+        # What a restart after kill -9 needs to recognise the records this
+        # aggregate already counts (see Pipeline, "exactly once").
+        agg.extension["kmsg_seq_range"] = f"{lo}-{hi}"
     return agg
 
 
@@ -270,6 +452,13 @@ class RootCauseLinker:
                 if seen and 0 <= kernel_usec - seen[0] <= self.window_usec and seen[1] != event.event_id:
                     event.root_cause_event_id = seen[1]
                     return
+
+    def rename(self, old_id: str, new_id: str) -> None:
+        """An event remembered as a root cause is stored under another id
+        (a storm aggregate's first member)."""
+        for key, (kernel_usec, event_id) in self._recent.items():
+            if event_id == old_id:
+                self._recent[key] = (kernel_usec, new_id)
 
     def _remember(self, key, kernel_usec, event_id):
         self._recent[key] = (kernel_usec, event_id)

@@ -15,7 +15,7 @@ from collections import Counter
 from typing import Callable, Iterable
 
 from .classify import event_from_match
-from .event import Severity, StorageEvent
+from .event import Severity, StorageEvent, new_event_id
 from .event_types import EVENT_TYPES
 from .merge import FS_SUB_SYSTEMS, Correlator, RootCauseLinker, StormAggregator
 from .record import LogRecord
@@ -44,6 +44,66 @@ def kmsg_event_id(boot_id: str, seq: int) -> str:
     return str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"{boot_id}:{seq}"))
 
 
+def storm_event_id(boot_id: str, first_seq: int) -> str:
+    """Id of a storm aggregate whose first member is kmsg record
+    ``first_seq``: deterministic (a resume can prove the aggregate is of this
+    boot) and never equal to a single event's id."""
+    return str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"{boot_id}:storm:{first_seq}"))
+
+
+SUPPRESSED_TYPE = "PERIPETY_KMSG_SUPPRESSED"
+# How long a ratelimit summary waits for the line that names its device. The
+# kernel prints the summary right before that line (same call), so this only
+# matters when the next line never comes.
+SUPPRESSED_NAMING_WAIT = 1.0  # seconds
+SUPPRESSED_NAMING_USEC = 1_000_000  # kernel time between summary and the line
+
+
+class ResumeIndex:
+    """What a previous run of this boot already stored, so that records read
+    again after a restart are stored exactly once.
+
+    The rule ("exactly once" across kill -9): a record is re-read when the
+    saved position is before it. Its event is dropped when the store already
+    holds it: as a single event (same deterministic id from boot id and kmsg
+    seq) or inside a storm aggregate of the same type and device whose
+    ``extension.kmsg_seq_range`` contains its seq (an aggregate is appended
+    whole, in one store write, so it is either stored with all its members or
+    not at all). A storm slice that was still in memory when the daemon died
+    was never stored; its records are re-read and counted by the new run. A
+    BPF hit that was in memory is lost (the kernel does not replay
+    tracepoints); its kernel line, if one was printed, is re-read.
+    """
+
+    def __init__(self, boot_id: str = "", events: Iterable[StorageEvent] = ()):
+        self.ids: set[str] = set()
+        self._ranges: dict[str, list[tuple[int, int, str, str]]] = {}
+        for event in events:
+            self.ids.add(event.event_id)
+            lo_hi = event.extension.get("kmsg_seq_range", "")
+            lo, _, hi = lo_hi.partition("-")
+            if not (lo.isdigit() and hi.isdigit()):
+                continue
+            # only aggregates of this boot: their id proves it
+            if event.event_id == storm_event_id(boot_id, int(lo)):
+                self._ranges.setdefault(event.event_type, []).append(
+                    (int(lo), int(hi), event.dev_num or "", event.kdev or ""))
+
+    def covers(self, event: StorageEvent) -> bool:
+        seq = event.origin_seq
+        if seq is None:
+            return False
+        if event.event_id in self.ids:
+            return True
+        return any(
+            lo <= seq <= hi and ((dev_num and dev_num == event.dev_num) or (kdev and kdev == event.kdev))
+            for lo, hi, dev_num, kdev in self._ranges.get(event.event_type, ())
+        )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
 class InFlight:
     """kmsg sequence numbers whose events are not stored yet.
 
@@ -53,7 +113,8 @@ class InFlight:
 
     def __init__(self):
         self._counts: Counter[int] = Counter()
-        self.last_read = 0
+        self.last_read = -1
+        """Highest kmsg seq read (or skipped at start-up): -1 before any."""
 
     def hold(self, seq: int | None) -> None:
         if seq is not None:
@@ -96,9 +157,10 @@ class Pipeline:
         self.to_wallclock = to_wallclock
         self.correlator = Correlator(hold=hold)
         self.linker = RootCauseLinker()
-        self.storm = StormAggregator(window=storm_window, burst=storm_burst)
+        self.storm = StormAggregator(window=storm_window, burst=storm_burst, aggregate_id=self._aggregate_id)
         self.in_flight = InFlight()
-        self.skip_ids: set[str] = set()
+        self.resume = ResumeIndex()
+        self._suppressed: list[tuple[float, StorageEvent]] = []
         self.stats = Counter()
         self.ledger = None
         """``mapcounts.MapLedger`` when the probes count failures in maps."""
@@ -113,8 +175,16 @@ class Pipeline:
             return
         self.stats["matched"] += 1
         event = self._event_from_match(record, match)
-        self._resolve(event)
         self.in_flight.hold(event.origin_seq)
+        if event.event_type == SUPPRESSED_TYPE:
+            # The summary names a kernel function, not a device: it waits for
+            # that family's next line to name the device.
+            event.kdev = ""
+            self._suppressed.append((self.clock() + SUPPRESSED_NAMING_WAIT, event))
+            return
+        self._resolve(event)
+        if self._suppressed and record.trusted_kernel:
+            self._name_suppressed(event)
         self.correlator.add(event, self.clock())
 
     def add_hit(self, hit) -> None:
@@ -141,6 +211,8 @@ class Pipeline:
         self._finish(self.correlator.release(now))
         self._settle_map_counts()
         self._emit_all(self.storm.expire(now))
+        if self._suppressed and self._suppressed[0][0] <= now:
+            self._release_suppressed(now)
 
     def drain(self) -> None:
         """Release everything held (shutdown, SIGTERM)."""
@@ -148,6 +220,7 @@ class Pipeline:
         self._finish(self.correlator.release(now, everything=True))
         self._settle_map_counts(everything=True)
         self._emit_all(self.storm.expire(now, everything=True))
+        self._release_suppressed(None)
 
     def _settle_map_counts(self, everything: bool = False) -> None:
         # After the correlator's release: the detail events of the same
@@ -163,6 +236,8 @@ class Pipeline:
     def next_deadline(self) -> float | None:
         ledger = self.ledger.next_deadline() if self.ledger is not None else None
         deadlines = [d for d in (self.correlator.next_deadline(), self.storm.next_deadline(), ledger) if d]
+        if self._suppressed:
+            deadlines.append(self._suppressed[0][0])
         return min(deadlines) if deadlines else None
 
     # -- internals ----------------------------------------------------------
@@ -202,27 +277,60 @@ class Pipeline:
         if info.mount_point and event.sub_system in FS_SUB_SYSTEMS:
             event.extension.setdefault("mount_point", info.mount_point)
 
+    def _name_suppressed(self, event: StorageEvent) -> None:
+        """Give a waiting ratelimit summary of ``event``'s family (a kernel
+        line's) its device."""
+        if not event.kdev:
+            return
+        usec = event.kernel_usec or 0
+        for i, (_, summary) in enumerate(self._suppressed):
+            if summary.sub_system == event.sub_system and \
+                    0 <= usec - (summary.kernel_usec or 0) <= SUPPRESSED_NAMING_USEC:
+                del self._suppressed[i]
+                summary.kdev, summary.dev_num = event.kdev, event.dev_num
+                summary.cur_blk_info, summary.hierarchy_blk_info = event.cur_blk_info, event.hierarchy_blk_info
+                summary.msg = f"{summary.msg}; next line on {event.kdev}"
+                self._finish([summary])
+                return
+
+    def _release_suppressed(self, now: float | None) -> None:
+        """Summaries whose naming line did not come in time (all if ``now`` is None)."""
+        due = [e for deadline, e in self._suppressed if now is None or deadline <= now]
+        self._suppressed = [(d, e) for d, e in self._suppressed if not (now is None or d <= now)]
+        self._finish(due)
+
+    def _aggregate_id(self, aggregate: StorageEvent, first_seq: int | None) -> str:
+        new_id = storm_event_id(self.boot_id, first_seq) if self.boot_id and first_seq is not None \
+            else new_event_id()
+        # the linker may know the aggregate's first member under its own id
+        self.linker.rename(aggregate.event_id, new_id)
+        return new_id
+
     def _finish(self, events: Iterable[StorageEvent]) -> None:
         now = self.clock()
         for event in events:
             self.linker.link(event)
-            if self.ledger is not None and "bpf-maps" != event.extension.get("counted_by"):
+            if self.resume.covers(event):
+                # Re-read after a restart and already stored (ResumeIndex):
+                # it neither counts again nor fills a storm's burst.
+                self.stats["skipped_duplicates"] += 1
+                self.in_flight.release(event.origin_seq)
+                continue
+            if self.ledger is not None and event.extension.get("counted_by") != "bpf-maps":
+                # Its failure is also in a map count: the ledger takes it off.
                 self.ledger.note(event)
             ready, outcome = self.storm.add(event, now)
             if outcome == StormAggregator.FOLDED:
-                # Counted into an aggregate that holds an older kmsg seq,
-                # which keeps the resume position before this record.
+                # Counted into an aggregate, which now holds the lowest kmsg
+                # seq of its members (keeping the resume position before
+                # them); the folded event carries the seq to give back.
                 self.in_flight.release(event.origin_seq)
             self._emit_all(ready)
 
     def _emit_all(self, events: Iterable[StorageEvent]) -> None:
         for event in events:
-            if event.event_id in self.skip_ids:
-                self.skip_ids.discard(event.event_id)
-                self.stats["skipped_duplicates"] += 1
-            else:
-                self.emit(event)
-                self.stats["emitted"] += 1
+            self.emit(event)
+            self.stats["emitted"] += 1
             self.in_flight.release(event.origin_seq)
 
 

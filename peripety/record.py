@@ -36,3 +36,9 @@ class LogRecord:
     """kmsg dictionary DEVICE= value: b8:0, +scsi:2:0:0:0, n2, c4:64."""
     fields: dict[str, str] = field(default_factory=dict)
     """Other dictionary / journal fields worth keeping."""
+    sender: dict[str, str] = field(default_factory=dict)
+    """Who journald says sent a journal record (``sender_pid``, ``sender_uid``,
+    ``sender_comm``, ``sender_unit``); copied into its event's extension."""
+    hostname: str | None = None
+    """The host that logged the line, where a saved log names it (syslog's
+    host field, journal ``_HOSTNAME``); None: this host."""

@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from .safefiles import check_private_dir, open_private, write_atomically
 
 log = logging.getLogger("peripety.state")
 
@@ -19,7 +20,10 @@ DEFAULT_STATE_DIR = Path("/var/lib/peripety")
 class ReadPosition:
     boot_id: str = ""
     kmsg_seq: int = -1
-    """Every kmsg record up to this seq is fully handled (-1: none)."""
+    """Every kmsg record up to this seq is handled: its events are stored,
+    folded into a stored storm aggregate or merged into a stored event, or
+    it was in the ring before the first start (a first start saves the end
+    of the ring, never 0). -1: none of this boot (resume from the oldest)."""
     journal_cursor: str = ""
     saved_at_usec: int = 0
     """Wall clock (µs) of the save; bounds the duplicate check on resume."""
@@ -32,7 +36,9 @@ class PositionFile:
 
     def load(self) -> ReadPosition | None:
         try:
-            data = json.loads(self.path.read_text())
+            fd = open_private(self.path, os.O_RDONLY)
+            with os.fdopen(fd, "rb") as fh:
+                data = json.loads(fh.read())
             return ReadPosition(**{k: data[k] for k in ReadPosition.__dataclass_fields__ if k in data})
         except FileNotFoundError:
             return None
@@ -45,20 +51,8 @@ class PositionFile:
         position moved; an idle daemon writes nothing."""
         if self._last is not None and _where(position) == _where(self._last):
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".position.")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(asdict(position), fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        check_private_dir(self.path.parent)
+        write_atomically(self.path, json.dumps(asdict(position)).encode())
         self._last = ReadPosition(**asdict(position))
 
 

@@ -7,15 +7,17 @@ import json
 import os
 from pathlib import Path
 
+from .safefiles import check_private_dir, write_atomically
+
 DEFAULT_STATUS_PATH = Path("/run/peripety/status.json")
 
 
 def write_status(path: Path, status: dict) -> None:
+    """Replace the status file (readable by all: ``prpt top`` runs as anyone);
+    its directory is checked like every state directory (safefiles.py)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(status, indent=2))
-    os.replace(tmp, path)
+    check_private_dir(path.parent, mode=0o755)
+    write_atomically(path, json.dumps(status, indent=2).encode(), 0o644, fsync=False)
 
 
 def read_status(path: Path = DEFAULT_STATUS_PATH) -> dict | None:

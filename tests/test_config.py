@@ -69,7 +69,7 @@ def test_missing_explicit_file_is_an_error(tmp_path):
 @pytest.mark.parametrize("text, where, reason", [
     ("[main]\nnotify_stdout = true\n\n[deamon]\nstore = 'auto'\n", "[deamon] (line 4)", "unknown section"),
     ("[daemon]\nstore = 'auto'\nstorm_windw = 3\n", "daemon.storm_windw (line 3)", "unknown key 'storm_windw'"),
-    ("[daemon]\nstore = 'mongodb'\n", "daemon.store (line 2)", "not one of auto, journald, sqlite"),
+    ("[daemon]\nstore = 'mongodb'\n", "daemon.store (line 2)", "unknown store 'mongodb'"),
     ("[daemon]\nstorm_window = 'soon'\n", "daemon.storm_window (line 2)", "a number of seconds"),
     ("[main]\nnotify_stdout = 'yes'\n", "main.notify_stdout (line 2)", "true or false"),
     ("[main]\nnotify_stdout = \n", "line 2", "invalid TOML"),

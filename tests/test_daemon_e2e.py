@@ -212,6 +212,10 @@ def test_journald_down_loses_nothing(tmp_path, faulty_disk_factory):
         spool = daemon.state_dir / "spool" / "events.jsonl"
         _wait_until(lambda: spool.exists() and spool.read_text().count('"FS_MOUNTED"') >= 3,
                     "the three events spooled while journald is down")
+        _wait_until(lambda: _status(daemon)["spool_depth"] >= 3, "the status file showing the spool")
+        status = _status(daemon)
+        assert status["store"] == "journal" and status["store_ok"] is False
+        assert "journald" in status["store_error"]
         services.ensure_journald()
         events = wait_for_events(
             ("--since", t0, "--blk", disk.loopdev, "--event-type", "FS_MOUNTED"),
@@ -219,9 +223,15 @@ def test_journald_down_loses_nothing(tmp_path, faulty_disk_factory):
         )
         assert len(events) == 3
         assert "spooling events" in daemon.log_text()
+        _wait_until(lambda: _status(daemon)["store_ok"], "the status file showing the store back")
+        assert (_status(daemon)["store_error"], _status(daemon)["spool_depth"]) == (None, 0)
     finally:
         services.ensure_journald()
         daemon.stop()
+
+
+def _status(daemon) -> dict:
+    return json.loads(daemon.status_file.read_text())
 
 
 def _wait_until(condition, what: str, timeout: float = 30.0) -> None:

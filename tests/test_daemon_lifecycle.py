@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.daemon import PERIPETYD, DaemonProcess, since_now, wait_for_events
+from tests.harness.senders import Sender, genuine_daemon_link
 
 pytestmark = [pytest.mark.root, pytest.mark.usefixtures("journald", "udevd")]
 
@@ -137,12 +138,16 @@ def test_kmsg_overrun_is_reported_and_reading_goes_on(tmp_path, unlimited_devkms
 
 
 def test_user_space_storage_daemon_lines_come_from_the_journal(tmp_path):
+    """A line multipathd really sent (root, comm multipathd: python run
+    through a link of that name, alive until journald has read its /proc)
+    becomes an event; the same words claimed by "kernel" do not."""
     daemon = DaemonProcess(tmp_path / "d").start()
+    sender = None
     try:
         t0 = since_now()
-        subprocess.run(["logger", "-t", "multipathd", "checker failed path 8:32 in map mpathz"], check=True)
-        # the same words claimed by "kernel" from user space are ignored
         subprocess.run(["logger", "-t", "kernel", "checker failed path 8:48 in map mpathz"], check=True)
+        sender = Sender("multipathd", "checker failed path 8:32 in map mpathz",
+                        via_link=genuine_daemon_link(tmp_path, "multipathd"))
         events = wait_for_events(("--since", t0, "--event-type", "DM_MPATH_PATH_FAILED"),
                                  lambda evs: any(e["kdev"] == "8:32" for e in evs), what="multipathd event")
         event = next(e for e in events if e["kdev"] == "8:32")
@@ -150,6 +155,8 @@ def test_user_space_storage_daemon_lines_come_from_the_journal(tmp_path):
         assert event["extension"]["map"] == "mpathz"
         assert not [e for e in events if e["kdev"] == "8:48"]
     finally:
+        if sender:
+            sender.close()
         daemon.stop()
 
 

@@ -4,7 +4,8 @@ the failures also arrived as detail events (samples, kernel lines)."""
 from __future__ import annotations
 
 from peripety.event import StorageEvent
-from peripety.mapcounts import MAX_RANGES, MapLedger, aggregate_event
+from peripety.mapcounts import MapLedger, aggregate_event
+from peripety.merge import MAX_SECTOR_RANGES as MAX_RANGES
 from peripety.tracepoints.aggregates import Aggregate, Aggregates
 
 
@@ -118,7 +119,22 @@ def test_aggregate_event_joins_ops_and_bounds_its_sector_list():
     event = aggregate_event([read, write], 302, hostname="h")
     assert event.extension["op"] == "READ,WRITE"
     assert event.extension["sectors"].count(",") == MAX_RANGES - 1
-    assert event.extension["sectors_truncated"].startswith("5 more ranges")
+    # the bound and its wording are the storm stage's (merge.SectorRanges)
+    assert (event.extension["sectors_truncated"], event.extension["sectors_unlisted"]) == ("true", str(5 * 8))
     assert event.extension["sectors_unmapped"] == "2"
     assert (event.extension["first_sector"], event.extension["last_sector"]) == ("0", str((1 << 30) + 7))
     assert event.kernel_usec == 500 and event.count == 302
+
+
+def test_map_counts_fold_into_a_storm_slice_with_all_their_sectors():
+    from peripety.merge import StormAggregator
+
+    storm = StormAggregator(window=5.0, burst=0)
+    one = aggregate_event([_agg(40, sectors=((0, 39),), first=1_000_000)], 40, hostname="h")
+    two = aggregate_event([_agg(2, sectors=((100, 107), (4096, 4103)), first=1_200_000)], 2, hostname="h")
+    assert storm.add(one, now=1.0)[1] == StormAggregator.AGGREGATE
+    assert storm.add(two, now=1.2)[1] == StormAggregator.FOLDED
+    [agg] = storm.expire(now=10.0, everything=True)
+    assert agg.count == 42
+    assert agg.extension["sectors"] == "0-39,100-107,4096-4103"
+    assert "sectors_truncated" not in agg.extension

@@ -1,7 +1,7 @@
 """Correlation of kmsg lines with tracepoint hits, storms, root causes."""
 
 from peripety.event import BlkInfo, StorageEvent
-from peripety.merge import Correlator, RootCauseLinker, StormAggregator
+from peripety.merge import Correlator, RootCauseLinker, SectorRanges, StormAggregator
 from peripety.pipeline import InFlight
 
 
@@ -77,8 +77,7 @@ def test_storm_counts_every_occurrence_and_stays_bounded():
     assert sum(e.count for e in emitted) == 40
     aggregate = emitted[-1]
     assert aggregate.count == 30
-    assert aggregate.extension["first_sector"] == "4106"
-    assert aggregate.extension["last_sector"] == "4135"
+    assert aggregate.extension["sectors"] == "4106-4135"
     assert aggregate.last_timestamp is not None
     # many devices: never more than max_keys windows held
     for dev in range(100):
@@ -153,3 +152,93 @@ def test_xfs_daddr_in_hex_pairs_with_the_decoded_hit():
     corr.add(line, now=0.0)
     out = corr.release(now=1.0)
     assert len(out) == 1 and out[0].extension["daddr"] == "128" and out[0].raw_msg == line.raw_msg
+
+
+def test_sector_ranges_merge_and_say_when_they_are_truncated():
+    ranges = SectorRanges(max_ranges=3)
+    for first, last in [(4096, 4096), (2048, 2055), (2056, 2056), (4098, 4098), (4097, 4097), (2040, 2047)]:
+        ranges.add(first, last)
+    assert str(ranges) == "2040-2056,4096-4098"
+    ranges.add(8000, 8000)
+    ranges.add(9000, 9007)  # a fourth range: not listed, counted
+    assert str(ranges) == "2040-2056,4096-4098,8000"
+    assert ranges.unlisted == 8
+    aggregate_storm = StormAggregator(window=5.0, burst=0, max_sector_ranges=2)
+    for sector in (10, 20, 30, 40):
+        aggregate_storm.add(blk_error(sector), now=0.0)
+    [agg] = aggregate_storm.expire(now=10.0)
+    assert agg.extension["sectors"] == "10,20"
+    assert agg.extension["sectors_truncated"] == "true"
+    assert agg.extension["sectors_unlisted"] == "2"
+    assert agg.count == 4
+
+
+def test_long_storm_is_one_aggregate_per_second_each_with_its_sectors():
+    """A 5 s storm at 200 failures/s: 10 singles, then aggregates that each
+    cover one second of kernel time and are released a second after they
+    open, while the storm goes on (not at its end)."""
+    storm = StormAggregator(window=5.0, burst=10)
+    emitted, released_at = [], {}
+    for i in range(1000):
+        t = 100.0 + i * 0.005
+        event = blk_error(2048 + i, usec=int(t * 1e6))
+        ready, _ = storm.add(event, now=t)
+        for e in ready:
+            released_at[e.event_id] = t
+        emitted += ready
+    emitted += storm.expire(now=200.0)
+    assert sum(e.count for e in emitted) == 1000
+    singles = [e for e in emitted if e.count == 1]
+    aggregates = [e for e in emitted if e.count > 1]
+    assert len(singles) == 10
+    assert 4 <= len(aggregates) <= 6, [a.count for a in aggregates]
+    sectors = set()
+    for agg in aggregates:
+        for part in agg.extension["sectors"].split(","):
+            first, _, last = part.partition("-")
+            sectors.update(range(int(first), int(last or first) + 1))
+        assert (agg.last_timestamp - agg.timestamp).total_seconds() < 1.0 or agg.last_timestamp is not None
+    assert sectors | {int(e.extension["sector"]) for e in singles} == set(range(2048, 3048))
+    # all but the last aggregate were released while the storm was running
+    assert sum(1 for a in aggregates if a.event_id in released_at) >= len(aggregates) - 1
+    assert len({e.event_id for e in emitted}) == len(emitted)
+
+
+def test_storm_folds_by_kernel_time_not_by_arrival():
+    """Two bursts 60 s apart in kernel time, read in one go (a replay): two
+    storms, each with its own burst, not one."""
+    storm = StormAggregator(window=5.0, burst=2)
+    emitted = []
+    for base in (10.0, 70.0):
+        for i in range(5):
+            emitted += storm.add(blk_error(i, usec=int((base + i * 0.01) * 1e6)), now=0.0)[0]
+    emitted += storm.expire(now=0.0, everything=True)
+    assert [e.count for e in emitted] == [1, 1, 3, 1, 1, 3]
+
+
+def test_merged_line_and_hit_keep_the_lines_kmsg_seq():
+    """The merged event is what releases the kernel line's seq for the saved
+    position (it was lost when the hit came first: the position stuck)."""
+    corr = Correlator(hold=0.25)
+    hit = blk_error(10, source="bpf", usec=100)
+    line = blk_error(10, source="kmsg", usec=120)
+    line.origin_seq = 42
+    corr.add(hit, now=0.0)
+    corr.add(line, now=0.01)
+    [merged] = corr.release(now=1.0)
+    assert merged.sources == ["kmsg", "bpf"]
+    assert merged.origin_seq == 42
+    assert merged.event_id == line.event_id
+
+
+def test_aggregate_ids_never_equal_a_single_events_id():
+    ids = iter(["agg-1", "agg-2"])
+    storm = StormAggregator(window=5.0, burst=1, aggregate_id=lambda agg, first_seq: next(ids))
+    first, second, third = blk_error(1), blk_error(2), blk_error(3)
+    single_ids = {first.event_id, second.event_id, third.event_id}
+    out = []
+    for e in (first, second, third):
+        out += storm.add(e, now=0.0)[0]
+    out += storm.expire(now=10.0)
+    assert [e.event_id for e in out] == [first.event_id, "agg-1"]
+    assert "agg-1" not in single_ids

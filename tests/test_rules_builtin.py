@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from peripety.event import Severity
 from peripety.event_types import EVENT_TYPES
 from peripety.kmsg import parse_record
 from peripety.record import LogRecord
@@ -53,20 +54,35 @@ def test_fixture_line_matches_as_recorded(rules, entry):
     )
     for key, value in entry.get("extension", {}).items():
         assert found.extension.get(key) == value, f"extension[{key!r}]"
+    if "severity" in entry:  # no kmsg level here: a generic event's comes from the wording
+        assert found.severity.name == entry["severity"]
     message = found.message()
-    assert found.kdev in message and not re.search(r"\{\w+\}", message)
+    if found.rule.generic:
+        assert message == ""  # the event's msg is then the kernel line itself
+    else:
+        assert found.kdev in message and not re.search(r"\{\w+\}", message)
 
 
-def test_every_builtin_rule_has_a_fixture_line(rules):
+def test_every_builtin_rule_and_grammar_has_a_fixture_line(rules):
+    """A rule or grammar counts as covered only by a line it wins (the
+    first to match), so a grammar shadowed by specific rules fails too."""
+    assert len(rules.grammars) >= 20
     fired = {_match(rules, p.values[0]).rule.origin for p in FIXTURE_LINES if _match(rules, p.values[0])}
     missing = [r.origin for r in rules.rules if r.origin not in fired]
-    assert not missing, f"built-in rules without a recorded line: {missing}"
+    assert not missing, f"built-in rules or grammars without a recorded line: {missing}"
+
+
+def test_grammars_come_after_every_specific_rule(rules):
+    kinds = [r.generic for r in rules.rules]
+    first_grammar = kinds.index(True)
+    assert all(kinds[first_grammar:]), "a specific rule after a grammar would never fire"
+    assert "grammars.toml" in rules.rules[first_grammar].origin
 
 
 def test_builtin_rules_are_well_formed(rules):
     for rule in rules.rules:
         assert rule.event_type in EVENT_TYPES, f"{rule.origin}: unknown event type {rule.event_type}"
-        assert rule.msg, f"{rule.origin}: built-in rules carry a msg sentence"
+        assert rule.msg or rule.generic, f"{rule.origin}: built-in rules carry a msg sentence"
         if not rule.identifier:
             # The dispatch key: a kernel rule without a long enough prefix
             # would be tried on every line.
@@ -98,6 +114,26 @@ def test_noise_lines_match_nothing(rules):
     assert len(noise) >= 200
     matched = [(line, rules.match(line).event_type) for line in noise if rules.match(line)]
     assert not matched
+
+
+def test_noise_lines_match_nothing_at_any_level(rules):
+    """A kmsg level changes a generic event's severity, never whether a
+    non-storage line is an event."""
+    for line in _noise_lines():
+        for level in (0, 3, 6):
+            assert rules.match(line, level) is None, line
+
+
+def test_routine_storage_lines_are_generic_events_of_their_device(rules):
+    lines = [l for l in (LINES / "storage_routine.txt").read_text().splitlines()
+             if l and not l.startswith("#")]
+    assert len(lines) >= 30
+    for line in lines:
+        found = rules.match(line)
+        assert found is not None, line
+        assert found.rule.generic and found.event_type.endswith("_MESSAGE"), (line, found.event_type)
+        assert found.kdev and found.kdev in line, line
+        assert found.severity > Severity.Warning, (line, found.severity)  # Notice, Info or Debug
 
 
 # -- the recorded kmsg file ---------------------------------------------------

@@ -12,9 +12,13 @@ import pytest
 from peripety.event import Severity
 from peripety.stores import EventFilter
 from peripety.stores.journal import JournalStore
+from peripety.stores.provenance import SenderPolicy
 from peripety.stores.sqlite import SqliteStore
 from tests.harness.services import ensure_journald, private_journald
 from tests.stores_support import full_event, names, namespace_name, read_follower
+
+# These tests write events themselves: trust this process as the writer.
+WRITERS = SenderPolicy.this_process()
 
 pytestmark = pytest.mark.root
 _seq = itertools.count()
@@ -25,7 +29,7 @@ def store(request, tmp_path):
     if request.param == "journal":
         ensure_journald()
         with private_journald(namespace_name(f"c{next(_seq)}")) as ns:
-            s = JournalStore(ns)
+            s = JournalStore(ns, writers=WRITERS)
             yield s
             s.close()
     else:

@@ -15,8 +15,12 @@ from peripety.event_types import EVENT_TYPES
 from peripety.stores import EventFilter, StoreError, open_store
 from peripety.stores.catalog import catalog_text, install_catalog
 from peripety.stores.journal import JournalStore
+from peripety.stores.provenance import SenderPolicy
 from tests.harness.services import ensure_journald
 from tests.stores_support import full_event, read_follower
+
+# These tests write events themselves: trust this process as the writer.
+WRITERS = SenderPolicy.this_process()
 
 pytestmark = pytest.mark.root
 REPO = Path(__file__).resolve().parents[1]
@@ -25,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def journal():
     ensure_journald()
-    store = open_store("journal", write=True)
+    store = open_store("journal", write=True, writers=WRITERS)
     assert isinstance(store, JournalStore)
     yield store
     store.close()

@@ -11,9 +11,13 @@ import pytest
 
 from peripety.stores import EventFilter, Spool, SpoolingStore, StoreError
 from peripety.stores.journal import JournalStore
+from peripety.stores.provenance import SenderPolicy
 from peripety.stores.sqlite import SqliteStore
 from tests.harness.services import ensure_journald, private_journald
 from tests.stores_support import full_event, names, namespace_name
+
+# These tests write events themselves: trust this process as the writer.
+WRITERS = SenderPolicy.this_process()
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +32,7 @@ def switchable_journal(journal_ns, tmp_path):
     """A journal store whose socket path does not exist until ``connect()``
     links it to the real journald socket: down, then back."""
     link = tmp_path / "journal.socket"
-    store = JournalStore(journal_ns, socket_path=link)
+    store = JournalStore(journal_ns, writers=WRITERS, socket_path=link)
     real = f"/run/systemd/journal.{journal_ns}/socket"
     store.connect = lambda: os.symlink(real, link)
     yield store
@@ -162,7 +166,7 @@ def test_journald_restart_and_outage(tmp_path):
     """A real namespace journald, stopped and started again under the store."""
     ensure_journald()
     ns = namespace_name("restart")
-    store = SpoolingStore(JournalStore(ns), tmp_path / "spool", retry_interval=0)
+    store = SpoolingStore(JournalStore(ns, writers=WRITERS), tmp_path / "spool", retry_interval=0)
     early, during, after = full_event("early"), full_event("during"), full_event("after")
     with private_journald(ns):
         store.append(early)

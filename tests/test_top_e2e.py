@@ -118,7 +118,10 @@ def test_top_shows_a_failing_device_live_and_drills_into_it(daemon, faulty_disk,
         header = sections(screen)[0]
         assert f"daemon {' '.join(status['sources'])} (pid {daemon.proc.pid})" in header[1]
         assert "kmsg" in status["sources"]
-        assert device_row(screen, disk.name) is None and device_row(screen, other.name) is None
+        # Before any fault, neither device shows an error (attaching one is a routine
+        # BLK_MESSAGE event, so its row may already be there, with no count).
+        assert device_row(screen, disk.name) in (None, (False, 0))
+        assert device_row(screen, other.name) in (None, (False, 0))
 
         # The failing device appears with its error, as soon as it happens.
         trigger = Retrigger(disk)
@@ -180,7 +183,8 @@ def test_top_shows_a_failing_device_live_and_drills_into_it(daemon, faulty_disk,
         rows = event_rows(screen)
         assert len(rows) >= 2
         assert {m["device"] for m in rows} == {disk.name}
-        assert {m["type"] for m in rows} == {"BLK_IO_ERROR"}
+        types = {m["type"] for m in rows}
+        assert "BLK_IO_ERROR" in types and types <= {"BLK_IO_ERROR", "BLK_MESSAGE"}, types
         assert other.name not in "\n".join(sections(screen)[2])
 
         # Esc shows all devices' events again.

@@ -1,7 +1,7 @@
 """``prpt``: query, follow and watch storage events.
 
 Commands live one per module (``parse``, ``info``, ``query``, ``monitor``,
-``top``) and are loaded lazily, so ``prpt parse`` never imports pyudev or the
+``top``, ``event-types``) and are loaded lazily, so ``prpt parse`` never imports pyudev or the
 journal bindings it does not need.
 """
 
@@ -14,6 +14,7 @@ import click
 
 # command name -> module under peripety.cli holding a click command named `command`
 _COMMANDS = {
+    "event-types": "event_types",
     "info": "info",
     "monitor": "monitor",
     "parse": "parse",
@@ -44,5 +45,10 @@ def main():
     query and follow the events peripetyd stored."""
 
 
+from .entry import run_cli  # noqa: E402
+
+cli_main = run_cli(main)
+"""The ``prpt`` console script: ``main`` plus closed/full stdout handling."""
+
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    cli_main()

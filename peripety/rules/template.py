@@ -17,6 +17,7 @@ load-time error rather than a silently odd message at 3 a.m.
 
 from __future__ import annotations
 
+import functools
 import string
 from dataclasses import dataclass, field
 
@@ -90,8 +91,12 @@ class Template:
         return "".join(out)
 
 
+@functools.lru_cache(maxsize=4096)
 def compile_template(source: str) -> Template:
-    """Parse ``source`` or raise TemplateError saying what is wrong."""
+    """Parse ``source`` or raise TemplateError saying what is wrong.
+
+    Templates are immutable, so one is shared by every rule with the same
+    sentence (thousands of site rules often use the default one)."""
     segments = []
     for optional, text in _split_optional(source):
         try:

@@ -42,12 +42,18 @@ class TomlLines:
                 starts.append((name, m.group(1) == "[[", number))
         ends = [s[2] for s in starts[1:]] + [len(self.lines) + 1]
         self.blocks = [Block(n, a, line, end) for (n, a, line), end in zip(starts, ends)]
+        # Items of each array of tables, in order: a file of 20,000 rules
+        # asks for every one of them, so the lookup must not scan.
+        self._arrays: dict[str, list[Block]] = {}
+        for block in self.blocks:
+            if block.array:
+                self._arrays.setdefault(block.name, []).append(block)
 
     def table(self, name: str) -> Block | None:
         return next((b for b in self.blocks if b.name == name and not b.array), None)
 
     def array_item(self, name: str, index: int) -> Block | None:
-        items = [b for b in self.blocks if b.name == name and b.array]
+        items = self._arrays.get(name, [])
         return items[index] if 0 <= index < len(items) else None
 
     def key(self, block: Block | None, key: str) -> int | None:

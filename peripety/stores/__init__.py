@@ -4,7 +4,7 @@ an on-disk spool for when the store is down, and ``open_store`` to pick one.
 
 from ..errors import StoreError
 from .base import EventStore, Follower
-from .factory import SPEC_HELP, open_store
+from .factory import SPEC_HELP, StoreSpec, open_store, parse_store_spec
 from .filter import EventFilter
 from .spool import Spool, SpoolingStore
 
@@ -16,5 +16,7 @@ __all__ = [
     "Spool",
     "SpoolingStore",
     "StoreError",
+    "StoreSpec",
     "open_store",
+    "parse_store_spec",
 ]

@@ -29,6 +29,7 @@ from ..errors import EventFormatError, StoreError
 from ..event import Severity, StorageEvent
 from .filter import EventFilter, to_usec
 from .journald_socket import JournaldSocket, runtime_dir, synchronize
+from .provenance import PERIPETYD_WRITER, SenderPolicy, sender_from_reader
 
 log = logging.getLogger("peripety.stores.journal")
 
@@ -48,15 +49,28 @@ _JOURNAL_GROUP_HINT = (
 
 class JournalStore:
     """Events in the system journal, or in the journal namespace ``namespace``
-    (``systemd-journald NS``), or read from a journal ``directory``."""
+    (``systemd-journald NS``), or read from a journal ``directory``.
+
+    Provenance: an entry is read as an event only when journald's trusted
+    fields say ``writers`` (by default root's peripetyd, see
+    ``provenance.py``) wrote it. Others are skipped and counted in
+    ``untrusted_skipped`` (this store's queries and followers together);
+    with ``include_untrusted`` they are returned, each marked with
+    ``untrusted_writer`` (who journald says wrote it).
+    """
 
     name = "journal"
 
     def __init__(self, namespace: str | None = None, *, socket_path: str | os.PathLike | None = None,
-                 directory: str | os.PathLike | None = None):
+                 directory: str | os.PathLike | None = None, writers: SenderPolicy = PERIPETYD_WRITER,
+                 include_untrusted: bool = False):
         self.namespace = namespace
         self.directory = str(directory) if directory is not None else None
         self.socket_path = Path(socket_path) if socket_path else runtime_dir(namespace) / "socket"
+        self.writers = writers
+        self.include_untrusted = include_untrusted
+        self.untrusted_skipped = 0
+        """Entries with IS_PERIPETY=TRUE not written by ``writers``, skipped so far."""
         self._sender = JournaldSocket(self.socket_path)
 
     # -- writing ------------------------------------------------------------
@@ -105,7 +119,7 @@ class JournalStore:
             while reader._next():
                 if stop is not None and reader._get_realtime() > stop:
                     return
-                event = _decode(reader)
+                event = self._decode(reader)
                 if event is not None and flt.matches_time(event.timestamp):
                     yield event
 
@@ -120,13 +134,31 @@ class JournalStore:
             while len(newest) < flt.limit and reader._previous():
                 if start is not None and reader._get_realtime() < start:
                     break
-                event = _decode(reader)
+                event = self._decode(reader)
                 if event is not None and flt.matches_time(event.timestamp):
                     newest.append(event)
         return reversed(newest)
 
     def follow(self, flt: EventFilter) -> "JournalFollower":
-        return JournalFollower(self._open_reader(flt), flt)
+        return JournalFollower(self._open_reader(flt), flt, self)
+
+    def _decode(self, reader) -> StorageEvent | None:
+        """The event of the reader's current entry, or None when it is not
+        one (unreadable, or written by someone else and not asked for)."""
+        trusted = self.writers.trusts_reader(reader)
+        if not trusted:
+            sender = sender_from_reader(reader)
+            self.untrusted_skipped += 1
+            if not self.include_untrusted:
+                if self.untrusted_skipped == 1:
+                    log.warning("skipping journal entries that claim to be peripety events but were not "
+                                "written by %s (first: %s, sent by %s)", self.writers.describe(),
+                                reader._get_cursor(), _describe_sender(sender))
+                return None
+        event = _decode(reader)
+        if event is not None and not trusted:
+            event.untrusted_writer = sender
+        return event
 
     def close(self) -> None:
         self._sender.close()
@@ -137,9 +169,10 @@ class JournalStore:
 
 
 class JournalFollower:
-    def __init__(self, reader, flt: EventFilter):
+    def __init__(self, reader, flt: EventFilter, store: JournalStore):
         self._reader = reader
         self._flt = flt
+        self._store = store
         # Set up inotify before positioning, so nothing written from now on is missed.
         self._fd = reader.fileno()
         # Step onto the last matching entry so _next() returns only newer ones.
@@ -159,13 +192,22 @@ class JournalFollower:
         self._reader.process()  # consume the inotify events behind fileno()
         events = []
         while self._reader._next():
-            event = _decode(self._reader)
+            event = self._store._decode(self._reader)
             if event is not None and self._flt.matches_time(event.timestamp):
                 events.append(event)
         return events
 
+    @property
+    def untrusted_skipped(self) -> int:
+        """Untrusted entries skipped so far by this follower's store."""
+        return self._store.untrusted_skipped
+
     def close(self) -> None:
         self._reader.close()
+
+
+def _describe_sender(sender: dict[str, str]) -> str:
+    return " ".join(f"{k}={v}" for k, v in sender.items() if k != "exe") or "nobody journald could name"
 
 
 def _check_readable(namespace: str | None) -> None:

@@ -29,6 +29,7 @@ from typing import Iterator
 
 from ..errors import EventFormatError, StoreError
 from ..event import StorageEvent
+from ..safefiles import UnsafePathError, check_private_dir, open_private, write_atomically
 from .filter import EventFilter
 
 log = logging.getLogger("peripety.stores.spool")
@@ -53,8 +54,11 @@ class Spool:
         self.path = self.directory / SPOOL_FILE
         self._delivered_path = self.directory / DELIVERED_FILE
         try:
-            self.directory.mkdir(mode=0o750, parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_CREAT | os.O_RDWR | os.O_APPEND | os.O_CLOEXEC, 0o640)
+            check_private_dir(self.directory)
+        except UnsafePathError as exc:
+            raise StoreError(f"the spool directory: {exc}") from None
+        try:
+            fd = open_private(self.path, os.O_CREAT | os.O_RDWR | os.O_APPEND, 0o640)
         except OSError as exc:
             raise StoreError(f"cannot open the spool {self.path}: {exc.strerror}") from exc
         self._file = os.fdopen(fd, "ab")
@@ -77,7 +81,7 @@ class Spool:
         size = self._file.seek(0, os.SEEK_END)
         if size == 0:
             return
-        with open(self.path, "rb") as f:
+        with os.fdopen(open_private(self.path, os.O_RDONLY), "rb") as f:
             data = f.read()
         end = data.rfind(b"\n") + 1
         if end != size:
@@ -88,7 +92,8 @@ class Spool:
 
     def _read_delivered(self) -> int:
         try:
-            text = self._delivered_path.read_text().strip()
+            with os.fdopen(open_private(self._delivered_path, os.O_RDONLY), "rb") as f:
+                text = f.read().decode("ascii", "replace").strip()
         except FileNotFoundError:
             return 0
         except OSError as exc:
@@ -140,15 +145,9 @@ class Spool:
 
     def _rewrite(self, lines: list[bytes]) -> None:
         """Replace the spool by ``lines`` (crash-safe: write aside, then rename)."""
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            os.fchmod(f.fileno(), 0o640)
-            f.writelines(lines)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        write_atomically(self.path, b"".join(lines))
         self._file.close()
-        self._file = open(self.path, "ab")
+        self._file = os.fdopen(open_private(self.path, os.O_WRONLY | os.O_APPEND), "ab")
         self._set_delivered(0)
         self._count = len(lines)
         self._unsynced = 0
@@ -157,7 +156,7 @@ class Spool:
     def _lines(self) -> Iterator[tuple[int, bytes]]:
         """(end offset, line) of every line not yet delivered."""
         self._file.flush()
-        with open(self.path, "rb") as f:
+        with os.fdopen(open_private(self.path, os.O_RDONLY), "rb") as f:
             f.seek(self._delivered)
             offset = self._delivered
             for line in f:
@@ -193,9 +192,7 @@ class Spool:
         if offset == 0:
             self._delivered_path.unlink(missing_ok=True)
             return
-        tmp = self._delivered_path.with_suffix(".tmp")
-        tmp.write_text(f"{offset}\n")
-        os.replace(tmp, self._delivered_path)
+        write_atomically(self._delivered_path, f"{offset}\n".encode(), fsync=False)
 
     def close(self) -> None:
         if not self._file.closed:
@@ -216,6 +213,8 @@ class SpoolingStore:
         self.retry_interval = retry_interval
         """Seconds between delivery attempts made by ``append``."""
         self._last_failure = float("-inf")
+        self.error: str | None = None
+        """Why the store last refused an event, while events are spooled; None when it takes them."""
         if len(self.spool):
             log.info("%d event(s) waiting in %s from an earlier run", len(self.spool), self.spool.path)
 
@@ -223,15 +222,22 @@ class SpoolingStore:
     def name(self) -> str:
         return self.store.name
 
+    @property
+    def ok(self) -> bool:
+        """The store takes events (nothing waits in the spool)."""
+        return self.error is None and not len(self.spool)
+
     def append(self, event: StorageEvent) -> None:
         if len(self.spool) and time.monotonic() - self._last_failure >= self.retry_interval:
             self.flush_spool()
         if not len(self.spool):
             try:
                 self.store.append(event)
+                self.error = None
                 return
             except StoreError as exc:
                 self._last_failure = time.monotonic()
+                self.error = str(exc)
                 log.warning("%s; spooling events to %s until it is back", exc, self.spool.path)
         self.spool.put(event)
 
@@ -247,6 +253,7 @@ class SpoolingStore:
                         self.store.append(event)
                 except StoreError as exc:
                     self._last_failure = time.monotonic()
+                    self.error = str(exc)
                     log.debug("spool delivery stopped: %s", exc)
                     break
                 delivered += 1
@@ -258,6 +265,8 @@ class SpoolingStore:
         finally:
             if in_batch:
                 self.spool.mark_delivered(end, in_batch)
+        if not len(self.spool):
+            self.error = None
         if delivered:
             log.info("delivered %d spooled event(s) to %s; %d still spooled",
                      delivered, self.store.name, len(self.spool))

@@ -1,6 +1,17 @@
 """The embedded store for hosts without journald: one SQLite database in WAL
 mode (readers never block the daemon's writes).
 
+Provenance: SQLite records no writer per row, so the *file* says who wrote
+the events. A reader accepts a database only when it, and every directory
+above it, could have been written by root alone (the daemon's user): the
+database is owned by root (or by the reader itself, for a private store),
+is not group/world-writable, is not a symbolic link (checked with
+``O_NOFOLLOW`` and again on the opened inode), and its directory passes
+the same check as the daemon's state directories (``safefiles.py``). A
+database anyone else could have written is refused with the reason;
+``include_untrusted`` reads it anyway and marks every event.
+The daemon creates the file with ``O_NOFOLLOW`` in a checked directory.
+
 Durability: ``synchronous=NORMAL`` in WAL mode keeps every committed event
 across a crash of peripetyd; only a power loss may take the last few
 commits. Each ``append`` is its own transaction, and appending an
@@ -19,6 +30,7 @@ from typing import Iterator
 
 from ..errors import EventFormatError, StoreError
 from ..event import StorageEvent
+from ..safefiles import UnsafePathError, check_dir_chain, check_private_dir, open_private
 from .filter import EventFilter, to_usec
 
 log = logging.getLogger("peripety.stores.sqlite")
@@ -62,9 +74,13 @@ class SqliteStore:
     name = "sqlite"
 
     def __init__(self, path: str | os.PathLike = DEFAULT_PATH, *, write: bool = False,
-                 busy_timeout: float = 5.0):
+                 busy_timeout: float = 5.0, include_untrusted: bool = False):
         self.path = Path(path)
         self.write = write
+        self.include_untrusted = include_untrusted
+        self.untrusted_skipped = 0
+        """Always 0 for a trusted database (provenance is per file, see above)."""
+        self._untrusted_writer: dict | None = None
         self.busy_timeout = busy_timeout
         """Seconds to wait for another writer's lock before append fails."""
         self._db = self._connect()
@@ -82,9 +98,14 @@ class SqliteStore:
                 if not self.path.exists():
                     raise StoreError(f"no event database at {self.path} (peripetyd has stored no "
                                      "events there yet, or it uses the journal store)")
+                before = self._check_provenance()
                 db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None,
                                      check_same_thread=False)
                 _check_version(db, self.path)
+                after = os.stat(self.path)
+                if (after.st_dev, after.st_ino) != (before.st_dev, before.st_ino):
+                    db.close()
+                    raise StoreError(f"{self.path}: replaced while it was being opened; not read")
             db.execute("PRAGMA foreign_keys=ON")
             return db
         except sqlite3.Error as exc:
@@ -92,6 +113,36 @@ class SqliteStore:
         except PermissionError as exc:
             raise StoreError(f"{self.path}: {exc.strerror} (peripetyd's database is readable by "
                              "root and its group)") from exc
+
+    def _check_provenance(self) -> os.stat_result:
+        """The stat of a database only root could have written; else
+        StoreError (or, with include_untrusted, a mark on every event)."""
+        try:
+            fd = open_private(self.path, os.O_RDONLY)
+        except UnsafePathError as exc:
+            raise StoreError(str(exc)) from None
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        problem = None
+        if st.st_uid not in (0, os.geteuid()):
+            problem = f"owned by uid {st.st_uid}, not root"
+        elif st.st_mode & 0o022:
+            problem = f"group/world-writable (mode {st.st_mode & 0o7777:04o})"
+        else:
+            try:
+                check_dir_chain(self.path.parent)
+            except UnsafePathError as exc:
+                problem = str(exc)
+        if problem is None:
+            return st
+        if not self.include_untrusted:
+            raise StoreError(f"{self.path}: not read: {problem}, so anyone could have written its events "
+                             "(--include-untrusted reads it anyway, marking every event)")
+        log.warning("%s: %s; its events are marked untrusted", self.path, problem)
+        self._untrusted_writer = {"uid": str(st.st_uid), "file": str(self.path), "reason": problem}
+        return st
 
     # -- writing ------------------------------------------------------------
     def append(self, event: StorageEvent) -> None:
@@ -138,6 +189,7 @@ class SqliteStore:
         for rowid, text in rows:
             event = _decode(self.path, rowid, text)
             if event is not None:
+                event.untrusted_writer = self._untrusted_writer
                 yield event
 
     def follow(self, flt: EventFilter) -> "SqliteFollower":
@@ -168,6 +220,10 @@ class SqliteFollower:
     def _data_version(self) -> int:
         return self._db.execute("PRAGMA data_version").fetchone()[0]
 
+    @property
+    def untrusted_skipped(self) -> int:
+        return self._store.untrusted_skipped
+
     def fileno(self) -> int | None:
         return None
 
@@ -191,6 +247,7 @@ class SqliteFollower:
             self._last = rowid
             event = _decode(self._store.path, rowid, text)
             if event is not None:
+                event.untrusted_writer = self._store._untrusted_writer
                 events.append(event)
         return events
 
@@ -241,9 +298,14 @@ def where_clause(flt: EventFilter) -> tuple[str, list]:
 
 
 def _create_private(path: Path) -> None:
-    """Events name devices and mount points: keep them to root and its group."""
-    path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o640)
+    """Events name devices and mount points: keep them to root and its group.
+    The directory is checked and the file opened without following links
+    (SQLite itself follows them)."""
+    try:
+        check_private_dir(path.parent)
+        fd = open_private(path, os.O_CREAT | os.O_RDWR, 0o640)
+    except UnsafePathError as exc:
+        raise StoreError(str(exc)) from None
     os.close(fd)
 
 
