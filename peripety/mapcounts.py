@@ -11,8 +11,9 @@ map count, per (event type, device):
 - each drained map ``Aggregate`` adds to the key's ``mapped`` total, and
   ``settle()`` turns ``mapped - noted - already emitted`` (when positive)
   into one event carrying that count, the failed sectors
-  (``extension.sectors``) and the first/last time, fed into the storm stage
-  like any other event.
+  (``extension.sectors``) and the first/last time (``counted_by =
+  bpf-maps``), which the storm stage folds into its per-second slices, never
+  passing it as one of a storm's first single events.
 
 Stored total = noted + emitted = mapped, once the maps have caught up with
 the detail events: a drained count waits ``hold`` seconds before it is
@@ -32,7 +33,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from .event import StorageEvent
@@ -70,19 +71,6 @@ def _unit_of(event: StorageEvent) -> str:
 
 
 @dataclass
-class _Tally:
-    mapped: int = 0
-    noted: int = 0
-    emitted: int = 0
-    pending: list[Aggregate] = field(default_factory=list)
-    """Aggregates settled but not yet emitted (their detail)."""
-
-    @property
-    def owed(self) -> int:
-        return self.mapped - self.noted - self.emitted
-
-
-@dataclass
 class _Drained:
     ready_at: float
     aggregates: Aggregates
@@ -101,7 +89,11 @@ class MapLedger:
         older than that are about failures no map counted."""
         self.to_wallclock = to_wallclock
         self.clock = clock
-        self._tallies: dict[tuple[str, str], _Tally] = {}
+        # key -> failures the maps counted that no stored event stands for
+        # yet: + map counts, - detail events noted, - counts emitted. Only
+        # the balance matters, so a key at 0 is dropped (memory follows the
+        # devices failing right now); below 0 it waits for its map counts.
+        self._owed: dict[tuple[str, str], int] = {}
         self._waiting: list[_Drained] = []
         self.untracked: dict[str, int] = {}
 
@@ -119,7 +111,7 @@ class MapLedger:
         maps count its failure (it must then not be counted again)."""
         if not self.covers(event):
             return False
-        self._tally(ledger_key(event.event_type, _unit_of(event))).noted += event.count
+        self._change(ledger_key(event.event_type, _unit_of(event)), -event.count)
         return True
 
     def add(self, found: Aggregates) -> None:
@@ -131,7 +123,7 @@ class MapLedger:
     def settle(self, everything: bool = False) -> list[StorageEvent]:
         """Events for the counts the detail events did not store."""
         now = self.clock()
-        touched: list[tuple[str, str]] = []
+        described: dict[tuple[str, str], list[Aggregate]] = {}
         while self._waiting and (everything or self._waiting[0].ready_at <= now):
             drained = self._waiting.pop(0)
             for agg in drained.aggregates.items:
@@ -139,22 +131,17 @@ class MapLedger:
                     continue  # counted, but no event type of its own (scsi_eh_wakeup)
                 event_type, _ = KIND_EVENT_TYPES[agg.kind]
                 key = ledger_key(event_type, agg.dev_num or agg.kdev)
-                tally = self._tally(key)
-                tally.mapped += agg.count
-                tally.pending.append(agg)
-                if key not in touched:
-                    touched.append(key)
+                self._change(key, agg.count)
+                described.setdefault(key, []).append(agg)
             for kind, n in drained.aggregates.untracked.items():
                 if kind in KIND_EVENT_TYPES:
                     self.untracked[kind] = self.untracked.get(kind, 0) + n
         out = []
-        for key in touched:
-            tally = self._tallies[key]
-            owed, aggs = tally.owed, tally.pending
-            tally.pending = []
+        for key, aggs in described.items():
+            owed = self._owed.get(key, 0)
             if owed > 0:
-                tally.emitted += owed
-                out.append(self._event(key, owed, aggs))
+                self._change(key, -owed)
+                out.append(aggregate_event(aggs, owed, hostname=self.hostname, to_wallclock=self.to_wallclock))
         out += self._untracked_events()
         return out
 
@@ -162,14 +149,16 @@ class MapLedger:
         return self._waiting[0].ready_at if self._waiting else None
 
     # -- internals --------------------------------------------------------
-    def _tally(self, key) -> _Tally:
-        tally = self._tallies.get(key)
-        if tally is None:
-            tally = self._tallies[key] = _Tally()
-        return tally
+    def _change(self, key: tuple[str, str], delta: int) -> None:
+        owed = self._owed.get(key, 0) + delta
+        if owed:
+            self._owed[key] = owed
+        else:
+            self._owed.pop(key, None)
 
-    def _event(self, key: tuple[str, str], count: int, aggs: list[Aggregate]) -> StorageEvent:
-        return aggregate_event(aggs, count, hostname=self.hostname, to_wallclock=self.to_wallclock)
+    def tracked(self) -> int:
+        """Keys with a balance (memory held), for tests and status."""
+        return len(self._owed)
 
     def _untracked_events(self) -> list[StorageEvent]:
         out = []

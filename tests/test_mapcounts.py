@@ -52,6 +52,7 @@ def test_map_count_minus_detail_events_is_stored_once():
     assert (event.extension["op"], event.extension["errno_name"], event.extension["blk_status"]) == ("READ", "EIO", "I/O")
     assert (event.dev_num, event.kdev, event.kernel_usec) == ("7:0", "7:0", 1_000)
     assert ledger.settle(everything=True) == []
+    assert ledger.tracked() == 0  # a settled key holds no memory
 
 
 def test_detail_noted_after_its_count_is_absorbed_by_the_next_count():

@@ -13,9 +13,8 @@ import logging
 import os
 import sys
 import tempfile
-from pathlib import Path
-
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import BpfUnavailable
 from .aggregates import MAP_STRUCTS
@@ -35,7 +34,6 @@ _SOURCE_CANDIDATES = (
 )
 
 
-
 @dataclass(frozen=True)
 class Tuning:
     """The program's bounds, passed as -D flags (tests shrink them)."""
@@ -51,9 +49,9 @@ class Tuning:
     """(unit, kind, status, op) keys per map generation; failures beyond
     are counted per kind only (``Aggregates.untracked``)."""
     sector_entries: int = 2048
-    """Sector buckets per generation (2048 x 4096 sectors: 4 GiB of failed
-    range at 512 bytes a bucket entry); requests beyond keep only the
-    key's lowest/highest sector (``Aggregate.unmapped``)."""
+    """Sector buckets per generation: 2048 buckets of 4096 sectors (each a
+    512-byte bitmap) cover 4 GiB of failed range per read; requests beyond
+    keep only their key's lowest/highest sector (``Aggregate.unmapped``)."""
     bucket_words: int = 64
     """64-bit words per sector bucket: 64 -> 4096 sectors (2 MiB)."""
     budget_entries: int = 4096
