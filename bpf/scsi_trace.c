@@ -4,13 +4,20 @@
  * Only error paths are probed, so successful I/O costs nothing: every probe
  * either sits on a tracepoint that fires on failure only (block_rq_error,
  * scsi_dispatch_cmd_error/_timeout, scsi_eh_wakeup, ext4_error) or returns
- * before touching the ring buffer when the completion status is success.
+ * before touching any map when the completion status is success.
+ *
+ * Each failure is counted in BPF maps (per unit, kind, status and op, with
+ * its sectors as bitmaps: see "aggregation" below), so counts stay exact at
+ * any rate; only the first few failures per unit and interval also go out
+ * as full samples through the ring buffer.
  *
  * The loader (peripety/tracepoints/loader.py) compiles a probe in only when
  * the attach plan defines its macro (-DPRPT_BLOCK_RQ_ERROR, ...), because bcc
  * cannot compile a TRACEPOINT_PROBE for a tracepoint this kernel lacks. It
- * also defines the kind numbers (PRPT_KIND_*), the ring buffer size and the
- * expected struct sizes (PRPT_SIZEOF_*), all from Python-side tables, so the
+ * also defines the kind numbers (PRPT_KIND_*), the ring buffer size, the map
+ * bounds and sample budget (PRPT_AGG_ENTRIES, PRPT_SAMPLE_BUDGET, ...: see
+ * Tuning in loader.py) and the expected struct sizes (PRPT_SIZEOF_*), all
+ * from Python-side tables, so the
  * C structs below and the ctypes mirrors in decode.py cannot drift apart
  * silently: a mismatch fails the compile.
  *
@@ -103,12 +110,259 @@ BPF_RINGBUF_OUTPUT(events, PRPT_RINGBUF_PAGES);
  */
 BPF_PERCPU_ARRAY(lost, u64, PRPT_KIND_COUNT);
 
-static __always_inline void count_lost(u32 kind)
+/* Samples not sent because the unit's budget for the interval was spent. */
+BPF_PERCPU_ARRAY(sampled_out, u64, PRPT_KIND_COUNT);
+
+static __always_inline void count_in(void *table_lookup_result)
 {
-	u64 *n = lost.lookup(&kind);
+	u64 *n = table_lookup_result;
 
 	if (n)
 		(*n)++;
+}
+
+/* ---- aggregation -------------------------------------------------------
+ *
+ * Every failure is counted here, whatever the ring buffer does; the ring
+ * carries only the first PRPT_SAMPLE_BUDGET full samples per unit (device,
+ * SCSI target, NVMe disk) and PRPT_SAMPLE_INTERVAL_NS, for a human to read.
+ *
+ * Two generations of maps (..0, ..1); ctl[0] names the one probes write.
+ * User space (peripety/tracepoints/aggregates.py) retires a generation by
+ * pointing ctl[0] at the other, waits at least one tick (a probe runs with
+ * preemption disabled, for microseconds: a generation retired a tick ago has
+ * no writer left), then reads and empties it. So no count is read while it
+ * can still change, none is reset before it was read, none is read twice.
+ *
+ * agg0/agg1: (unit, kind, status, op) -> count, first/last time, lowest and
+ *   highest failed sector. Per-CPU: the hot path takes no atomic and no
+ *   shared cache line. PRPT_AGG_ENTRIES keys per generation; a failure
+ *   whose key finds the map full is counted in agg_full[gen][kind] (exact
+ *   total per kind, no unit).
+ * sectors0/sectors1: (unit, kind, status, op, bucket) -> one bit per
+ *   512-byte sector of a PRPT_BUCKET_SECTORS-sector bucket, set with atomic
+ *   OR (shared: a per-CPU bitmap would cost its size times the CPUs).
+ *   PRPT_SECTOR_ENTRIES buckets per generation; a request whose bucket finds
+ *   the map full, or that spans more than two buckets, is counted in its
+ *   agg value's `unmapped` (its sectors are then known only to lie within
+ *   [min_sector, max_sector_end)).
+ */
+
+struct prpt_agg_key {
+	u32 kind;
+	s32 status;	/* block/xfs: -errno; SCSI: result (rtn); NVMe: status */
+	u32 op;		/* block: op letters of rwbs; SCSI: opcode; else 0 */
+	u32 dev;	/* kernel dev_t (block, ext4, xfs) */
+	u32 host_no;	/* SCSI h:c:t:l; NVMe: host_no = ctrl_id */
+	u32 channel;
+	u32 id;
+	u32 lun;
+	char disk[32];	/* NVMe disk name */
+};
+
+struct prpt_agg_val {
+	u64 count;
+	u64 first_ns;
+	u64 last_ns;
+	u64 min_sector;
+	u64 max_sector_end;	/* exclusive */
+	u64 unmapped;		/* requests whose sectors have no bits */
+};
+
+struct prpt_sector_key {
+	u64 bucket;		/* sector / PRPT_BUCKET_SECTORS */
+	struct prpt_agg_key agg;
+};
+
+#define PRPT_BUCKET_SECTORS (PRPT_BUCKET_WORDS * 64)
+_Static_assert((PRPT_BUCKET_WORDS & (PRPT_BUCKET_WORDS - 1)) == 0, "PRPT_BUCKET_WORDS must be a power of two");
+
+struct prpt_sector_bits {
+	u64 w[PRPT_BUCKET_WORDS];
+};
+
+/* The size of each is checked against decode.py like the samples'. */
+_Static_assert(sizeof(struct prpt_agg_key) == PRPT_SIZEOF_AGG_KEY, "agg key layout differs from aggregates.py");
+_Static_assert(sizeof(struct prpt_agg_val) == PRPT_SIZEOF_AGG_VAL, "agg value layout differs from aggregates.py");
+_Static_assert(sizeof(struct prpt_sector_key) == PRPT_SIZEOF_SECTOR_KEY, "sector key layout differs from aggregates.py");
+
+BPF_ARRAY(ctl, u32, 1);
+BPF_PERCPU_HASH(agg0, struct prpt_agg_key, struct prpt_agg_val, PRPT_AGG_ENTRIES);
+BPF_PERCPU_HASH(agg1, struct prpt_agg_key, struct prpt_agg_val, PRPT_AGG_ENTRIES);
+BPF_PERCPU_ARRAY(agg_full0, u64, PRPT_KIND_COUNT);
+BPF_PERCPU_ARRAY(agg_full1, u64, PRPT_KIND_COUNT);
+BPF_HASH(sectors0, struct prpt_sector_key, struct prpt_sector_bits, PRPT_SECTOR_ENTRIES);
+BPF_HASH(sectors1, struct prpt_sector_key, struct prpt_sector_bits, PRPT_SECTOR_ENTRIES);
+/* All zero, never written: the initial value of a new bucket (too big for
+ * the 512-byte BPF stack). */
+BPF_ARRAY(zero_bits, struct prpt_sector_bits, 1);
+
+struct prpt_budget {
+	u64 interval_start_ns;
+	u64 sent;
+};
+/* Per unit (kind and unit of the key; status and op zeroed). LRU: units
+ * that stopped failing make room for new ones. */
+BPF_TABLE("lru_hash", struct prpt_agg_key, struct prpt_budget, budget, PRPT_BUDGET_ENTRIES);
+
+static __always_inline u32 current_gen(void)
+{
+	u32 zero = 0;
+	u32 *gen = ctl.lookup(&zero);
+
+	return gen && *gen ? 1 : 0;
+}
+
+static __always_inline struct prpt_agg_val *agg_slot(u32 gen, struct prpt_agg_key *key)
+{
+	struct prpt_agg_val zero = {};
+
+	if (gen)
+		return agg1.lookup_or_try_init(key, &zero);
+	return agg0.lookup_or_try_init(key, &zero);
+}
+
+static __always_inline struct prpt_sector_bits *sector_slot(u32 gen, struct prpt_sector_key *key)
+{
+	u32 zero = 0;
+	struct prpt_sector_bits *init = zero_bits.lookup(&zero);
+
+	if (!init)
+		return 0;
+	if (gen)
+		return sectors1.lookup_or_try_init(key, init);
+	return sectors0.lookup_or_try_init(key, init);
+}
+
+/*
+ * Set the bits of sectors [first, end) that fall into `bucket`. At most
+ * PRPT_BUCKET_WORDS words; a word already holding its bits is not written,
+ * so a storm on the same sectors does not bounce a shared cache line.
+ */
+static __always_inline int mark_bucket(u32 gen, struct prpt_sector_key *skey, u64 bucket, u64 first, u64 end)
+{
+	u64 base = bucket * PRPT_BUCKET_SECTORS;
+	u64 lo = first > base ? first - base : 0;
+	u64 hi = end - base < PRPT_BUCKET_SECTORS ? end - base : PRPT_BUCKET_SECTORS;
+	struct prpt_sector_bits *bits;
+	u32 i, n;
+
+	skey->bucket = bucket;
+	bits = sector_slot(gen, skey);
+	if (!bits)
+		return -1;
+	/* Words first..last; the index is masked so the verifier sees it
+	 * inside the bitmap whatever the compiler makes of the loop. */
+	for (n = 0; n < PRPT_BUCKET_WORDS; n++) {
+		u64 w = lo / 64 + n;
+		u64 word_lo = w * 64, word_hi = word_lo + 64;
+		u64 from, to, mask;
+
+		if (word_lo >= hi)
+			break;
+		from = lo > word_lo ? lo - word_lo : 0;		/* first bit */
+		to = hi < word_hi ? hi - word_lo : 64;		/* past the last bit */
+		mask = (to - from >= 64) ? ~0ULL : (((1ULL << (to - from)) - 1) << from);
+		i = w & (PRPT_BUCKET_WORDS - 1);
+		if ((bits->w[i] & mask) != mask)
+			__sync_fetch_and_or(&bits->w[i], mask);
+	}
+	return 0;
+}
+
+/* Record the failed sectors [sector, sector + nr) of one request. */
+static __always_inline int mark_sectors(u32 gen, struct prpt_agg_key *key, u64 sector, u64 end)
+{
+	struct prpt_sector_key skey;
+	u64 first_bucket = sector / PRPT_BUCKET_SECTORS;
+	u64 last_bucket = (end - 1) / PRPT_BUCKET_SECTORS;
+
+	if (last_bucket - first_bucket > 1)
+		return -1;
+	__builtin_memset(&skey, 0, sizeof(skey));
+	__builtin_memcpy(&skey.agg, key, sizeof(skey.agg));
+	if (mark_bucket(gen, &skey, first_bucket, sector, end))
+		return -1;
+	if (last_bucket != first_bucket && mark_bucket(gen, &skey, last_bucket, sector, end))
+		return -1;
+	return 0;
+}
+
+#define PRPT_NO_SECTOR (~0ULL)
+
+/* Count one failure of `key`; `sector` PRPT_NO_SECTOR when it has none. */
+static __always_inline void count_failure(struct prpt_agg_key *key, u64 sector, u32 nr_sector, u64 now)
+{
+	u32 gen = current_gen();
+	struct prpt_agg_val *val = agg_slot(gen, key);
+	u64 end;
+
+	if (!val) {
+		u32 kind = key->kind;
+
+		if (gen)
+			count_in(agg_full1.lookup(&kind));
+		else
+			count_in(agg_full0.lookup(&kind));
+		return;
+	}
+	/* This CPU's slot: no other writer while the probe runs. */
+	if (val->count == 0) {
+		val->first_ns = now;
+		val->min_sector = PRPT_NO_SECTOR;
+	}
+	val->count++;
+	val->last_ns = now;
+	if (sector == PRPT_NO_SECTOR)
+		return;
+	end = sector + (nr_sector ? nr_sector : 1);
+	if (sector < val->min_sector)
+		val->min_sector = sector;
+	if (end > val->max_sector_end)
+		val->max_sector_end = end;
+	if (mark_sectors(gen, key, sector, end))
+		val->unmapped++;
+}
+
+/*
+ * Whether this failure also goes out as a full sample: the first
+ * PRPT_SAMPLE_BUDGET of its unit in each PRPT_SAMPLE_INTERVAL_NS. Two CPUs
+ * opening a new interval at once may let a sample or two more through.
+ */
+static __always_inline int sample_wanted(struct prpt_agg_key *key, u64 now)
+{
+	struct prpt_agg_key unit;
+	struct prpt_budget zero = {}, *b;
+	u32 kind = key->kind;
+
+	__builtin_memcpy(&unit, key, sizeof(unit));
+	unit.status = 0;
+	unit.op = 0;
+	b = budget.lookup_or_try_init(&unit, &zero);
+	if (!b)
+		return 1;
+	if (now - b->interval_start_ns >= PRPT_SAMPLE_INTERVAL_NS) {
+		b->interval_start_ns = now;
+		b->sent = 0;
+	}
+	if (b->sent >= PRPT_SAMPLE_BUDGET) {
+		count_in(sampled_out.lookup(&kind));
+		return 0;
+	}
+	__sync_fetch_and_add(&b->sent, 1);
+	return 1;
+}
+
+/* Count the failure, then say whether to send its sample. */
+static __always_inline int account(struct prpt_agg_key *key, u64 sector, u32 nr_sector, u64 now)
+{
+	count_failure(key, sector, nr_sector, now);
+	return sample_wanted(key, now);
+}
+
+static __always_inline void count_lost(u32 kind)
+{
+	count_in(lost.lookup(&kind));
 }
 
 /*
@@ -116,7 +370,7 @@ static __always_inline void count_lost(u32 kind)
  * user space) with its head filled in; NULL, counted as lost for `kind`,
  * when the ring buffer is full. Probes fill the rest and submit.
  */
-static __always_inline void *reserve_sample(u32 size, u32 kind, u32 dev)
+static __always_inline void *reserve_sample(u32 size, u32 kind, u32 dev, u64 now)
 {
 	struct prpt_head *head = events.ringbuf_reserve(size);
 
@@ -127,24 +381,61 @@ static __always_inline void *reserve_sample(u32 size, u32 kind, u32 dev)
 	__builtin_memset(head, 0, size);
 	head->kind = kind;
 	head->dev = dev;
-	head->ktime_ns = bpf_ktime_get_ns();
+	head->ktime_ns = now;
 	return head;
+}
+
+static __always_inline void agg_key_init(struct prpt_agg_key *key, u32 kind, s32 status, u32 op, u32 dev)
+{
+	__builtin_memset(key, 0, sizeof(*key));
+	key->kind = kind;
+	key->status = status;
+	key->op = op;
+	key->dev = dev;
 }
 
 /* ---- block ------------------------------------------------------------ */
 
 #if defined(PRPT_BLOCK_RQ_ERROR) || defined(PRPT_BLOCK_RQ_COMPLETE)
-static __always_inline int emit_block(u32 dev, u64 sector, u32 nr_sector, s32 error,
-				      const char *rwbs, u32 rwbs_size, u32 from_complete)
+/*
+ * The operation of an rwbs string as up to two letters (low byte first):
+ * "R", "W", "D", "DE" (secure erase), "F" (flush), "N"; a leading F that is
+ * REQ_PREFLUSH before another op letter is skipped, and the flag letters
+ * after the op (S, M, A, F for FUA) are not part of it, so one op is one key.
+ */
+static __always_inline u32 rwbs_op_code(const char *rwbs)
 {
-	struct prpt_block_event *ev = reserve_sample(sizeof(*ev), PRPT_KIND_BLOCK_RQ_ERROR, dev);
+	char c0 = rwbs[0], c1 = rwbs[1], c2 = rwbs[2];
 
+	if (c0 == 'F' && (c1 == 'R' || c1 == 'W' || c1 == 'D' || c1 == 'F' || c1 == 'N')) {
+		c0 = c1;
+		c1 = c2;
+	}
+	if (c0 == 'D' && c1 == 'E')
+		return 'D' | ('E' << 8);
+	return (u8)c0;
+}
+
+static __always_inline int on_block(u32 dev, u64 sector, u32 nr_sector, s32 error,
+				    const char *rwbs_arg, u32 rwbs_size, u32 from_complete)
+{
+	struct prpt_agg_key key;
+	struct prpt_block_event *ev;
+	char rwbs[16] = {};
+	u64 now = bpf_ktime_get_ns();
+
+	bpf_probe_read_kernel(rwbs, rwbs_size < sizeof(rwbs) ? rwbs_size : sizeof(rwbs) - 1, rwbs_arg);
+	agg_key_init(&key, PRPT_KIND_BLOCK_RQ_ERROR, error, rwbs_op_code(rwbs), dev);
+	/* A request without sectors (a flush) names no sector to record. */
+	if (!account(&key, nr_sector ? sector : PRPT_NO_SECTOR, nr_sector, now))
+		return 0;
+	ev = reserve_sample(sizeof(*ev), PRPT_KIND_BLOCK_RQ_ERROR, dev, now);
 	if (!ev)
 		return 0;
 	ev->sector = sector;
 	ev->nr_sector = nr_sector;
 	ev->error = error;
-	bpf_probe_read_kernel(ev->rwbs, rwbs_size < sizeof(ev->rwbs) ? rwbs_size : sizeof(ev->rwbs) - 1, rwbs);
+	__builtin_memcpy(ev->rwbs, rwbs, sizeof(ev->rwbs));
 	ev->from_complete = from_complete;
 	events.ringbuf_submit(ev, 0);
 	return 0;
@@ -156,8 +447,8 @@ static __always_inline int emit_block(u32 dev, u64 sector, u32 nr_sector, s32 er
  * kernel's "I/O error, dev ..." line, but never rate limited. */
 TRACEPOINT_PROBE(block, block_rq_error)
 {
-	return emit_block(args->dev, args->sector, args->nr_sector, args->error,
-			  args->rwbs, sizeof(args->rwbs), 0);
+	return on_block(args->dev, args->sector, args->nr_sector, args->error,
+			args->rwbs, sizeof(args->rwbs), 0);
 }
 #elif defined(PRPT_BLOCK_RQ_COMPLETE)
 /* Older kernels: every completion passes here; keep failures only. */
@@ -165,12 +456,24 @@ TRACEPOINT_PROBE(block, block_rq_complete)
 {
 	if (args->error == 0)
 		return 0;
-	return emit_block(args->dev, args->sector, args->nr_sector, args->error,
-			  args->rwbs, sizeof(args->rwbs), 1);
+	return on_block(args->dev, args->sector, args->nr_sector, args->error,
+			args->rwbs, sizeof(args->rwbs), 1);
 }
 #endif
 
 /* ---- SCSI ------------------------------------------------------------- */
+
+/* The aggregation key of a SCSI command: its target and LUN, opcode, and
+ * the result (rtn for scsi_dispatch_cmd_error). No sector: the LBA lives in
+ * the CDB, decoded from the samples. */
+#define PRPT_SCSI_KEY(key, kind, status)					\
+	do {									\
+		agg_key_init(&(key), (kind), (status), args->opcode, 0);	\
+		(key).host_no = args->host_no;					\
+		(key).channel = args->channel;					\
+		(key).id = args->id;						\
+		(key).lun = args->lun;						\
+	} while (0)
 
 /* One body for the three command tracepoints; `status` is result or rtn. */
 #define PRPT_FILL_SCSI_CMD(ev, status)						\
@@ -196,8 +499,14 @@ TRACEPOINT_PROBE(block, block_rq_complete)
 #ifdef PRPT_SCSI_DISPATCH_CMD_ERROR
 TRACEPOINT_PROBE(scsi, scsi_dispatch_cmd_error)
 {
-	struct prpt_scsi_event *ev = reserve_sample(sizeof(*ev), PRPT_KIND_SCSI_CMD_ERROR, 0);
+	struct prpt_agg_key key;
+	struct prpt_scsi_event *ev;
+	u64 now = bpf_ktime_get_ns();
 
+	PRPT_SCSI_KEY(key, PRPT_KIND_SCSI_CMD_ERROR, args->rtn);
+	if (!account(&key, PRPT_NO_SECTOR, 0, now))
+		return 0;
+	ev = reserve_sample(sizeof(*ev), PRPT_KIND_SCSI_CMD_ERROR, 0, now);
 	if (!ev)
 		return 0;
 	PRPT_FILL_SCSI_CMD(ev, args->rtn);
@@ -209,8 +518,14 @@ TRACEPOINT_PROBE(scsi, scsi_dispatch_cmd_error)
 #ifdef PRPT_SCSI_DISPATCH_CMD_TIMEOUT
 TRACEPOINT_PROBE(scsi, scsi_dispatch_cmd_timeout)
 {
-	struct prpt_scsi_event *ev = reserve_sample(sizeof(*ev), PRPT_KIND_SCSI_CMD_TIMEOUT, 0);
+	struct prpt_agg_key key;
+	struct prpt_scsi_event *ev;
+	u64 now = bpf_ktime_get_ns();
 
+	PRPT_SCSI_KEY(key, PRPT_KIND_SCSI_CMD_TIMEOUT, args->result);
+	if (!account(&key, PRPT_NO_SECTOR, 0, now))
+		return 0;
+	ev = reserve_sample(sizeof(*ev), PRPT_KIND_SCSI_CMD_TIMEOUT, 0, now);
 	if (!ev)
 		return 0;
 	PRPT_FILL_SCSI_CMD(ev, args->result);
@@ -223,14 +538,20 @@ TRACEPOINT_PROBE(scsi, scsi_dispatch_cmd_timeout)
 #endif
 
 #ifdef PRPT_SCSI_DISPATCH_CMD_DONE
-/* Every SCSI completion passes here: reject success before reserving. */
+/* Every SCSI completion passes here: reject success before anything else. */
 TRACEPOINT_PROBE(scsi, scsi_dispatch_cmd_done)
 {
+	struct prpt_agg_key key;
 	struct prpt_scsi_event *ev;
+	u64 now;
 
 	if (args->result == 0)
 		return 0;
-	ev = reserve_sample(sizeof(*ev), PRPT_KIND_SCSI_CMD_DONE, 0);
+	now = bpf_ktime_get_ns();
+	PRPT_SCSI_KEY(key, PRPT_KIND_SCSI_CMD_DONE, args->result);
+	if (!account(&key, PRPT_NO_SECTOR, 0, now))
+		return 0;
+	ev = reserve_sample(sizeof(*ev), PRPT_KIND_SCSI_CMD_DONE, 0, now);
 	if (!ev)
 		return 0;
 	PRPT_FILL_SCSI_CMD(ev, args->result);
@@ -245,8 +566,15 @@ TRACEPOINT_PROBE(scsi, scsi_dispatch_cmd_done)
 #ifdef PRPT_SCSI_EH_WAKEUP
 TRACEPOINT_PROBE(scsi, scsi_eh_wakeup)
 {
-	struct prpt_scsi_event *ev = reserve_sample(sizeof(*ev), PRPT_KIND_SCSI_EH_WAKEUP, 0);
+	struct prpt_agg_key key;
+	struct prpt_scsi_event *ev;
+	u64 now = bpf_ktime_get_ns();
 
+	agg_key_init(&key, PRPT_KIND_SCSI_EH_WAKEUP, 0, 0, 0);
+	key.host_no = args->host_no;
+	if (!account(&key, PRPT_NO_SECTOR, 0, now))
+		return 0;
+	ev = reserve_sample(sizeof(*ev), PRPT_KIND_SCSI_EH_WAKEUP, 0, now);
 	if (!ev)
 		return 0;
 	ev->host_no = args->host_no;
@@ -258,17 +586,27 @@ TRACEPOINT_PROBE(scsi, scsi_eh_wakeup)
 /* ---- NVMe ------------------------------------------------------------- */
 
 #ifdef PRPT_NVME_COMPLETE_RQ
-/* Every NVMe completion passes here: reject success before reserving. */
+/* Every NVMe completion passes here: reject success before anything else.
+ * The key is the disk name and controller (the event carries no dev_t) and
+ * the status; qid and cid change with every request and stay out of it. */
 TRACEPOINT_PROBE(nvme, nvme_complete_rq)
 {
+	struct prpt_agg_key key;
 	struct prpt_nvme_event *ev;
+	u64 now;
 
 	if (args->status == 0)
 		return 0;
-	ev = reserve_sample(sizeof(*ev), PRPT_KIND_NVME_COMPLETE_RQ, 0);
+	now = bpf_ktime_get_ns();
+	agg_key_init(&key, PRPT_KIND_NVME_COMPLETE_RQ, args->status, 0, 0);
+	key.host_no = args->ctrl_id;
+	bpf_probe_read_kernel(key.disk, sizeof(key.disk) - 1, args->disk);
+	if (!account(&key, PRPT_NO_SECTOR, 0, now))
+		return 0;
+	ev = reserve_sample(sizeof(*ev), PRPT_KIND_NVME_COMPLETE_RQ, 0, now);
 	if (!ev)
 		return 0;
-	bpf_probe_read_kernel(ev->disk, sizeof(ev->disk) - 1, args->disk);
+	__builtin_memcpy(ev->disk, key.disk, sizeof(ev->disk));
 	ev->ctrl_id = args->ctrl_id;
 	ev->qid = args->qid;
 	ev->cid = args->cid;
@@ -284,10 +622,17 @@ TRACEPOINT_PROBE(nvme, nvme_complete_rq)
 /* ---- file systems ----------------------------------------------------- */
 
 #ifdef PRPT_EXT4_ERROR
+/* Key: the device and the reporting line (op); no sector. */
 TRACEPOINT_PROBE(ext4, ext4_error)
 {
-	struct prpt_ext4_event *ev = reserve_sample(sizeof(*ev), PRPT_KIND_EXT4_ERROR, args->dev);
+	struct prpt_agg_key key;
+	struct prpt_ext4_event *ev;
+	u64 now = bpf_ktime_get_ns();
 
+	agg_key_init(&key, PRPT_KIND_EXT4_ERROR, 0, args->line, args->dev);
+	if (!account(&key, PRPT_NO_SECTOR, 0, now))
+		return 0;
+	ev = reserve_sample(sizeof(*ev), PRPT_KIND_EXT4_ERROR, args->dev, now);
 	if (!ev)
 		return 0;
 	ev->line = args->line;
@@ -309,11 +654,18 @@ typedef void *xfs_failaddr_t;
 /* xfs also traces the clearing of a buffer error (error 0): skip those. */
 TRACEPOINT_PROBE(xfs, xfs_buf_ioerror)
 {
+	struct prpt_agg_key key;
 	struct prpt_xfs_event *ev;
+	u64 now;
 
 	if (args->error == 0)
 		return 0;
-	ev = reserve_sample(sizeof(*ev), PRPT_KIND_XFS_BUF_IOERROR, args->dev);
+	now = bpf_ktime_get_ns();
+	/* bno/length are 512-byte basic blocks: sectors. */
+	agg_key_init(&key, PRPT_KIND_XFS_BUF_IOERROR, args->error, 0, args->dev);
+	if (!account(&key, args->bno, args->length, now))
+		return 0;
+	ev = reserve_sample(sizeof(*ev), PRPT_KIND_XFS_BUF_IOERROR, args->dev, now);
 	if (!ev)
 		return 0;
 	ev->bno = args->bno;

@@ -198,7 +198,40 @@ class Daemon:
             "skipped": {s.tracepoint: s.reason for s in plan.skipped},
         }
         self.pipeline.correlator.hold = BPF_MERGE_HOLD
+        self.pipeline.ledger = self._map_ledger()
         self._add_source("bpf", self.tracepoints, self._on_bpf)
+
+    def _map_ledger(self):
+        """Counts from the probes' maps (mapcounts): failures after this
+        moment are counted in the kernel, whatever reaches us as detail."""
+        from .kmsg import kernel_usec_to_wallclock
+        from .mapcounts import MapLedger
+
+        return MapLedger(hostname=self.hostname, hold=BPF_MERGE_HOLD,
+                         attached_usec=time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000,
+                         to_wallclock=kernel_usec_to_wallclock)
+
+    def _collect_map_counts(self, flush: bool = False) -> None:
+        """Read the failures the probes counted (each tick; everything at
+        shutdown) into the pipeline."""
+        if self.tracepoints is None:
+            return
+        found = self.tracepoints.flush() if flush else self.tracepoints.collect()
+        if not found:
+            return
+        self.pipeline.add_aggregates(found)
+        if found.missed:
+            log.warning("the kernel skipped %d probe runs (another BPF program was running on that CPU)",
+                        found.missed)
+            self.pipeline.add_event(
+                daemon_event(
+                    "PERIPETY_BPF_LOST",
+                    f"{found.missed} storage failures were not seen by the probes: the kernel skipped them "
+                    "while another BPF program ran on the same CPU",
+                    hostname=self.hostname,
+                    missed=found.missed,
+                )
+            )
 
     def _add_source(self, name, obj, handler) -> None:
         src = _Source(name, obj, handler)
@@ -269,7 +302,8 @@ class Daemon:
             self.pipeline.add_event(
                 daemon_event(
                     "PERIPETY_BPF_LOST",
-                    f"{delta} tracepoint samples were lost (buffer full)",
+                    f"{delta} tracepoint samples were lost (buffer full); their failures are still "
+                    "counted in the kernel",
                     hostname=self.hostname,
                     lost=delta,
                 )
@@ -326,6 +360,7 @@ class Daemon:
         if self.reload_requested:
             self.reload_requested = False
             self.reload()
+        self._collect_map_counts()
         self.pipeline.tick()
         now = time.monotonic()
         if now - self._last_spool_try >= SPOOL_RETRY_INTERVAL and len(self.store.spool):
@@ -339,10 +374,13 @@ class Daemon:
 
     def _timeout(self) -> float:
         now = time.monotonic()
-        deadline = self.pipeline.next_deadline()
+        deadlines = [self.pipeline.next_deadline()]
+        if self.tracepoints is not None:
+            deadlines.append(self.tracepoints.maps.next_deadline())  # the next map read
         timeout = POSITION_SAVE_INTERVAL
-        if deadline is not None:
-            timeout = min(timeout, max(0.0, deadline - now))
+        for deadline in deadlines:
+            if deadline is not None:
+                timeout = min(timeout, max(0.0, deadline - now))
         return timeout
 
     def _save_position(self) -> None:
@@ -440,6 +478,9 @@ class Daemon:
                     self._on_kmsg()
                 except PeripetyError as exc:
                     log.error("kmsg: %s", exc)
+            if self.tracepoints is not None:
+                self._on_bpf()
+                self._collect_map_counts(flush=True)
             self.pipeline.drain()
             self._save_position()
         if self.store is not None:

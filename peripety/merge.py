@@ -239,6 +239,23 @@ def event_sectors(event: StorageEvent) -> tuple[int, int] | None:
     return first, first + length - 1
 
 
+def _add_sectors(sectors: SectorRanges, event: StorageEvent) -> None:
+    """Every sector an event stands for. An event counted in the kernel's
+    maps (``counted_by = bpf-maps``, see mapcounts) lists them all in
+    ``sectors`` (plus ``sectors_unlisted`` beyond the bound); any other
+    names one request."""
+    ext = event.extension
+    if ext.get("counted_by") == "bpf-maps":
+        for part in filter(None, ext.get("sectors", "").split(",")):
+            first, _, last = part.partition("-")
+            sectors.add(int(first), int(last or first))
+        sectors.unlisted += int(ext.get("sectors_unlisted", "0"))
+        return
+    span = event_sectors(event)
+    if span:
+        sectors.add(*span)
+
+
 @dataclass
 class _Slice:
     aggregate: StorageEvent
@@ -320,7 +337,9 @@ class StormAggregator:
             self._windows.move_to_end(key)
         win.last_t = max(win.last_t, t)
         win.last_seen = now
-        if win.passed < self.burst:
+        # A count from the kernel's maps (mapcounts) already stands for many
+        # failures: it is slice material, never one of the burst's singles.
+        if win.passed < self.burst and event.extension.get("counted_by") != "bpf-maps":
             win.passed += 1
             out.append(event)
             return out, self.PASSED
@@ -343,9 +362,7 @@ class StormAggregator:
         event.extension["storm"] = "true"
         sl = _Slice(event, t, SectorRanges(self.max_sector_ranges), [event.origin_seq, event.origin_seq],
                     printed=int("kmsg" in event.sources))
-        span = event_sectors(event)
-        if span:
-            sl.sectors.add(*span)
+        _add_sectors(sl.sectors, event)
         return sl
 
     def _close(self, win: _Window) -> list[StorageEvent]:
@@ -397,9 +414,7 @@ def _fold(sl: _Slice, event: StorageEvent) -> None:
     for source in event.sources:
         if source not in agg.sources:
             agg.sources.append(source)
-    span = event_sectors(event)
-    if span:
-        sl.sectors.add(*span)
+    _add_sectors(sl.sectors, event)
     sl.printed += "kmsg" in event.sources
     seq = event.origin_seq
     if seq is not None:

@@ -171,6 +171,8 @@ class Pipeline:
         self.resume = ResumeIndex()
         self._suppressed: list[tuple[float, StorageEvent]] = []
         self.stats = Counter()
+        self.ledger = None
+        """``mapcounts.MapLedger`` when the probes count failures in maps."""
 
     # -- inputs -------------------------------------------------------------
     def add_record(self, record: LogRecord) -> None:
@@ -217,6 +219,11 @@ class Pipeline:
         self._resolve(event)
         self.correlator.add(event, self.clock())
 
+    def add_aggregates(self, found) -> None:
+        """Failures the probes counted in their maps (``Aggregates``)."""
+        if self.ledger is not None:
+            self.ledger.add(found)
+
     def add_event(self, event: StorageEvent) -> None:
         """A ready-made event (daemon notices, start-up device dump)."""
         self._finish([event])
@@ -225,6 +232,7 @@ class Pipeline:
     def tick(self) -> None:
         now = self.clock()
         self._finish(self.correlator.release(now))
+        self._settle_map_counts()
         self._emit_all(self.storm.expire(now))
         if self._suppressed and self._suppressed[0][0] <= now:
             self._release_suppressed(now)
@@ -233,11 +241,24 @@ class Pipeline:
         """Release everything held (shutdown, SIGTERM)."""
         now = self.clock()
         self._finish(self.correlator.release(now, everything=True))
+        self._settle_map_counts(everything=True)
         self._emit_all(self.storm.expire(now, everything=True))
         self._release_suppressed(None)
 
+    def _settle_map_counts(self, everything: bool = False) -> None:
+        # After the correlator's release: the detail events of the same
+        # failures have been noted by then (see mapcounts).
+        if self.ledger is None:
+            return
+        events = self.ledger.settle(everything)
+        for event in events:
+            self._resolve(event)
+        self.stats["map_counted"] += sum(e.count for e in events)
+        self._finish(events)
+
     def next_deadline(self) -> float | None:
-        deadlines = [d for d in (self.correlator.next_deadline(), self.storm.next_deadline()) if d]
+        ledger = self.ledger.next_deadline() if self.ledger is not None else None
+        deadlines = [d for d in (self.correlator.next_deadline(), self.storm.next_deadline(), ledger) if d]
         if self._suppressed:
             deadlines.append(self._suppressed[0][0])
         return min(deadlines) if deadlines else None
@@ -339,6 +360,9 @@ class Pipeline:
                 self.stats["skipped_duplicates"] += 1
                 self.in_flight.release(event.origin_seq)
                 continue
+            if self.ledger is not None and event.extension.get("counted_by") != "bpf-maps":
+                # Its failure is also in a map count: the ledger takes it off.
+                self.ledger.note(event)
             ready, outcome = self.storm.add(event, now)
             if outcome == StormAggregator.FOLDED:
                 # Counted into an aggregate, which now holds the lowest kmsg

@@ -9,7 +9,7 @@ APT_PACKAGES=(
     systemd udev util-linux kmod
     fuse3 libfuse3-dev pkg-config gcc make
     e2fsprogs xfsprogs btrfs-progs tmux fdisk
-    fio bpfcc-tools
+    fio bpfcc-tools systemd-journal-remote
 )
 
 missing=()

@@ -1,7 +1,7 @@
 """``prpt``: query, follow and watch storage events.
 
-Commands live one per module (``parse``, ``info``, ``query``, ``monitor``,
-``top``, ``event-types``) and are loaded lazily, so ``prpt parse`` never imports pyudev or the
+Commands live one per module (``parse``, ``info``, ``query``, ``summary``,
+``monitor``, ``top``, ``event-types``) and are loaded lazily, so ``prpt parse`` never imports pyudev or the
 journal bindings it does not need.
 """
 
@@ -19,6 +19,7 @@ _COMMANDS = {
     "monitor": "monitor",
     "parse": "parse",
     "query": "query",
+    "summary": "summary",
     "top": "top",
 }
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import difflib
+import glob
 import logging
 import os
 from typing import Iterable
@@ -131,9 +132,79 @@ store_option = click.option(
     envvar="PRPT_STORE",
     metavar="SPEC",
     help="Where to read events: auto (the journal where journald runs, else SQLite), "
-    "journal (alias journald), journal:NAMESPACE, journal:/DIR (journal files, e.g. a sosreport), "
-    "sqlite or sqlite:PATH.",
+    "journal (alias journald), journal:NAMESPACE, sqlite or sqlite:PATH. For journal files "
+    "(a sosreport, systemd-journal-remote's output) use --directory or --file.",
 )
+directory_option = click.option(
+    "-D",
+    "--directory",
+    type=click.Path(exists=True, file_okay=False),
+    metavar="DIR",
+    help="Read the journal files in DIR and its subdirectories instead of the local store, as "
+    "journalctl -D does: a sosreport's var/log/journal, or what systemd-journal-remote wrote "
+    "(/var/log/journal/remote). They may hold many hosts: text output gains a host column.",
+)
+file_option = click.option(
+    "--file",
+    "files",
+    multiple=True,
+    metavar="FILE",
+    help="Read this journal file instead of the local store, as journalctl --file does; a glob "
+    "('remote/*.journal', quoted) is expanded. Repeatable.",
+)
+host_option = click.option(
+    "--host",
+    "hosts",
+    multiple=True,
+    metavar="HOSTNAME",
+    help="Only events of this host: journald's _HOSTNAME of the entry (in the journal) or the "
+    "event's hostname (SQLite). Repeatable.",
+)
+
+
+def journal_files_options(command):
+    """--directory, --file and --host, in that order in --help."""
+    for option in (host_option, file_option, directory_option):
+        command = option(command)
+    return command
+
+
+def store_to_read(ctx: click.Context, store_spec: str, directory: str | None,
+                  files: Iterable[str]) -> str | list[str]:
+    """What to open: a store spec (``--store``, or ``journal:DIR`` for
+    --directory), or the journal files --file named (globs expanded).
+    --directory/--file replace a --store from $PRPT_STORE; naming both on
+    the command line is a usage error, as is --directory with --file
+    (journalctl refuses that too)."""
+    files = tuple(files)
+    if not directory and not files:
+        return store_spec
+    if directory and files:
+        raise click.UsageError("give either --directory or --file, not both", ctx)
+    if ctx.get_parameter_source("store_spec") == click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError("--store names a store; --directory/--file name journal files: give one", ctx)
+    if directory:
+        return "journal:" + os.path.abspath(directory)
+    return expand_journal_files(ctx, files)
+
+
+def expand_journal_files(ctx: click.Context, patterns: Iterable[str]) -> list[str]:
+    """Each --file value as journalctl takes it: a path, or a glob expanded
+    in name order; one that names nothing is an error."""
+    paths: list[str] = []
+    for pattern in patterns:
+        found = sorted(glob.glob(pattern))
+        if not found:
+            raise click.BadParameter(f"{pattern}: no such journal file", ctx, param_hint="'--file'")
+        for path in found:
+            if os.path.isdir(path):
+                raise click.BadParameter(f"{path} is a directory: use --directory {path}", ctx,
+                                         param_hint="'--file'")
+            if path not in paths:
+                paths.append(path)
+    return paths
+
+
 include_untrusted_option = click.option(
     "--include-untrusted",
     is_flag=True,
@@ -174,6 +245,7 @@ def build_filter(
     until: _dt.datetime | None = None,
     event_ids: Iterable[str] = (),
     limit: int | None = None,
+    hosts: Iterable[str] = (),
 ):
     """The ``EventFilter`` the options ask for.
 
@@ -200,6 +272,7 @@ def build_filter(
         wwids=tuple(wwids),
         kdevs=tuple(kdevs),
         event_ids=tuple(event_ids),
+        hosts=tuple(hosts),
         since=since,
         until=until,
         limit=limit,

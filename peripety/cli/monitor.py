@@ -8,10 +8,11 @@ import signal
 
 import click
 
-from .filters import build_filter, filter_options, include_untrusted_option, store_option
+from .filters import (build_filter, filter_options, include_untrusted_option, journal_files_options, store_option,
+                      store_to_read)
 from .options import output_options, utc_option, verbose_option
 from .output import EventWriter
-from .store_access import reading_store
+from .store_access import reading_store, reads_journal_files
 
 log = logging.getLogger("peripety.cli.monitor")
 
@@ -27,17 +28,21 @@ def _raise_stop(signum, frame):
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @filter_options
 @store_option
+@journal_files_options
 @include_untrusted_option
 @output_options
 @utc_option
 @verbose_option
-def command(blk, severity, sub_systems, event_types, store_spec, include_untrusted, output_format):
+@click.pass_context
+def command(ctx, blk, severity, sub_systems, event_types, store_spec, directory, files, hosts, include_untrusted,
+            output_format):
     """Follow new storage events until interrupted (Ctrl-C).
 
     \b
     Examples:
       prpt monitor -J
       prpt monitor --severity error --jsonl | jq -c '{kdev, event_type}'
+      prpt monitor -D /var/log/journal/remote --host db01
 
     -J and --jsonl write each event at once, so pipes see it immediately.
 
@@ -47,16 +52,21 @@ def command(blk, severity, sub_systems, event_types, store_spec, include_untrust
     another host's events arriving through journal-remote) is written when it
     arrives, after newer ones already shown. prpt query sorts everything.
 
+    Hosts: following journal files (--directory, --file: what
+    systemd-journal-remote writes as hosts send), text lines show each
+    event's host after the time.
+
     Times: text shows local time (UTC with --utc), with the date when not
     today; JSON has RFC 3339 with the offset.
 
     Exit status: 0 when interrupted, 1 on error, 2 on a usage error (an
     unknown event type or sub-system).
     """
-    flt = build_filter(blk, severity, sub_systems, event_types)
-    writer = EventWriter(output_format=output_format, flush_each=True)
+    source = store_to_read(ctx, store_spec, directory, files)
+    flt = build_filter(blk, severity, sub_systems, event_types, hosts=hosts)
     signal.signal(signal.SIGTERM, _raise_stop)
-    with reading_store(store_spec, include_untrusted) as store:
+    with reading_store(source, include_untrusted) as store:
+        writer = EventWriter(output_format=output_format, flush_each=True, show_host=reads_journal_files(store))
         follower = store.follow(flt)
         log.info("following %s events (Ctrl-C to stop)", store.name)
         try:

@@ -11,13 +11,17 @@ from ..timespec import human_time
 from .options import OUTPUT_JSON, OUTPUT_JSONL, OUTPUT_TEXT
 
 
-def event_line(event: StorageEvent, now=None) -> str:
-    """``TIME [KERNEL TIME] SEVERITY SUB_SYSTEM EVENT_TYPE kdev: msg`` (one
-    line). TIME is local (UTC with --utc), with the date when not today;
-    the kernel time is shown as dmesg prints it, where the event has one.
-    A saved line that had no wall-clock time shows no TIME (its timestamp
-    is only when it was parsed): just the kernel stamp, or ``-``."""
+def event_line(event: StorageEvent, now=None, show_host: bool = False) -> str:
+    """``TIME [HOST] [KERNEL TIME] SEVERITY SUB_SYSTEM EVENT_TYPE kdev: msg``
+    (one line). TIME is local (UTC with --utc), with the date when not
+    today; HOST (``show_host``) is the event's hostname, ``-`` when it has
+    none, where syslog puts it; the kernel time is shown as dmesg prints
+    it, where the event has one. A saved line that had no wall-clock time
+    shows no TIME (its timestamp is only when it was parsed): just the
+    kernel stamp, or ``-``."""
     parts = [] if event.clockless else [human_time(event.timestamp, now)]
+    if show_host:
+        parts.append(event.hostname or "-")
     if event.kernel_usec is not None:
         seconds, usec = divmod(event.kernel_usec, 1_000_000)
         parts.append(f"[{seconds:5d}.{usec:06d}]")
@@ -41,12 +45,15 @@ class EventWriter:
     batch job over a file leaves it off and calls :meth:`flush` itself.
     """
 
-    def __init__(self, stream: TextIO | None = None, output_format: str = OUTPUT_TEXT, flush_each: bool = True):
+    def __init__(self, stream: TextIO | None = None, output_format: str = OUTPUT_TEXT, flush_each: bool = True,
+                 show_host: bool = False):
         if output_format not in (OUTPUT_TEXT, OUTPUT_JSON, OUTPUT_JSONL):
             raise ValueError(f"unknown output format {output_format!r}")
         self.stream = stream if stream is not None else sys.stdout
         self.output_format = output_format
         self.flush_each = flush_each
+        self.show_host = show_host
+        """Text lines name the host (JSON always has ``hostname``)."""
         self.written = 0
 
     def write(self, event: StorageEvent) -> None:
@@ -55,7 +62,7 @@ class EventWriter:
         elif self.output_format == OUTPUT_JSON:
             text = ("\n" if self.written else "") + event.to_json(pretty=True) + "\n"
         else:
-            text = event_line(event) + "\n"
+            text = event_line(event, show_host=self.show_host) + "\n"
         self.stream.write(text)
         self.written += 1
         if self.flush_each:

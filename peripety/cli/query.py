@@ -5,11 +5,11 @@ from __future__ import annotations
 import click
 
 from ..event import StorageEvent
-from .filters import (build_filter, check_time_range, filter_options, include_untrusted_option, since_option,
-                      store_option, until_option)
+from .filters import (build_filter, check_time_range, filter_options, include_untrusted_option,
+                      journal_files_options, since_option, store_option, store_to_read, until_option)
 from .options import output_options, utc_option, verbose_option
 from .output import EventWriter
-from .store_access import reading_store
+from .store_access import reading_store, reads_journal_files
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -20,13 +20,14 @@ from .store_access import reading_store
 @click.option("-n", "--lines", "limit", type=click.IntRange(min=1), default=None, metavar="N",
               help="Only the newest N matching events (still printed oldest first).")
 @store_option
+@journal_files_options
 @include_untrusted_option
 @output_options
 @utc_option
 @verbose_option
 @click.pass_context
 def command(ctx, blk, severity, sub_systems, event_types, since, until, event_ids, limit, store_spec,
-            include_untrusted, output_format):
+            directory, files, hosts, include_untrusted, output_format):
     """Show stored storage events, oldest first.
 
     \b
@@ -34,6 +35,8 @@ def command(ctx, blk, severity, sub_systems, event_types, since, until, event_id
       prpt query --since -1h --severity error
       prpt query --blk /dev/sdb --event-type FS_REMOUNT_READ_ONLY -J
       prpt query --since yesterday --until today --jsonl | jq .kdev
+      prpt query -D /var/log/journal/remote --host db01 --severity error
+      prpt query --file 'sosreport-db01/var/log/journal/*/*.journal'
 
     Filters are applied by the store itself (journal matches or SQL).
 
@@ -49,6 +52,9 @@ def command(ctx, blk, severity, sub_systems, event_types, since, until, event_id
     journal's; read each with --store, or merge the JSON lines yourself (sort
     on .timestamp with --utc).
 
+    Hosts: reading journal files (--directory, --file), or events of more
+    than one host, text lines show each event's host after the time.
+
     Times: text shows local time (UTC with --utc), with the date when not
     today; JSON has RFC 3339 with the offset. With --utc every JSON time has
     the same offset, so `jq -r .timestamp | sort -c` holds across DST changes.
@@ -57,13 +63,20 @@ def command(ctx, blk, severity, sub_systems, event_types, since, until, event_id
     error (an unknown event type or sub-system, --since after --until).
     """
     check_time_range(ctx, since, until)
+    source = store_to_read(ctx, store_spec, directory, files)
     flt = build_filter(blk, severity, sub_systems, event_types, since=since, until=until,
-                       event_ids=event_ids, limit=limit)
-    writer = EventWriter(output_format=output_format, flush_each=False)
-    with reading_store(store_spec, include_untrusted) as store:
-        for event in in_time_order(store.query(flt)):
+                       event_ids=event_ids, limit=limit, hosts=hosts)
+    with reading_store(source, include_untrusted) as store:
+        events = in_time_order(store.query(flt))
+        writer = EventWriter(output_format=output_format, flush_each=False,
+                             show_host=reads_journal_files(store) or many_hosts(events))
+        for event in events:
             writer.write(event)
         writer.flush()
+
+
+def many_hosts(events) -> bool:
+    return len({e.hostname for e in events}) > 1
 
 
 def in_time_order(events) -> list[StorageEvent]:

@@ -13,10 +13,16 @@ from .output import quiet_broken_pipe
 log = logging.getLogger("peripety.cli")
 
 
-def open_store_for_reading(spec: str, include_untrusted: bool = False):
+def open_store_for_reading(spec: str | list[str], include_untrusted: bool = False):
+    """The store named by ``spec`` (see ``filters.store_to_read``): a store
+    spec, or a list of journal files."""
     from ..stores import open_store  # late: journal/SQLite bindings
 
     try:
+        if isinstance(spec, list):
+            from ..stores.journal import JournalStore
+
+            return JournalStore(files=spec, include_untrusted=include_untrusted)
         return open_store(spec, include_untrusted=include_untrusted)
     except PermissionError as exc:
         raise click.ClickException(
@@ -28,8 +34,14 @@ def open_store_for_reading(spec: str, include_untrusted: bool = False):
         raise click.ClickException(str(exc)) from None
 
 
+def reads_journal_files(store) -> bool:
+    """The store is journal files (--directory, --file): entries of any
+    number of hosts, so text output shows each event's host."""
+    return bool(getattr(store, "offline", False))
+
+
 @contextlib.contextmanager
-def reading_store(spec: str, include_untrusted: bool = False):
+def reading_store(spec: str | list[str], include_untrusted: bool = False):
     """The store, open for the ``with`` block: a reader that went away
     (``| head``) ends quietly, a store error becomes a message and exit 1.
     Entries skipped as not peripetyd's are reported at the end (-v)."""

@@ -23,6 +23,7 @@ DEFAULT_WIDTH = 80
 @click.command("top")
 @filters.filter_options
 @filters.store_option
+@filters.journal_files_options
 @filters.since_option(help="Seed the view with events since this time (default: the last hour).")
 @click.option("--once", is_flag=True, help="Print one frame and exit (for scripts); implied when stdout is not a terminal.")
 @click.option("-J", "--json", "as_json", is_flag=True,
@@ -31,9 +32,10 @@ DEFAULT_WIDTH = 80
               help="Width of the --once frame (default: the terminal's, else $COLUMNS, else 80).")
 @click.option("--ascii/--no-ascii", "ascii_only", default=None,
               help="Plain ASCII (no box drawing, no Unicode symbols). Default: ASCII unless the locale is UTF-8.")
-@click.option("--state/--no-state", "with_state", default=True, show_default=True,
+@click.option("--state/--no-state", "with_state", default=None,
               help="Read each device's live state (I/O, md, multipath, read-only filesystems). With --no-state, "
-              "only devices that have events are listed.")
+              "only devices that have events are listed. Default: --state, but --no-state with --directory or "
+              "--file (the events may be other hosts').")
 @click.option("--interval", type=click.FloatRange(0.1, 3600), default=1.0, show_default=True, metavar="SECONDS",
               help="Seconds between live-state samples (/proc/diskstats, sysfs); --once samples twice this far apart.")
 @click.option(
@@ -44,8 +46,9 @@ DEFAULT_WIDTH = 80
     help="peripetyd's status file, to show which sources are active and whether its store works.",
 )
 @verbose_option
-def command(blk, severity, sub_systems, event_types, store_spec, since, once, as_json, width, ascii_only, with_state,
-            interval, status_file):
+@click.pass_context
+def command(ctx, blk, severity, sub_systems, event_types, store_spec, directory, files, hosts, since, once, as_json,
+            width, ascii_only, with_state, interval, status_file):
     """Watch storage health live: one row per device identity (WWID), worst
     first, with its live state (I/O rate and latency, md and multipath
     state, read-only filesystems) next to its event counts, and the newest
@@ -62,6 +65,10 @@ def command(blk, severity, sub_systems, event_types, store_spec, since, once, as
     only: top never reads from the disks themselves. Devices with no events
     are listed for their state (I/O, an md array, a multipath map, a
     problem) unless an event filter (--blk, --severity, ...) is given.
+
+    Journal files (--directory, --file: a sosreport, journal-remote's
+    output) are shown without this host's live device state; the header
+    names the hosts whose events are shown (--host picks them).
     """
     from rich.console import Console
 
@@ -70,8 +77,12 @@ def command(blk, severity, sub_systems, event_types, store_spec, since, once, as
     from ..top.state import StateSampler
     from .store_access import open_store_for_reading
 
+    source = filters.store_to_read(ctx, store_spec, directory, files)
+    offline = bool(directory or files)
+    if with_state is None:
+        with_state = not offline
     since = since or wall_clock() - DEFAULT_HISTORY
-    flt = filters.build_filter(blk, severity, sub_systems, event_types)
+    flt = filters.build_filter(blk, severity, sub_systems, event_types, hosts=hosts)
     glyphs = ASCII if (ascii_only if ascii_only is not None else not locale_is_utf8()) else UNICODE
     console = Console()
     # A pipe or a file gets one plain frame, as a live screen makes no sense there.
@@ -79,11 +90,14 @@ def command(blk, severity, sub_systems, event_types, store_spec, since, once, as
     if once:
         console = Console(width=width or _terminal_width(), color_system=console.color_system,
                           force_terminal=console.is_terminal, emoji=False)
-    store = open_store_for_reading(store_spec)
+    store = open_store_for_reading(source)
     sampler = StateSampler() if with_state else None
     try:
         model, follower = seed(store, flt, since, status_file)
-        model.state_only_rows = not (blk or severity or sub_systems or event_types)
+        if offline:
+            model.hostname = hosts_label(model, hosts)
+            model.store_name = "journal files " + (directory or ", ".join(source))
+        model.state_only_rows = not (blk or severity or sub_systems or event_types or offline)
         try:
             if once:
                 if sampler is not None:
@@ -104,6 +118,15 @@ def command(blk, severity, sub_systems, event_types, store_spec, since, once, as
         raise click.ClickException(str(exc)) from None
     finally:
         store.close()
+
+
+def hosts_label(model, hosts) -> str:
+    """The header's host for journal files: the hosts asked for, else those
+    whose events were read (a follower may bring more later)."""
+    names = list(hosts) or sorted({e.hostname for e in model.by_id.values() if e.hostname})
+    if not names:
+        return "no hosts yet"
+    return names[0] if len(names) == 1 else f"{len(names)} hosts: {', '.join(names)}"
 
 
 def _terminal_width() -> int:

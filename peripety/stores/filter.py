@@ -27,6 +27,10 @@ class EventFilter:
     kdevs: tuple[str, ...] = ()
     """Also match KDEV (for devices without a wwid); OR-ed with ``wwids``."""
     event_ids: tuple[str, ...] = ()
+    hosts: tuple[str, ...] = ()
+    """The host the event happened on: journald's ``_HOSTNAME`` in the
+    journal (set by the origin host's journald, kept by journal-remote),
+    the event's ``hostname`` in SQLite."""
     since: _dt.datetime | None = None
     until: _dt.datetime | None = None
     limit: int | None = None
@@ -34,7 +38,7 @@ class EventFilter:
 
     def __post_init__(self):
         # Callers pass lists from click; tuples keep the filter hashable.
-        for name in ("event_types", "sub_systems", "wwids", "kdevs", "event_ids"):
+        for name in ("event_types", "sub_systems", "wwids", "kdevs", "event_ids", "hosts"):
             value = getattr(self, name)
             if isinstance(value, str):
                 value = (value,)
@@ -58,6 +62,8 @@ class EventFilter:
         if self.severity is not None and event.severity > self.severity:
             return False
         if self.event_ids and event.event_id not in self.event_ids:
+            return False
+        if self.hosts and event.hostname not in self.hosts:
             return False
         if (self.wwids or self.kdevs) and not self.matches_device(event):
             return False

@@ -18,6 +18,7 @@ with a ``count`` before they reach the store, and the unit may raise
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from pathlib import Path
@@ -49,7 +50,14 @@ _JOURNAL_GROUP_HINT = (
 
 class JournalStore:
     """Events in the system journal, or in the journal namespace ``namespace``
-    (``systemd-journald NS``), or read from a journal ``directory``.
+    (``systemd-journald NS``), or read from a journal ``directory`` or
+    journal ``files`` (a sosreport, systemd-journal-remote's output: these
+    may hold many hosts' entries).
+
+    The ``hosts`` filter matches ``_HOSTNAME``, which the origin host's
+    journald set (journal-remote keeps it); the events keep the
+    ``hostname`` peripetyd wrote, the same name unless the host was renamed
+    while peripetyd ran.
 
     Provenance: an entry is read as an event only when journald's trusted
     fields say ``writers`` (by default root's peripetyd, see
@@ -62,10 +70,11 @@ class JournalStore:
     name = "journal"
 
     def __init__(self, namespace: str | None = None, *, socket_path: str | os.PathLike | None = None,
-                 directory: str | os.PathLike | None = None, writers: SenderPolicy = PERIPETYD_WRITER,
-                 include_untrusted: bool = False):
+                 directory: str | os.PathLike | None = None, files: list[str | os.PathLike] | None = None,
+                 writers: SenderPolicy = PERIPETYD_WRITER, include_untrusted: bool = False):
         self.namespace = namespace
         self.directory = str(directory) if directory is not None else None
+        self.files = [str(f) for f in files] if files else None
         self.socket_path = Path(socket_path) if socket_path else runtime_dir(namespace) / "socket"
         self.writers = writers
         self.include_untrusted = include_untrusted
@@ -80,23 +89,35 @@ class JournalStore:
     def sync(self) -> None:
         """Block until journald has written what we sent (readers see it).
         A no-op when we may not ask journald (not root)."""
-        if self.directory is None:
+        if not self.offline:
             synchronize(self.namespace)
 
     # -- reading ------------------------------------------------------------
+    @property
+    def offline(self) -> bool:
+        """Reading journal files (a directory or files), not a journald's."""
+        return self.directory is not None or self.files is not None
+
     def _open_reader(self, flt: EventFilter) -> _sd._Reader:
-        if self.directory is None:
+        if self.offline:
+            _check_files_readable(self.files or _journal_files_in(self.directory))
+        else:
             _check_readable(self.namespace)
         try:
-            if self.directory is not None:
+            if self.files is not None:
+                reader = _sd._Reader(0, None, self.files)
+            elif self.directory is not None:
                 reader = _sd._Reader(0, self.directory)
             elif self.namespace:
                 reader = _sd._Reader(0, None, None, self.namespace)
             else:
                 reader = _sd._Reader(_sd.LOCAL_ONLY)
         except OSError as exc:
-            where = self.directory or (f"journal namespace {self.namespace}" if self.namespace else "the system journal")
-            hint = f"; {_JOURNAL_GROUP_HINT}" if isinstance(exc, PermissionError) else ""
+            where = self._where()
+            if self.offline:
+                hint = "; is it a journal file?" if exc.errno in (errno.ENODATA, errno.EBADMSG) else ""
+            else:
+                hint = f"; {_JOURNAL_GROUP_HINT}" if isinstance(exc, PermissionError) else ""
             raise StoreError(f"cannot open {where}: {exc.strerror}{hint}") from exc
         reader.data_threshold = _DATA_THRESHOLD
         add_matches(reader, flt)
@@ -163,9 +184,13 @@ class JournalStore:
     def close(self) -> None:
         self._sender.close()
 
+    def _where(self) -> str:
+        if self.files is not None:
+            return ", ".join(self.files)
+        return self.directory or (f"journal namespace {self.namespace}" if self.namespace else "the system journal")
+
     def __repr__(self) -> str:
-        where = self.directory or (f"namespace={self.namespace}" if self.namespace else "system")
-        return f"JournalStore({where})"
+        return f"JournalStore({self._where()})"
 
 
 class JournalFollower:
@@ -226,6 +251,26 @@ def _check_readable(namespace: str | None) -> None:
             raise StoreError(f"cannot read {system}: {_JOURNAL_GROUP_HINT}")
 
 
+def _journal_files_in(directory: str) -> list[str]:
+    """The journal files sd-journal reads for a directory: in it and in its
+    subdirectories (one level, as journalctl -D)."""
+    base = Path(directory)
+    return [str(p) for pattern in ("*.journal", "*/*.journal") for p in base.glob(pattern)]
+
+
+def _check_files_readable(files: list[str]) -> None:
+    """sd-journal silently skips journal files it may not read: say so, and
+    fail when it could read none of them."""
+    unreadable = [f for f in files if not os.access(f, os.R_OK)]
+    if not unreadable:
+        return
+    if len(unreadable) == len(files):
+        raise StoreError(f"cannot read {', '.join(unreadable[:3])}{' ...' if len(unreadable) > 3 else ''}: "
+                         "permission denied (journal files are readable by root and the systemd-journal group)")
+    log.warning("%d of %d journal files are not readable and are skipped (first: %s)",
+                len(unreadable), len(files), unreadable[0])
+
+
 def add_matches(reader, flt: EventFilter) -> None:
     """Express the filter as journal matches.
 
@@ -237,7 +282,7 @@ def add_matches(reader, flt: EventFilter) -> None:
     """
     reader.add_match(b"IS_PERIPETY=TRUE")
     for field, values in (("EVENT_TYPE", flt.event_types), ("SUB_SYSTEM", flt.sub_systems),
-                          ("EVENT_ID", flt.event_ids)):
+                          ("EVENT_ID", flt.event_ids), ("_HOSTNAME", flt.hosts)):
         for value in values:
             reader.add_match(f"{field}={value}".encode())
     if flt.severity is not None:

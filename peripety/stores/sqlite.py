@@ -276,6 +276,9 @@ def where_clause(flt: EventFilter) -> tuple[str, list]:
         terms.append(one_of("sub_system", flt.sub_systems))
     if flt.event_ids:
         terms.append(one_of("event_id", flt.event_ids))
+    if flt.hosts:
+        # No column of its own (schema 1): the host is in the event's JSON.
+        terms.append(one_of("json_extract(json, '$.hostname')", flt.hosts))
     if flt.severity is not None:
         terms.append("priority <= ?")
         params.append(int(flt.severity))

@@ -1,8 +1,10 @@
 """``python -m peripety.tracepoints``: print the attach plan, the program,
-or load the probes and print hits as JSON lines until Ctrl-C."""
+or load the probes and print hits (the sampled detail) and the kernel's
+counts (``{"counted": ...}``, each tick) as JSON lines until Ctrl-C."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import selectors
@@ -50,9 +52,12 @@ def _print_hits(source: TracepointSource) -> None:
     click.echo(json.dumps({"ready": [p.spec.tracepoint for p in source.plan.probes]}), err=True)
     try:
         while True:
-            selector.select()
+            selector.select(max(0.0, source.maps.next_deadline() - source.maps.clock()))
             for hit in source.read():
                 sys.stdout.write(json.dumps(hit.to_dict(), separators=(",", ":")) + "\n")
+            found = source.collect()
+            for agg in found.items if found else ():
+                sys.stdout.write(json.dumps({"counted": dataclasses.asdict(agg)}, separators=(",", ":")) + "\n")
             sys.stdout.flush()
     except KeyboardInterrupt:
         pass

@@ -13,9 +13,11 @@ import logging
 import os
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BpfUnavailable
+from .aggregates import MAP_STRUCTS
 from .decode import SAMPLE_STRUCTS, kinds
 from .plan import AttachPlan
 
@@ -31,9 +33,43 @@ _SOURCE_CANDIDATES = (
     Path("/usr/share/peripety/bpf/scsi_trace.c"),
 )
 
-# 64 pages = 256 KiB: ~4000 block samples (56 bytes + 8 bytes ring header)
-# before user space must drain; a storm beyond that is counted as lost.
-RINGBUF_PAGES = 64
+
+@dataclass(frozen=True)
+class Tuning:
+    """The program's bounds, passed as -D flags (tests shrink them)."""
+
+    ringbuf_pages: int = 64
+    """64 pages = 256 KiB: ~4000 block samples (56 bytes + 8 bytes ring
+    header) before user space must drain; samples beyond are counted lost
+    (their failures are still counted in the maps)."""
+    sample_budget: int = 8
+    """Full samples per unit (device, SCSI LUN, NVMe disk) and interval."""
+    sample_interval_ns: int = 1_000_000_000
+    agg_entries: int = 1024
+    """(unit, kind, status, op) keys per map generation; failures beyond
+    are counted per kind only (``Aggregates.untracked``)."""
+    sector_entries: int = 2048
+    """Sector buckets per generation: 2048 buckets of 4096 sectors (each a
+    512-byte bitmap) cover 4 GiB of failed range per read; requests beyond
+    keep only their key's lowest/highest sector (``Aggregate.unmapped``)."""
+    bucket_words: int = 64
+    """64-bit words per sector bucket: 64 -> 4096 sectors (2 MiB)."""
+    budget_entries: int = 4096
+    """Units whose sample budget is tracked (LRU)."""
+
+    def defines(self) -> dict[str, str]:
+        return {
+            "PRPT_RINGBUF_PAGES": str(self.ringbuf_pages),
+            "PRPT_SAMPLE_BUDGET": str(self.sample_budget),
+            "PRPT_SAMPLE_INTERVAL_NS": f"{self.sample_interval_ns}ULL",
+            "PRPT_AGG_ENTRIES": str(self.agg_entries),
+            "PRPT_SECTOR_ENTRIES": str(self.sector_entries),
+            "PRPT_BUCKET_WORDS": str(self.bucket_words),
+            "PRPT_BUDGET_ENTRIES": str(self.budget_entries),
+        }
+
+
+DEFAULT_TUNING = Tuning()
 
 # Debian's headers, seen through bcc's clang, warn about nocf_check on every
 # compile; the warning says nothing about our program.
@@ -52,30 +88,30 @@ def source_path() -> Path:
     )
 
 
-def defines(plan: AttachPlan, ringbuf_pages: int = RINGBUF_PAGES) -> dict[str, str | None]:
+def defines(plan: AttachPlan, tuning: Tuning = DEFAULT_TUNING) -> dict[str, str | None]:
     """Every macro the program is compiled with; None means a bare -DNAME."""
     table: dict[str, str | None] = {}
     numbers = kinds()
     for name, number in numbers.items():
         table[f"PRPT_KIND_{name.upper()}"] = str(number)
     table["PRPT_KIND_COUNT"] = str(max(numbers.values()) + 1)
-    for key, struct in SAMPLE_STRUCTS.items():
+    for key, struct in {**SAMPLE_STRUCTS, **MAP_STRUCTS}.items():
         table[f"PRPT_SIZEOF_{key}"] = str(ct.sizeof(struct))
-    table["PRPT_RINGBUF_PAGES"] = str(ringbuf_pages)
+    table.update(tuning.defines())
     for define in plan.defines:
         table[define] = None
     return table
 
 
-def compile_flags(plan: AttachPlan, ringbuf_pages: int = RINGBUF_PAGES) -> list[str]:
-    flags = [f"-D{k}" if v is None else f"-D{k}={v}" for k, v in defines(plan, ringbuf_pages).items()]
+def compile_flags(plan: AttachPlan, tuning: Tuning = DEFAULT_TUNING) -> list[str]:
+    flags = [f"-D{k}" if v is None else f"-D{k}={v}" for k, v in defines(plan, tuning).items()]
     return _QUIET_FLAGS + flags
 
 
-def program_text(plan: AttachPlan) -> str:
+def program_text(plan: AttachPlan, tuning: Tuning = DEFAULT_TUNING) -> str:
     """The source as compiled: the defines spelled out, then the file."""
     head = [f"/* {source_path()} compiled with these defines (peripety attach plan) */"]
-    for name, value in defines(plan).items():
+    for name, value in defines(plan, tuning).items():
         head.append(f"#define {name}" + ("" if value is None else f" {value}"))
     return "\n".join(head) + "\n\n" + source_path().read_text()
 
@@ -98,7 +134,7 @@ def _compiler_output():
             captured.append(tmp.read().decode("utf-8", "replace"))
 
 
-def load(plan: AttachPlan):
+def load(plan: AttachPlan, tuning: Tuning = DEFAULT_TUNING):
     """Compile the program and attach every planned probe; return the bcc
     ``BPF`` object. Raise BpfUnavailable naming what failed."""
     if not plan.usable:
@@ -111,7 +147,7 @@ def load(plan: AttachPlan):
     with _compiler_output() as output:
         try:
             # TRACEPOINT_PROBE functions attach themselves when BPF() loads.
-            bpf = BPF(src_file=str(src).encode(), cflags=compile_flags(plan))
+            bpf = BPF(src_file=str(src).encode(), cflags=compile_flags(plan, tuning))
             failure = None
         except Exception as exc:  # bcc raises bare Exception for compile/attach errors
             bpf, failure = None, exc

@@ -4,6 +4,10 @@
 reports it readable (EPOLLIN) while unconsumed samples sit in the ring, so
 the daemon's one selector loop can wait on it like on /dev/kmsg, with no
 thread. bcc's ``ring_buffer_consume()`` then drains it without blocking.
+
+Counts come from the maps, not from the samples: ``collect()`` (called each
+tick) returns the failures the program counted (``aggregates.Aggregates``);
+a hit read from the ring is one of them, in full detail.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import logging
 
 from ..errors import BpfUnavailable
 from . import loader
+from .aggregates import Aggregates, MapReader
 from .decode import SampleError, TracepointHit, decode_sample, kinds
 from .plan import AttachPlan, plan_attach
 
@@ -22,9 +27,11 @@ log = logging.getLogger("peripety.tracepoints.source")
 class TracepointSource:
     """Storage error hits from the kernel's tracepoints."""
 
-    def __init__(self, bpf, plan: AttachPlan):
+    def __init__(self, bpf, plan: AttachPlan, tuning: loader.Tuning = loader.DEFAULT_TUNING):
         self.plan = plan
+        self.tuning = tuning
         self._bpf = bpf
+        self.maps = MapReader(bpf, bucket_words=tuning.bucket_words)
         self._samples: list[bytes] = []
         self.undecodable = 0
         """Samples that did not decode (logged, never dropped silently)."""
@@ -34,7 +41,8 @@ class TracepointSource:
         self._ring.open_ring_buffer(self._on_sample)
 
     @classmethod
-    def open(cls, mode: str = "auto", plan: AttachPlan | None = None) -> "TracepointSource | None":
+    def open(cls, mode: str = "auto", plan: AttachPlan | None = None,
+             tuning: loader.Tuning = loader.DEFAULT_TUNING) -> "TracepointSource | None":
         """Load the probes for ``--bpf MODE``.
 
         ``off`` returns None. ``auto`` returns None after one warning naming
@@ -44,7 +52,7 @@ class TracepointSource:
         if mode == "off":
             return None
         try:
-            return cls(loader.load(plan), plan)
+            return cls(loader.load(plan, tuning), plan, tuning)
         except BpfUnavailable as exc:
             if mode == "on":
                 raise
@@ -70,6 +78,15 @@ class TracepointSource:
                 self.undecodable += 1
                 log.warning("bpf sample dropped: %s (%d so far)", exc, self.undecodable)
         return hits
+
+    def collect(self) -> Aggregates | None:
+        """Failures counted in the kernel since the last collect (None when
+        the grace period of the map generations has not passed yet)."""
+        return self.maps.collect()
+
+    def flush(self) -> Aggregates:
+        """Every failure counted so far (at shutdown; waits < 0.5 s)."""
+        return self.maps.flush()
 
     def lost_by_kind(self) -> dict[str, int]:
         """Samples the kernel could not queue (ring buffer full), per kind."""

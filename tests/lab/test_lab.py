@@ -313,3 +313,26 @@ def test_info_lists_every_kind(scenario):
     types = {i["blk_type"] for i in listed}
     # SCSI paths are folded under their multipath map in the listing.
     assert set(_KIND_TYPES.values()) - {"SCSI"} <= types, types
+
+
+# ------------------------------------------------------- prpt top state --
+def _top_row(name: str, kernel_name: str) -> dict:
+    """The device row of ``prpt top --once -J`` run in the guest while the
+    scenario's failure was in force."""
+    top = json.loads((OUT / f"{name}.top.json").read_text())
+    rows = [d for d in top["devices"] if d["kernel_name"] == kernel_name]
+    assert rows, f"no row for {kernel_name} in prpt top: {[d['kernel_name'] for d in top['devices']]}"
+    return rows[0]
+
+
+@pytest.mark.lab("md")
+def test_top_shows_the_md_array_degraded(scenario):
+    row = _top_row("md", scenario.facts["md"])
+    assert row["state"]["md"]["degraded"] == 1, row
+    assert "degraded 1/2" in row["state_summary"], row
+
+
+@pytest.mark.lab("multipath")
+def test_top_shows_the_map_with_one_path_down(scenario):
+    row = _top_row("multipath", scenario.facts["map_dm"])
+    assert "paths 1/2" in row["state_summary"], row

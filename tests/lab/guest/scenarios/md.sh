@@ -23,6 +23,8 @@ run)
     dd if=/dev/zero of=/dev/md0 bs=4096 count=16 oflag=direct
     wait_for 30 grep -q "$B\[1\](F)" /proc/mdstat || exit 1
     cat /proc/mdstat
+    # prpt top's live state of the degraded array (sysfs md/degraded), as JSON
+    prpt top --once -J > "$OUT/md.top.json"
     exit 0
     ;;
 cleanup)

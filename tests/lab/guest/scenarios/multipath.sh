@@ -23,6 +23,8 @@ run)
     read_map
     wait_for 30 path_is "$P1" "failed faulty" || exit 1
     multipathd show topology
+    # prpt top's live state of the map with one path down, as JSON
+    prpt top --once -J > "$OUT/multipath.top.json"
     # and comes back
     echo running > "/sys/block/$P1/device/state"
     wait_for 30 path_is "$P1" "active ready" || exit 1

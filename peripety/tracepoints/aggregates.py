@@ -1,0 +1,389 @@
+"""Failure counts kept by bpf/scsi_trace.c in BPF maps, read each tick.
+
+The program counts every failure in the kernel, whatever the ring buffer
+does: per (unit, kind, status, op) a count, first/last time and the lowest
+and highest sector, and the failed sectors as bitmaps of 4096-sector
+buckets. ``MapReader.collect()`` turns one drained map generation into
+plain ``Aggregate`` dataclasses; the samples in the ring buffer are only
+the human-readable detail of the first few failures per unit and second.
+
+Read and reset without losing or double counting
+-------------------------------------------------
+The maps exist twice (``agg0``/``agg1``, ``sectors0``/``sectors1``, ...);
+the one-element array ``ctl`` names the generation probes write. Each
+``collect()``:
+
+1. reads and empties the generation retired by the previous ``collect()``,
+   at least ``grace`` seconds ago: a probe reads ``ctl`` once, then runs to
+   its end with preemption disabled (tracepoint programs do), for
+   microseconds, so a generation retired that long ago has no writer left.
+   Its values are final when read, and emptying it loses nothing;
+2. points ``ctl`` at the generation just emptied, retiring the one probes
+   were writing.
+
+A failure is therefore read exactly once, one to two ticks after it
+happened, and never lost by a reset. The alternative, read-then-delete per
+key on one live map, loses the increments that land between the read and
+the delete (per-CPU values cannot be decremented atomically from user
+space). The one assumption is that no probe stays inside its program for
+``grace`` seconds; a hypervisor that stalls a vCPU that long mid-probe is
+the only way to break it.
+
+Bounds (``loader.Tuning``): ``agg_entries`` keys per generation (beyond:
+counted per kind in ``Aggregates.untracked``, still exact in total);
+``sector_entries`` buckets per generation (beyond, or for a request
+spanning more than two buckets: ``Aggregate.unmapped`` requests whose
+sectors are known only to lie in ``sector_min..sector_max``).
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping, Sequence
+
+from . import scsi as codes
+from .decode import _kind_names, dev_num_of, kinds
+
+log = logging.getLogger("peripety.tracepoints.aggregates")
+
+NO_SECTOR = (1 << 64) - 1
+
+
+# -- the C structs, mirrored (sizes checked by _Static_assert at compile) -------
+
+
+class AggKey(ct.Structure):
+    _fields_ = [
+        ("kind", ct.c_uint32),
+        ("status", ct.c_int32),
+        ("op", ct.c_uint32),
+        ("dev", ct.c_uint32),
+        ("host_no", ct.c_uint32),
+        ("channel", ct.c_uint32),
+        ("id", ct.c_uint32),
+        ("lun", ct.c_uint32),
+        ("disk", ct.c_char * 32),
+    ]
+
+
+class AggValue(ct.Structure):
+    _fields_ = [
+        ("count", ct.c_uint64),
+        ("first_ns", ct.c_uint64),
+        ("last_ns", ct.c_uint64),
+        ("min_sector", ct.c_uint64),
+        ("max_sector_end", ct.c_uint64),
+        ("unmapped", ct.c_uint64),
+    ]
+
+
+class SectorKey(ct.Structure):
+    _fields_ = [("bucket", ct.c_uint64), ("agg", AggKey)]
+
+
+# -DPRPT_SIZEOF_<key> -> struct
+MAP_STRUCTS = {"AGG_KEY": AggKey, "AGG_VAL": AggValue, "SECTOR_KEY": SectorKey}
+
+_KEY_FIELDS = tuple(name for name, _ in AggKey._fields_)
+
+
+def key_tuple(key: AggKey) -> tuple:
+    """A hashable copy of a key (ctypes structures compare by identity)."""
+    return tuple(getattr(key, name) for name in _KEY_FIELDS)
+
+
+# -- the aggregate ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """Failures of one unit with one status and op, over one map generation."""
+
+    kind: str
+    """block_rq_error, scsi_cmd_done, nvme_complete_rq, ... (as samples)."""
+    count: int
+    first_usec: int
+    """CLOCK_MONOTONIC microseconds of the first and last failure."""
+    last_usec: int
+    dev_num: str = ""
+    """``major:minor`` (block, ext4, xfs); empty for SCSI/NVMe."""
+    kdev: str = ""
+    """The kernel's name of the unit: dev_num, ``h:c:t:l``, ``nvme0n1``."""
+    op: str = ""
+    """READ, WRITE, DISCARD... (block); the SCSI opcode's name."""
+    status: int = 0
+    """Raw: -errno (block, xfs), result or rtn (SCSI), status (NVMe)."""
+    error: str = ""
+    """The status in words: ``EIO``; ``DID_TIME_OUT``; NVMe status name."""
+    errno: int | None = None
+    blk_status: str = ""
+    """The kernel's text before ``error, dev`` (``I/O``, ``critical medium``)."""
+    line: int | None = None
+    """ext4_error: the reporting line."""
+    sectors: tuple[tuple[int, int], ...] = ()
+    """Every failed 512-byte sector, as inclusive (first, last) ranges."""
+    sector_min: int | None = None
+    sector_max: int | None = None
+    """Lowest and highest failed sector (inclusive), also of unmapped ones."""
+    unmapped: int = 0
+    """Requests whose sectors are not in ``sectors`` (sector map full)."""
+
+    @property
+    def key(self) -> tuple:
+        return (self.kind, self.kdev, self.op, self.status, self.line)
+
+    def sectors_text(self) -> str:
+        """``"2048-2055,4096"``: the ``extension.sectors`` form."""
+        return ranges_text(self.sectors)
+
+
+@dataclass
+class Aggregates:
+    """What one ``collect()`` read: the failures since the last one."""
+
+    items: list[Aggregate] = field(default_factory=list)
+    untracked: dict[str, int] = field(default_factory=dict)
+    """Failures per kind counted without a unit (the key map was full)."""
+    lost: dict[str, int] = field(default_factory=dict)
+    """Samples the ring buffer had no room for, per kind, since last time
+    (their failures are in ``items``)."""
+    sampled_out: dict[str, int] = field(default_factory=dict)
+    """Samples not sent because the unit's budget was spent (by design)."""
+    missed: int = 0
+    """Probe runs the kernel skipped since last time (``recursion_misses``:
+    another BPF program was running on that CPU when the tracepoint fired):
+    failures neither counted nor sampled. Normally 0."""
+
+    def total(self, kind: str | None = None) -> int:
+        items = sum(a.count for a in self.items if kind is None or a.kind == kind)
+        return items + sum(n for k, n in self.untracked.items() if kind is None or k == kind)
+
+    def __bool__(self) -> bool:
+        return bool(self.items or any(self.untracked.values()) or any(self.lost.values())
+                    or any(self.sampled_out.values()) or self.missed)
+
+
+# -- decoding ---------------------------------------------------------------------
+
+
+def ranges_text(ranges: Iterable[tuple[int, int]]) -> str:
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges)
+
+
+def bitmap_ranges(bucket: int, words: Sequence[int], bucket_sectors: int) -> list[tuple[int, int]]:
+    """Inclusive sector ranges of the set bits of one bucket's bitmap."""
+    out: list[tuple[int, int]] = []
+    base = bucket * bucket_sectors
+    bits = int.from_bytes(b"".join(int(w).to_bytes(8, "little") for w in words), "little")
+    pos = 0
+    while bits:
+        skip = (bits & -bits).bit_length() - 1  # zeros before the next run
+        bits >>= skip
+        pos += skip
+        run = (~bits & (bits + 1)).bit_length() - 1  # ones in this run
+        out.append((base + pos, base + pos + run - 1))
+        bits >>= run
+        pos += run
+    return out
+
+
+def merge_ranges(ranges: Iterable[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    """Sorted, with touching or overlapping ranges joined (bucket seams)."""
+    out: list[list[int]] = []
+    for a, b in sorted(ranges):
+        if out and a <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return tuple((a, b) for a, b in out)
+
+
+def _op_letters(op: int) -> str:
+    return bytes(b for b in op.to_bytes(4, "little") if b).decode("ascii", "replace")
+
+
+def _describe(kind: str, key: AggKey) -> dict:
+    """Unit, op and status of a key in words."""
+    status = key.status
+    if kind in ("block_rq_error", "ext4_error", "xfs_buf_ioerror"):
+        dev_num = dev_num_of(key.dev)
+        out: dict = {"dev_num": dev_num, "kdev": dev_num, "status": status}
+        if kind == "ext4_error":
+            out["line"] = key.op
+            return out
+        err = abs(status)
+        out.update(errno=err, error=codes.errno_name(err), blk_status=codes.blk_status(err)[1])
+        if kind == "block_rq_error":
+            out["op"] = codes.rwbs_op(_op_letters(key.op))
+        return out
+    if kind == "nvme_complete_rq":
+        disk = key.disk.decode("ascii", "replace")
+        return {"kdev": disk or f"nvme{key.host_no}", "status": status,
+                "error": codes.decode_nvme_status(status & 0xFFFF).status_name}
+    if kind == "scsi_eh_wakeup":
+        return {"kdev": f"host{key.host_no}"}
+    hctl = f"{key.host_no}:{key.channel}:{key.id}:{key.lun}"
+    if kind == "scsi_cmd_error":
+        error = codes.mlqueue_name(status)
+    else:
+        res = codes.decode_result(status)
+        error = res.host_byte_name or res.driver_byte_name or res.sam_status_name or f"result 0x{res.result:x}"
+    return {"kdev": hctl, "status": status, "error": error, "op": codes.decode_cdb(b"", key.op).opcode_name}
+
+
+def aggregate_from_maps(key: AggKey, per_cpu: Sequence[AggValue],
+                        buckets: Mapping[int, Sequence[int]] = {}, bucket_sectors: int = 4096) -> Aggregate | None:
+    """One key's per-CPU values and sector bitmaps -> ``Aggregate``; None
+    when no CPU counted anything (a key created but never incremented
+    cannot happen, but a zero value reads as nothing)."""
+    used = [v for v in per_cpu if v.count]
+    if not used:
+        return None
+    kind = _kind_names().get(key.kind, f"kind {key.kind}")
+    lows = [v.min_sector for v in used if v.min_sector != NO_SECTOR]
+    highs = [v.max_sector_end for v in used if v.max_sector_end]
+    ranges = [r for bucket, words in buckets.items() for r in bitmap_ranges(bucket, words, bucket_sectors)]
+    return Aggregate(
+        kind=kind,
+        count=sum(v.count for v in used),
+        first_usec=min(v.first_ns for v in used) // 1000,
+        last_usec=max(v.last_ns for v in used) // 1000,
+        sectors=merge_ranges(ranges),
+        sector_min=min(lows) if lows else None,
+        sector_max=max(highs) - 1 if highs else None,
+        unmapped=sum(v.unmapped for v in used),
+        **_describe(kind, key),
+    )
+
+
+# -- reading the live maps --------------------------------------------------------
+
+
+class MapReader:
+    """Drain the program's maps generation by generation (see the module
+    docstring); ``bpf`` is the loaded bcc ``BPF`` object."""
+
+    def __init__(self, bpf, *, bucket_words: int = 64, grace: float = 0.2,
+                 clock: Callable[[], float] = time.monotonic):
+        self._bpf = bpf
+        self.bucket_sectors = bucket_words * 64
+        self.grace = grace
+        self.clock = clock
+        self._ctl = bpf[b"ctl"]
+        self._agg = (bpf[b"agg0"], bpf[b"agg1"])
+        self._full = (bpf[b"agg_full0"], bpf[b"agg_full1"])
+        self._sectors = (bpf[b"sectors0"], bpf[b"sectors1"])
+        self._current = int(self._ctl[self._ctl.Key(0)].value)
+        self._retired_at: float | None = None  # None: the other generation is empty
+        self._seen = {"lost": {}, "sampled_out": {}}
+        self._missed_seen = 0
+
+    def due(self, now: float | None = None) -> bool:
+        """Whether ``collect()`` would read something now."""
+        now = self.clock() if now is None else now
+        return self._retired_at is None or now - self._retired_at >= self.grace
+
+    def next_deadline(self) -> float:
+        """When ``collect()`` is next due (in the past when it is due now)."""
+        return 0.0 if self._retired_at is None else self._retired_at + self.grace
+
+    def collect(self) -> Aggregates | None:
+        """The failures of the generation retired at least ``grace`` ago
+        (then retire the live one); None when called too early."""
+        now = self.clock()
+        if not self.due(now):
+            return None
+        retired = 1 - self._current
+        out = self._drain(retired) if self._retired_at is not None else Aggregates()
+        self._ctl[self._ctl.Key(0)] = ct.c_uint32(retired)
+        self._current, self._retired_at = retired, now
+        out.lost = self._delta("lost")
+        out.sampled_out = self._delta("sampled_out")
+        missed = self.missed()
+        out.missed, self._missed_seen = missed - self._missed_seen, missed
+        return out
+
+    def missed(self) -> int:
+        """Runs of the loaded programs the kernel skipped, in total, read
+        from each program's fdinfo (``recursion_misses``, Linux 5.12+)."""
+        return sum(stats.get("recursion_misses", 0) for stats in self.program_stats().values())
+
+    def program_stats(self) -> dict[str, dict[str, int]]:
+        """Per loaded program, the kernel's counters from its fdinfo:
+        ``run_cnt`` (only counted while BPF run-time stats are enabled,
+        e.g. by an open BPF_ENABLE_STATS fd) and ``recursion_misses``."""
+        out = {}
+        for name, fn in self._bpf.funcs.items():
+            stats = {}
+            try:
+                with open(f"/proc/self/fdinfo/{fn.fd}") as info:
+                    for line in info:
+                        key, _, value = line.partition(":")
+                        if key in ("run_cnt", "recursion_misses"):
+                            stats[key] = int(value)
+            except OSError:
+                continue
+            out[name.decode() if isinstance(name, bytes) else name] = stats
+        return out
+
+    def flush(self, wait: Callable[[float], None] = time.sleep) -> Aggregates:
+        """Everything counted so far, both generations (at shutdown): waits
+        out the grace period twice at most."""
+        total = Aggregates()
+        for _ in range(2):
+            wait(max(0.0, self.next_deadline() - self.clock()))
+            got = self.collect()
+            total.items += got.items
+            total.missed += got.missed
+            for name in ("untracked", "lost", "sampled_out"):
+                table = getattr(total, name)
+                for k, n in getattr(got, name).items():
+                    table[k] = table.get(k, 0) + n
+        return total
+
+    def _drain(self, gen: int) -> Aggregates:
+        agg, sectors = self._agg[gen], self._sectors[gen]
+        # Quiescent: nothing writes this generation, so list, read, delete.
+        bits: dict[tuple, dict[int, list[int]]] = {}
+        sector_keys = list(sectors.keys())
+        for skey in sector_keys:
+            words = sectors[skey]
+            bits.setdefault(key_tuple(skey.agg), {})[int(skey.bucket)] = list(words.w)
+        items = []
+        agg_keys = list(agg.keys())
+        for key in agg_keys:
+            found = aggregate_from_maps(key, list(agg.getvalue(key)), bits.get(key_tuple(key), {}),
+                                        self.bucket_sectors)
+            if found is not None:
+                items.append(found)
+        for key in agg_keys:
+            del agg[key]
+        for skey in sector_keys:
+            del sectors[skey]
+        return Aggregates(items=items, untracked=self._take_full(gen))
+
+    def _take_full(self, gen: int) -> dict[str, int]:
+        table = self._full[gen]
+        out = {}
+        for name, number in kinds().items():
+            key = table.Key(number)
+            n = int(table.sum(key).value)
+            if n:
+                out[name] = n
+                table[key] = table.Leaf()
+        return out
+
+    def _delta(self, name: str) -> dict[str, int]:
+        """Per-kind increase of a monotonic per-CPU counter array."""
+        table = self._bpf[name.encode()]
+        seen = self._seen[name]
+        out = {}
+        for kind, number in kinds().items():
+            now = int(table.sum(table.Key(number)).value)
+            if now > seen.get(kind, 0):
+                out[kind] = now - seen.get(kind, 0)
+                seen[kind] = now
+        return out

@@ -1,0 +1,177 @@
+"""bpf/scsi_trace.c counts failures in kernel maps: on the real kernel,
+against real failed requests on a faulty loop device, the counts read back
+must equal what fio and faultyfs saw, also when the ring buffer overflows."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes as ct
+import json
+import os
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from peripety.tracepoints import Aggregates, TracepointSource, plan_attach
+from peripety.tracepoints.loader import Tuning
+from tests.harness.faulty import FaultyDisk, MiB
+
+pytestmark = [pytest.mark.root, pytest.mark.bpf]
+
+
+def _open(tuning: Tuning):
+    if not Path("/sys/kernel/tracing/events").is_dir():
+        subprocess.run(["mount", "-t", "tracefs", "nodev", "/sys/kernel/tracing"], check=True)
+    return TracepointSource.open("on", plan_attach("on"), tuning)
+
+
+@pytest.fixture(scope="module")
+def tiny_ring():
+    """A one-page ring and no sample budget: a storm must overflow it."""
+    with _open(Tuning(ringbuf_pages=1, sample_budget=10**9)) as src:
+        yield src
+
+
+@pytest.fixture(scope="module")
+def budgeted():
+    """Three samples per device per hour: every later failure is maps-only."""
+    with _open(Tuning(sample_budget=3, sample_interval_ns=3600 * 10**9)) as src:
+        yield src
+
+
+@contextlib.contextmanager
+def run_stats():
+    """Make the kernel count program runs (run_cnt) while the fd is open
+    (BPF_ENABLE_STATS; no global sysctl is touched)."""
+    from bcc.libbcc import lib
+
+    lib.bpf_enable_stats.restype, lib.bpf_enable_stats.argtypes = ct.c_int, [ct.c_int]
+    fd = lib.bpf_enable_stats(0)  # BPF_STATS_RUN_TIME
+    assert fd >= 0, "BPF_ENABLE_STATS failed"
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
+def _block_runs(source) -> int:
+    return source.maps.program_stats()["tracepoint__block__block_rq_error"].get("run_cnt", 0)
+
+
+def _for_device(found: Aggregates, dev_num: str):
+    return [a for a in found.items if a.dev_num == dev_num]
+
+
+def no_merges(disk) -> None:
+    """One fio I/O, one block request: the block layer otherwise merges two
+    adjacent random reads now and then into one request, which fails (and
+    is counted by the kernel) once while fio counts two failed I/Os."""
+    Path(f"/sys/block/{disk.name}/queue/nomerges").write_text("2")
+
+
+def _fio_storm(dev: str, seconds: int) -> int:
+    """The storm of issue 14 against ``dev``; returns fio's failed I/Os."""
+    done = subprocess.run(
+        ["fio", "--name=storm", f"--filename={dev}", "--rw=randread", "--bs=4k", "--direct=1",
+         "--ioengine=libaio", "--iodepth=32", "--numjobs=2", f"--runtime={seconds}", "--time_based",
+         "--continue_on_error=all", "--output-format=json"],
+        capture_output=True, text=True, check=False)
+    report = json.loads(done.stdout[done.stdout.index("{"):])
+    return sum(job["total_err"] for job in report["jobs"])
+
+
+def test_storm_is_counted_exactly_while_the_ring_buffer_overflows(tiny_ring):
+    with FaultyDisk(size=64 * MiB) as disk:
+        disk.fail(0, disk.size, "read")
+        no_merges(disk)
+        with run_stats():
+            tiny_ring.flush()  # start from empty maps
+            lost_before, runs_before = tiny_ring.lost(), _block_runs(tiny_ring)
+            failed = _fio_storm(disk.loopdev, seconds=2)
+            # Nothing read the ring during the storm: most samples were lost.
+            found = tiny_ring.flush()
+            runs = _block_runs(tiny_ring) - runs_before
+        assert failed > 5000, "fio did not make a storm"
+        assert disk.counters().failed_reads == failed
+        mine = _for_device(found, disk.dev_num)
+        assert [(a.kind, a.op, a.error) for a in mine] == [("block_rq_error", "READ", "EIO")]
+        # Every run of the program is counted, however full the ring was
+        # (other devices of this shared machine would only add runs).
+        assert mine[0].count == runs - sum(a.count for a in found.items if a not in mine)
+        # The kernel ran it for every failure but, on some runs here, a few
+        # in 10^5 (measured 0-22 of ~110,000, with recursion_misses 0: the
+        # kernel's perf tracepoint path dropped them before any program ran).
+        assert 0 <= failed - mine[0].count <= failed // 1000, (failed, mine[0].count, found.missed)
+        assert found.untracked == {}
+        assert tiny_ring.lost() - lost_before > failed // 2
+        # 4 KiB reads on a 64 MiB device: every range is whole 8-sector blocks
+        sectors = mine[0].sectors
+        assert sectors and sectors[0][0] >= 0 and sectors[-1][1] < disk.size // 512
+        assert all(a % 8 == 0 and (b + 1) % 8 == 0 for a, b in sectors)
+        assert mine[0].unmapped == 0
+        hits = [h for h in tiny_ring.read() if h.dev_num == disk.dev_num]
+        assert 0 < len(hits) < 4096 // 56  # what one page holds
+
+
+def test_only_the_budget_goes_out_as_samples_and_every_sector_is_kept(budgeted):
+    with FaultyDisk(size=32 * MiB) as disk:
+        disk.fail_sectors(4096, 20, "read")
+        disk.fail_sectors(8190, 8, "read")
+        disk.fail_sectors(9000, 20, "read")
+        budgeted.flush()
+        results = disk.read_sectors(4096, 20) + disk.read_sectors(9000, 20)
+        # one 4 KiB request straddling the seam of two 4096-sector buckets
+        results += disk.read_sectors(8190, 8, sectors_per_request=8)
+        assert [r.error for r in results] == [5] * 41
+        found = budgeted.flush()
+        mine = _for_device(found, disk.dev_num)
+        assert len(mine) == 1 and mine[0].count == 41
+        assert mine[0].sectors == ((4096, 4115), (8190, 8197), (9000, 9019))
+        assert mine[0].sectors_text() == "4096-4115,8190-8197,9000-9019"
+        assert (mine[0].sector_min, mine[0].sector_max) == (4096, 9019)
+        hits = [h for h in budgeted.read() if h.dev_num == disk.dev_num]
+        assert [h.sector for h in hits] == [4096, 4097, 4098]
+        assert mine[0].first_usec <= hits[0].kernel_usec <= hits[-1].kernel_usec <= mine[0].last_usec
+        assert found.sampled_out.get("block_rq_error", 0) >= 38
+
+
+def test_collecting_during_failures_counts_each_once(budgeted):
+    """Generations swap while requests fail on the other CPU: the sum of
+    every collect equals the failures, none lost, none twice."""
+    with FaultyDisk(size=32 * MiB) as disk:
+        disk.fail(0, disk.size, "read")
+        budgeted.flush()
+        done, stop = threading.Event(), threading.Event()
+        results = []
+
+        def fail_reads():
+            # distinct sectors, until the main thread has seen enough swaps
+            try:
+                for first in range(0, disk.size // 512, 400):
+                    if stop.is_set():
+                        break
+                    results.extend(disk.read_sectors(first, 400))
+            finally:
+                done.set()
+
+        worker = threading.Thread(target=fail_reads)
+        worker.start()
+        collected, swaps = [], 0
+        while not done.wait(budgeted.maps.grace / 4):
+            got = budgeted.collect()
+            if got is not None:
+                swaps += 1
+                collected += _for_device(got, disk.dev_num)
+                if swaps >= 4:
+                    stop.set()
+        worker.join()
+        collected += _for_device(budgeted.flush(), disk.dev_num)
+        assert swaps >= 4, "the reads ended before the generations swapped"
+        assert results and all(r.error == 5 for r in results)
+        assert sum(a.count for a in collected) == len(results)
+        assert len(collected) >= 3  # the failures really were split over generations
+        # each sector appears in exactly one generation's ranges
+        covered = sorted(s for a in collected for lo, hi in a.sectors for s in range(lo, hi + 1))
+        assert covered == list(range(len(results)))
