@@ -189,6 +189,9 @@ def aggregate_event(aggs: list[Aggregate], count: int, *, hostname: str,
     extension = {"counted_by": "bpf-maps", "tracepoint_kind": first.kind}
     for name in ("op", "error", "blk_status"):
         values = sorted({getattr(a, name) for a in aggs if getattr(a, name)})
+        if name == "blk_status":
+            # as the kernel line and a single hit's event say it: "I/O error"
+            values = [v if v.endswith(" error") else f"{v} error" for v in values]
         if values:
             extension[name if name != "error" else "errno_name"] = ",".join(values)
     if len(ranges):
@@ -207,7 +210,7 @@ def aggregate_event(aggs: list[Aggregate], count: int, *, hostname: str,
         extension["sectors_unmapped"] = str(unmapped)
     device = first.kdev or first.dev_num
     title = EVENT_TYPES.get(event_type).title if event_type in EVENT_TYPES else event_type
-    what = extension.get("blk_status") or extension.get("errno_name") or "error"
+    what = extension.get("blk_status") or f"{extension.get('errno_name') or 'I/O'} error"
     op = f" ({extension['op']})" if "op" in extension else ""
     event = StorageEvent(
         event_type=event_type,
@@ -215,7 +218,7 @@ def aggregate_event(aggs: list[Aggregate], count: int, *, hostname: str,
         severity=EVENT_TYPES.default_severity(event_type),
         kdev=device,
         dev_num=first.dev_num,
-        msg=f"{title}: {what} error on {device}{op}, {count} failures counted in the kernel",
+        msg=f"{title}: {what} on {device}{op}, {count} failures counted in the kernel",
         raw_msg="",
         hostname=hostname,
         extension=extension,

@@ -49,7 +49,7 @@ def test_map_count_minus_detail_events_is_stored_once():
     assert event.count == 96 and event.event_type == "BLK_IO_ERROR" and event.sources == ["bpf"]
     assert event.extension["sectors"] == "0-99"
     assert event.extension["counted_by"] == "bpf-maps"
-    assert (event.extension["op"], event.extension["errno_name"], event.extension["blk_status"]) == ("READ", "EIO", "I/O")
+    assert (event.extension["op"], event.extension["errno_name"], event.extension["blk_status"]) == ("READ", "EIO", "I/O error")
     assert (event.dev_num, event.kdev, event.kernel_usec) == ("7:0", "7:0", 1_000)
     assert ledger.settle(everything=True) == []
     assert ledger.tracked() == 0  # a settled key holds no memory
