@@ -125,7 +125,7 @@ def children_cpu() -> float:
 
 def count_events(namespace: str) -> int:
     from peripety.stores import EventFilter
-    from peripety.stores.journal import JournalStore
+    from peripety.stores.journal import JournalStore, journal_fields
 
     store = JournalStore(namespace)
     try:
@@ -202,14 +202,14 @@ def bare_loop(mode: str, fields_path: Path, namespace: str) -> None:
 def stored_fields(namespace: str, limit: int, skip: int = 0) -> list[dict]:
     """The journal fields of ``limit`` stored events after the first ``skip``."""
     from peripety.stores import EventFilter
-    from peripety.stores.journal import JournalStore
+    from peripety.stores.journal import JournalStore, journal_fields
 
     store = JournalStore(namespace)
     out = []
     for i, event in enumerate(store.query(EventFilter())):
         if i < skip:
             continue
-        fields = event.to_journal_fields()
+        fields = journal_fields(event)
         if any(isinstance(v, list) for v in fields.values()):
             raise SystemExit("an event has repeated fields, which journal.send cannot write")
         out.append(fields)

@@ -21,6 +21,7 @@ import click
 
 from .errors import PeripetyError
 from .cli.entry import run_cli
+from .classify import DeviceAtEvent
 from .event import StorageEvent
 from .logsetup import setup_logging
 from .pipeline import Pipeline, daemon_event
@@ -283,10 +284,8 @@ class Daemon:
                 "PERIPETY_BLK_INFO",
                 f"Block device {info.preferred_blk_path or info.blk_path} ({info.blk_type}, wwid {info.wwid or 'unknown'})",
                 hostname=self.hostname,
+                device=DeviceAtEvent(os.path.basename(info.blk_path), info.dev_num, info),
             )
-            event.kdev = os.path.basename(info.blk_path)
-            event.dev_num = info.dev_num
-            event.cur_blk_info = info
             self.pipeline.add_event(event)
 
     # -- loop ---------------------------------------------------------------

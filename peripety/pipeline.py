@@ -12,10 +12,11 @@ import socket
 import time
 import uuid
 from collections import Counter
+from dataclasses import replace
 from typing import Callable, Iterable
 
-from .classify import event_from_match
-from .event import Severity, StorageEvent, new_event_id
+from .classify import DeviceAtEvent, event_from_match
+from .event import Severity, StorageEvent, new_event_id, now
 from .event_types import EVENT_TYPES
 from .merge import FS_SUB_SYSTEMS, Correlator, RootCauseLinker, StormAggregator
 from .record import LogRecord
@@ -157,8 +158,9 @@ class Pipeline:
         self.to_wallclock = to_wallclock
         self.correlator = Correlator(hold=hold)
         self.linker = RootCauseLinker()
-        self.storm = StormAggregator(window=storm_window, burst=storm_burst, aggregate_id=self._aggregate_id)
         self.in_flight = InFlight()
+        self.storm = StormAggregator(window=storm_window, burst=storm_burst, aggregate_id=self._aggregate_id,
+                                     release_seq=self.in_flight.release)
         self.resume = ResumeIndex()
         self._suppressed: list[tuple[float, StorageEvent]] = []
         self.stats = Counter()
@@ -172,15 +174,19 @@ class Pipeline:
         if match is None:
             return
         self.stats["matched"] += 1
-        event = self._event_from_match(record, match)
-        self.in_flight.hold(event.origin_seq)
-        if event.event_type == SUPPRESSED_TYPE:
-            # The summary names a kernel function, not a device: it waits for
-            # that family's next line to name the device.
-            event.kdev = ""
+        seq = record.seq if record.source == "kmsg" else None
+        suppressed = match.event_type == SUPPRESSED_TYPE
+        # The summary names a kernel function, not a device: it waits for
+        # that family's next line to name the device.
+        device = DeviceAtEvent("") if suppressed else \
+            self._device(match.kdev, "", record.kernel_usec, match.sub_system, from_hit=False)
+        event = event_from_match(
+            record, match, hostname=self.hostname, device=device, kernel_usec=record.kernel_usec, origin_seq=seq,
+            event_id=kmsg_event_id(self.boot_id, seq) if self.boot_id and seq is not None else None)
+        self.in_flight.hold(seq)
+        if suppressed:
             self._suppressed.append((self.clock() + SUPPRESSED_NAMING_WAIT, event))
             return
-        self._resolve(event)
         if self._suppressed and record.trusted_kernel:
             self._name_suppressed(event)
         self.correlator.add(event, self.clock())
@@ -190,8 +196,10 @@ class Pipeline:
         self.stats["hits"] += 1
         if mapping is None:
             return
-        event = hit_to_event(hit, *mapping, hostname=self.hostname, to_wallclock=self.to_wallclock)
-        self._resolve(event)
+        event_type, sub_system = mapping
+        device = self._device(hit.kdev or hit.dev_num, hit.dev_num, hit.kernel_usec, sub_system, from_hit=True)
+        event = hit_to_event(hit, event_type, sub_system, hostname=self.hostname, to_wallclock=self.to_wallclock,
+                             device=device)
         self.correlator.add(event, self.clock())
 
     def add_event(self, event: StorageEvent) -> None:
@@ -220,41 +228,26 @@ class Pipeline:
         return min(deadlines) if deadlines else None
 
     # -- internals ----------------------------------------------------------
-    def _event_from_match(self, record: LogRecord, match) -> StorageEvent:
-        event = event_from_match(record, match, hostname=self.hostname)
-        event.kernel_usec = record.kernel_usec
-        if record.source == "kmsg" and record.seq is not None:
-            event.origin_seq = record.seq
-            if self.boot_id:
-                event.event_id = kmsg_event_id(self.boot_id, record.seq)
-        return event
-
-    def _resolve(self, event: StorageEvent) -> None:
-        """Name the device as it was at the event's kernel time."""
-        if self.timeline is None:
-            return
-        kernel_usec = event.kernel_usec
-        key = event.dev_num or event.kdev
-        if not key:
-            return
-        info = self.timeline.at(key, kernel_usec)
-        if info is None and event.dev_num and event.kdev:
-            info = self.timeline.at(event.kdev, kernel_usec)
+    def _device(self, kdev: str, dev_num: str, kernel_usec: int | None, sub_system: str, *,
+                from_hit: bool) -> DeviceAtEvent:
+        """The device as it was at the event's kernel time. A hit names it
+        by number: its event takes the timeline's name for it."""
+        info = None
+        if self.timeline is not None and (dev_num or kdev):
+            info = self.timeline.at(dev_num or kdev, kernel_usec)
+            if info is None and dev_num and kdev:
+                info = self.timeline.at(kdev, kernel_usec)
         if info is None:
-            return
-        event.cur_blk_info = info
-        event.dev_num = event.dev_num or info.dev_num
-        if event.sources == ["bpf"] or not event.kdev:
-            event.kdev = os.path.basename(info.blk_path) or event.kdev
-        event.hierarchy_blk_info = [
-            owner
-            for owner in (
-                self.timeline.at(os.path.basename(p), kernel_usec) for p in info.owners_paths
-            )
-            if owner is not None
-        ]
-        if info.mount_point and event.sub_system in FS_SUB_SYSTEMS:
-            event.extension.setdefault("mount_point", info.mount_point)
+            return DeviceAtEvent(kdev, dev_num)
+        hierarchy = [owner for owner in (self.timeline.at(os.path.basename(p), kernel_usec) for p in info.owners_paths)
+                     if owner is not None]
+        return DeviceAtEvent(
+            kdev=(os.path.basename(info.blk_path) or kdev) if from_hit or not kdev else kdev,
+            dev_num=dev_num or info.dev_num,
+            cur_blk_info=info,
+            hierarchy_blk_info=hierarchy,
+            mount_point=info.mount_point if sub_system in FS_SUB_SYSTEMS else None,
+        )
 
     def _name_suppressed(self, event: StorageEvent) -> None:
         """Give a waiting ratelimit summary of ``event``'s family (a kernel
@@ -266,10 +259,9 @@ class Pipeline:
             if summary.sub_system == event.sub_system and \
                     0 <= usec - (summary.kernel_usec or 0) <= SUPPRESSED_NAMING_USEC:
                 del self._suppressed[i]
-                summary.kdev, summary.dev_num = event.kdev, event.dev_num
-                summary.cur_blk_info, summary.hierarchy_blk_info = event.cur_blk_info, event.hierarchy_blk_info
-                summary.msg = f"{summary.msg}; next line on {event.kdev}"
-                self._finish([summary])
+                self._finish([replace(summary, kdev=event.kdev, dev_num=event.dev_num,
+                                      cur_blk_info=event.cur_blk_info, hierarchy_blk_info=event.hierarchy_blk_info,
+                                      msg=f"{summary.msg}; next line on {event.kdev}")])
                 return
 
     def _release_suppressed(self, now: float | None) -> None:
@@ -288,19 +280,17 @@ class Pipeline:
     def _finish(self, events: Iterable[StorageEvent]) -> None:
         now = self.clock()
         for event in events:
-            self.linker.link(event)
+            event = self.linker.link(event)
             if self.resume.covers(event):
                 # Re-read after a restart and already stored (ResumeIndex):
                 # it neither counts again nor fills a storm's burst.
                 self.stats["skipped_duplicates"] += 1
                 self.in_flight.release(event.origin_seq)
                 continue
-            ready, outcome = self.storm.add(event, now)
-            if outcome == StormAggregator.FOLDED:
-                # Counted into an aggregate, which now holds the lowest kmsg
-                # seq of its members (keeping the resume position before
-                # them); the folded event carries the seq to give back.
-                self.in_flight.release(event.origin_seq)
+            # A folded event is counted into an aggregate, which holds the
+            # lowest kmsg seq of its members (keeping the resume position
+            # before them) and gives back the others (``release_seq``).
+            ready, _ = self.storm.add(event, now)
             self._emit_all(ready)
 
     def _emit_all(self, events: Iterable[StorageEvent]) -> None:
@@ -310,7 +300,8 @@ class Pipeline:
             self.in_flight.release(event.origin_seq)
 
 
-def hit_to_event(hit, event_type: str, sub_system: str, *, hostname: str, to_wallclock=None) -> StorageEvent:
+def hit_to_event(hit, event_type: str, sub_system: str, *, hostname: str, to_wallclock=None,
+                 device: DeviceAtEvent | None = None) -> StorageEvent:
     """An event from a tracepoint hit alone (no kernel line seen for it)."""
     extension = _flatten(hit.to_dict(), skip={"kind", "kernel_usec", "dev_num", "kdev"})
     extension["tracepoint"] = hit.tracepoint
@@ -318,22 +309,25 @@ def hit_to_event(hit, event_type: str, sub_system: str, *, hostname: str, to_wal
     where = f" at sector {hit.sector}" if hit.sector is not None else ""
     op = f" ({hit.op})" if hit.op else ""
     title = EVENT_TYPES.get(event_type).title if event_type in EVENT_TYPES else event_type
-    event = StorageEvent(
+    device = device or DeviceAtEvent(hit.kdev or hit.dev_num, hit.dev_num)
+    if device.mount_point:
+        extension.setdefault("mount_point", device.mount_point)
+    return StorageEvent(
         event_type=event_type,
         sub_system=sub_system,
         severity=EVENT_TYPES.default_severity(event_type),
-        kdev=hit.kdev or hit.dev_num,
+        kdev=device.kdev,
         msg=f"{title}: {status} error on {hit.kdev or hit.dev_num}{where}{op}",
         raw_msg="",
+        timestamp=to_wallclock(hit.kernel_usec) if to_wallclock is not None and hit.kernel_usec else now(),
         hostname=hostname,
-        dev_num=hit.dev_num,
+        dev_num=device.dev_num,
+        cur_blk_info=device.cur_blk_info,
+        hierarchy_blk_info=list(device.hierarchy_blk_info),
         extension=extension,
         sources=["bpf"],
+        kernel_usec=hit.kernel_usec,
     )
-    if to_wallclock is not None and hit.kernel_usec:
-        event.timestamp = to_wallclock(hit.kernel_usec)
-    event.kernel_usec = hit.kernel_usec
-    return event
 
 
 def _flatten(data: dict, skip=(), prefix="") -> dict[str, str]:
@@ -352,14 +346,19 @@ def _flatten(data: dict, skip=(), prefix="") -> dict[str, str]:
     return out
 
 
-def daemon_event(event_type: str, msg: str, *, hostname: str, severity: Severity | None = None, **extension) -> StorageEvent:
+def daemon_event(event_type: str, msg: str, *, hostname: str, severity: Severity | None = None,
+                 device: DeviceAtEvent | None = None, **extension) -> StorageEvent:
     """An event about peripetyd itself (overrun, lost samples, device dump)."""
+    device = device or DeviceAtEvent("")
     return StorageEvent(
         event_type=event_type,
         sub_system="Peripety",
         severity=severity or EVENT_TYPES.default_severity(event_type),
         msg=msg,
         hostname=hostname,
+        kdev=device.kdev,
+        dev_num=device.dev_num,
+        cur_blk_info=device.cur_blk_info,
         extension={k: str(v) for k, v in extension.items()},
         sources=["peripetyd"],
     )

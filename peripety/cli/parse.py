@@ -7,6 +7,7 @@ import io
 import itertools
 import logging
 import sys
+from dataclasses import replace
 
 import click
 
@@ -113,9 +114,7 @@ def _write_events(logfile: LogFile, ruleset, stats: bool, writer: EventWriter, r
     from ..classify import events_from_matches
 
     for event in events_from_matches(logfile.matches(ruleset, count_malformed=stats)):
-        if resolver is not None:
-            resolver.apply(event)
-        writer.write(event)
+        writer.write(event if resolver is None else resolver.resolved(event))
 
 
 def _write_json_lines(logfile: LogFile, ruleset, stats: bool, writer: EventWriter) -> None:
@@ -217,7 +216,8 @@ class _DeviceCache:
         self._resolve = resolve
         self._known: dict[str, object] = {}
 
-    def apply(self, event) -> None:
+    def resolved(self, event):
+        """``event`` with the device its name has now, when it names one."""
         if event.kdev not in self._known:
             try:
                 self._known[event.kdev] = self._resolve(event.kdev)
@@ -225,6 +225,4 @@ class _DeviceCache:
                 log.debug("%s: left unresolved: %s", event.kdev, exc)
                 self._known[event.kdev] = None
         info = self._known[event.kdev]
-        if info is not None:
-            event.cur_blk_info = info
-            event.dev_num = info.dev_num
+        return event if info is None else replace(event, cur_blk_info=info, dev_num=info.dev_num)

@@ -29,6 +29,7 @@ from typing import Iterator
 
 from ..errors import EventFormatError, StoreError
 from ..event import StorageEvent
+from ..event_json import compact_json
 from ..safefiles import UnsafePathError, check_private_dir, open_private, write_atomically
 from .filter import EventFilter
 
@@ -107,7 +108,7 @@ class Spool:
 
     # -- writing --------------------------------------------------------------
     def put(self, event: StorageEvent) -> None:
-        line = event.to_json().encode("utf-8") + b"\n"
+        line = compact_json(event).encode("utf-8") + b"\n"
         if len(line) > self.max_bytes:
             self._count_drops(1, f"event {event.event_id} alone is larger than the spool")
             return
