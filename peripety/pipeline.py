@@ -10,7 +10,6 @@ import logging
 import os
 import socket
 import time
-import uuid
 from collections import Counter
 from dataclasses import replace
 from typing import Callable, Iterable
@@ -19,14 +18,10 @@ from .classify import DeviceAtEvent, event_from_match
 from .event import Severity, StorageEvent, new_event_id, now
 from .event_types import EVENT_TYPES
 from .merge import FS_SUB_SYSTEMS, Correlator, RootCauseLinker, StormAggregator
+from .position import InFlight, ResumeIndex, kmsg_event_id, storm_event_id
 from .record import LogRecord
 
 log = logging.getLogger("peripety.pipeline")
-
-# Event ids of kmsg-derived events are derived from (boot id, kmsg seq): a
-# record replayed after a crash gets the same id, so the daemon can tell
-# what it already stored and never writes an event twice.
-_EVENT_ID_NAMESPACE = uuid.UUID("b7f5d0a2-6f57-4c53-8a8e-53c0d6f1e8a1")
 
 # Tracepoint hit kind -> (event_type, sub_system). Kinds not listed here are
 # decoded but produce no event of their own (e.g. scsi_eh_wakeup).
@@ -41,97 +36,12 @@ HIT_EVENT_TYPES = {
 }
 
 
-def kmsg_event_id(boot_id: str, seq: int) -> str:
-    return str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"{boot_id}:{seq}"))
-
-
-def storm_event_id(boot_id: str, first_seq: int) -> str:
-    """Id of a storm aggregate whose first member is kmsg record
-    ``first_seq``: deterministic (a resume can prove the aggregate is of this
-    boot) and never equal to a single event's id."""
-    return str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"{boot_id}:storm:{first_seq}"))
-
-
 SUPPRESSED_TYPE = "PERIPETY_KMSG_SUPPRESSED"
 # How long a ratelimit summary waits for the line that names its device. The
 # kernel prints the summary right before that line (same call), so this only
 # matters when the next line never comes.
 SUPPRESSED_NAMING_WAIT = 1.0  # seconds
 SUPPRESSED_NAMING_USEC = 1_000_000  # kernel time between summary and the line
-
-
-class ResumeIndex:
-    """What a previous run of this boot already stored, so that records read
-    again after a restart are stored exactly once.
-
-    The rule ("exactly once" across kill -9): a record is re-read when the
-    saved position is before it. Its event is dropped when the store already
-    holds it: as a single event (same deterministic id from boot id and kmsg
-    seq) or inside a storm aggregate of the same type and device whose
-    ``extension.kmsg_seq_range`` contains its seq (an aggregate is appended
-    whole, in one store write, so it is either stored with all its members or
-    not at all). A storm slice that was still in memory when the daemon died
-    was never stored; its records are re-read and counted by the new run. A
-    BPF hit that was in memory is lost (the kernel does not replay
-    tracepoints); its kernel line, if one was printed, is re-read.
-    """
-
-    def __init__(self, boot_id: str = "", events: Iterable[StorageEvent] = ()):
-        self.ids: set[str] = set()
-        self._ranges: dict[str, list[tuple[int, int, str, str]]] = {}
-        for event in events:
-            self.ids.add(event.event_id)
-            lo_hi = event.extension.get("kmsg_seq_range", "")
-            lo, _, hi = lo_hi.partition("-")
-            if not (lo.isdigit() and hi.isdigit()):
-                continue
-            # only aggregates of this boot: their id proves it
-            if event.event_id == storm_event_id(boot_id, int(lo)):
-                self._ranges.setdefault(event.event_type, []).append(
-                    (int(lo), int(hi), event.dev_num or "", event.kdev or ""))
-
-    def covers(self, event: StorageEvent) -> bool:
-        seq = event.origin_seq
-        if seq is None:
-            return False
-        if event.event_id in self.ids:
-            return True
-        return any(
-            lo <= seq <= hi and ((dev_num and dev_num == event.dev_num) or (kdev and kdev == event.kdev))
-            for lo, hi, dev_num, kdev in self._ranges.get(event.event_type, ())
-        )
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-class InFlight:
-    """kmsg sequence numbers whose events are not stored yet.
-
-    The daemon persists ``safe_seq()``: every record up to it is fully
-    handled, so a restart resumes right after it.
-    """
-
-    def __init__(self):
-        self._counts: Counter[int] = Counter()
-        self.last_read = -1
-        """Highest kmsg seq read (or skipped at start-up): -1 before any."""
-
-    def hold(self, seq: int | None) -> None:
-        if seq is not None:
-            self._counts[seq] += 1
-
-    def release(self, seq: int | None) -> None:
-        if seq is None:
-            return
-        self._counts[seq] -= 1
-        if self._counts[seq] <= 0:
-            del self._counts[seq]
-
-    def safe_seq(self) -> int:
-        if self._counts:
-            return min(self._counts) - 1
-        return self.last_read
 
 
 class Pipeline:
@@ -159,11 +69,36 @@ class Pipeline:
         self.correlator = Correlator(hold=hold)
         self.linker = RootCauseLinker()
         self.in_flight = InFlight()
+        self.already_stored = ResumeIndex()
         self.storm = StormAggregator(window=storm_window, burst=storm_burst, aggregate_id=self._aggregate_id,
                                      release_seq=self.in_flight.release)
-        self.resume = ResumeIndex()
         self._suppressed: list[tuple[float, StorageEvent]] = []
         self.stats = Counter()
+
+    # -- set-up and reconfiguration ------------------------------------------
+    def resume(self, after_seq: int, already_stored: ResumeIndex | None = None) -> None:
+        """Start after kmsg record ``after_seq`` (-1: before any): where the
+        reader was placed. ``already_stored``: what a previous run of this
+        boot stored, so records read again are stored once."""
+        self.in_flight.last_read = after_seq
+        if already_stored is not None:
+            self.already_stored = already_stored
+
+    def read_position(self) -> int:
+        """The kmsg seq to save: every record up to it is fully handled."""
+        return self.in_flight.safe_seq()
+
+    def reconfigure(self, rules=None, *, storm_window: float | None = None) -> None:
+        """New rules or storm window (SIGHUP); events in flight keep theirs."""
+        if rules is not None:
+            self.rules = rules
+        if storm_window is not None:
+            self.storm.window = storm_window
+
+    def set_merge_hold(self, seconds: float) -> None:
+        """How long an event waits for its other half (kernel line <->
+        tracepoint hit): 0 until probes are attached."""
+        self.correlator.hold = seconds
 
     # -- inputs -------------------------------------------------------------
     def add_record(self, record: LogRecord) -> None:
@@ -281,7 +216,7 @@ class Pipeline:
         now = self.clock()
         for event in events:
             event = self.linker.link(event)
-            if self.resume.covers(event):
+            if self.already_stored.covers(event):
                 # Re-read after a restart and already stored (ResumeIndex):
                 # it neither counts again nor fills a storm's burst.
                 self.stats["skipped_duplicates"] += 1

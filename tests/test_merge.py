@@ -2,7 +2,7 @@
 
 from peripety.event import BlkInfo, StorageEvent
 from peripety.merge import Correlator, RootCauseLinker, SectorRanges, StormAggregator
-from peripety.pipeline import InFlight
+from peripety.position import InFlight
 
 
 def blk_error(sector, source="kmsg", dev_num="7:0", kdev="loop0", usec=1_000_000):

@@ -20,7 +20,8 @@ import pytest
 from peripety.devices import DeviceTimeline, Resolver
 from peripety.devices.timeline import Uevent
 from peripety.kmsg.record import parse_record
-from peripety.pipeline import Pipeline, ResumeIndex, kmsg_event_id, storm_event_id
+from peripety.pipeline import Pipeline
+from peripety.position import ResumeIndex, kmsg_event_id, storm_event_id
 from peripety.rules import RuleSet
 from peripety.tracepoints.decode import hit_from_fields
 
@@ -91,7 +92,7 @@ def test_a_record_becomes_an_event_with_its_identity_time_and_device(rules, time
     assert event.extension["sector"] == "2048"
     assert event.hostname == "h"
     assert dict(pipeline.stats) == {"records": 1, "matched": 1, "emitted": 1}
-    assert pipeline.in_flight.safe_seq() == 41
+    assert pipeline.read_position() == 41
 
 
 def test_the_device_is_the_one_that_was_there_at_the_records_kernel_time(rules, timeline, clock):
@@ -118,7 +119,7 @@ def test_line_and_hit_about_one_io_become_one_event_after_the_hold(rules, timeli
     clock.now = 0.2
     pipeline.tick()
     assert not store
-    assert pipeline.in_flight.safe_seq() == 59  # the held line keeps the position before it
+    assert pipeline.read_position() == 59  # the held line keeps the position before it
     clock.now = 0.3
     pipeline.tick()
     [event] = store
@@ -127,7 +128,7 @@ def test_line_and_hit_about_one_io_become_one_event_after_the_hold(rules, timeli
     assert event.raw_msg.startswith("I/O error, dev sda, sector 2048 ")
     assert event.extension["errno_name"] == "EIO" and event.extension["tracepoint"] == "block:block_rq_error"
     assert event.dev_num == "8:0" and event.cur_blk_info.wwid == SDA_WWID
-    assert pipeline.in_flight.safe_seq() == 60
+    assert pipeline.read_position() == 60
     assert pipeline.stats["hits"] == 1 and pipeline.stats["emitted"] == 1
 
 
@@ -152,7 +153,7 @@ def test_a_storm_is_ten_events_and_aggregates_by_the_injected_clock(rules, timel
         pipeline.add_record(record(100 + i, 5_000_000 + i * 10_000, 2048 + 8 * i))
         pipeline.tick()
     assert len(store) == 10 and all(e.count == 1 for e in store)
-    assert pipeline.in_flight.safe_seq() == 109  # the open slice holds the position
+    assert pipeline.read_position() == 109  # the open slice holds the position
     deadline = pipeline.next_deadline()
     assert deadline is not None and deadline > clock.now
     clock.now = deadline
@@ -164,7 +165,7 @@ def test_a_storm_is_ten_events_and_aggregates_by_the_injected_clock(rules, timel
     clock.now += 10
     pipeline.drain()
     assert sum(e.count for e in store) == 40
-    assert pipeline.in_flight.safe_seq() == 139
+    assert pipeline.read_position() == 139
 
 
 def test_resume_stores_each_record_once(rules, timeline, clock):
@@ -178,14 +179,13 @@ def test_resume_stores_each_record_once(rules, timeline, clock):
     assert len(store) == 3
     saved = 200  # the last position saved before a kill -9
     second = make_pipeline(rules, timeline, Clock(), store, hold=0.0)
-    second.in_flight.last_read = saved
-    second.resume = ResumeIndex(BOOT, list(store))
+    second.resume(saved, ResumeIndex(BOOT, list(store)))
     for seq in (201, 202, 203):
         second.add_record(record(seq, 5_000_000 + seq, 2048 + seq))
     second.drain()
     assert [e.extension["sector"] for e in store] == ["2248", "2249", "2250", "2251"]
     assert second.stats["skipped_duplicates"] == 2
-    assert second.in_flight.safe_seq() == 203
+    assert second.read_position() == 203
 
 
 def test_a_user_space_write_to_kmsg_moves_the_position_but_is_no_event(rules, timeline, clock):
@@ -196,5 +196,26 @@ def test_a_user_space_write_to_kmsg_moves_the_position_but_is_no_event(rules, ti
     pipeline.add_record(forged)
     pipeline.drain()
     assert not store
-    assert pipeline.in_flight.safe_seq() == 300
+    assert pipeline.read_position() == 300
     assert pipeline.stats["records"] == 1 and pipeline.stats["matched"] == 0
+
+
+def test_reconfigure_takes_new_rules_and_storm_window(rules, timeline, clock):
+    """SIGHUP's path: the pipeline gets new rules and a new storm window
+    through ``reconfigure``; the next record uses them."""
+    from peripety.config import load_config
+
+    line = ("6,{seq},5000000,-;EXT4-fs (sda): mounted filesystem 0b5f7e1c-2a35-4b62-8c21-0f4c0d6a9e11 r/w "
+            "with ordered data mode. Quota mode: none.")
+    store: list = []
+    pipeline = make_pipeline(rules, timeline, clock, store, hold=0.0, storm_window=5.0)
+    pipeline.add_record(parse_record(line.format(seq=400)))
+    pipeline.reconfigure(load_config(Path(__file__).parent.parent / "etc" / "peripetyd.conf").rules,
+                         storm_window=0.0)
+    pipeline.add_record(parse_record(line.format(seq=401)))
+    pipeline.drain()
+    built_in, site = store
+    # the site rule captures only the uuid; the built-in one also the mode
+    assert built_in.extension["data_mode"] == "ordered"
+    assert site.extension == {"uuid": "0b5f7e1c-2a35-4b62-8c21-0f4c0d6a9e11"}
+    assert pipeline.storm.window == 0.0

@@ -211,13 +211,14 @@ def test_builtin_regexes_finish_on_pathological_lines(rules):
             for filler in _FILLERS:
                 body = prefix + filler * (10_000 // len(filler))
                 for line in (body, body + "!", body + "\n"):
-                    found = rule.match(line)
                     lines += 1
-                    matched += found is not None
                     if reference is None:
+                        found = rule.match(line)
+                        matched += found is not None
                         assert found is None or found.kdev in line, (rule.origin, filler)
                         continue
                     ours, theirs = rule.compiled.search(line), reference.search(line)
+                    matched += ours is not None
                     assert (ours and (ours.span(), ours.groupdict())) == \
                         (theirs and (theirs.span(), theirs.groupdict())), (rule.origin, filler)
                     checked += 1

@@ -212,7 +212,7 @@ class SpoolingStore:
         self.store = store
         self.spool = Spool(spool_dir, max_bytes, fsync_every=fsync_every)
         self.retry_interval = retry_interval
-        """Seconds between delivery attempts made by ``append``."""
+        """Seconds after a refusal before the spool is delivered again (``retry``)."""
         self._last_failure = float("-inf")
         self.error: str | None = None
         """Why the store last refused an event, while events are spooled; None when it takes them."""
@@ -228,9 +228,16 @@ class SpoolingStore:
         """The store takes events (nothing waits in the spool)."""
         return self.error is None and not len(self.spool)
 
-    def append(self, event: StorageEvent) -> None:
+    def retry(self) -> int:
+        """Deliver the spool if it is due: the store refused an event at
+        least ``retry_interval`` ago (or events wait from an earlier run).
+        The one retry policy, run by ``append`` and by the daemon's tick."""
         if len(self.spool) and time.monotonic() - self._last_failure >= self.retry_interval:
-            self.flush_spool()
+            return self.flush_spool()
+        return 0
+
+    def append(self, event: StorageEvent) -> None:
+        self.retry()
         if not len(self.spool):
             try:
                 self.store.append(event)
