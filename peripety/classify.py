@@ -19,13 +19,19 @@ from .record import LogRecord
 from .rules import Match
 
 
-def record_time(record: LogRecord, default: _dt.datetime | None = None) -> _dt.datetime:
+def record_time(
+    record: LogRecord, default: _dt.datetime | None = None, boot_time: _dt.datetime | None = None
+) -> _dt.datetime:
     """When the record was logged: its wall clock; for a live kmsg record of
-    this boot its kernel time converted; else ``default`` (or now)."""
+    this boot its kernel time converted; for a saved one with ``boot_time``
+    (when its system booted) that plus its kernel time; else ``default`` (or now)."""
     if record.wallclock is not None:
         return record.wallclock
-    if record.source == "kmsg" and record.kernel_usec is not None:
-        return kernel_usec_to_wallclock(record.kernel_usec)
+    if record.kernel_usec is not None:
+        if record.source == "kmsg":
+            return kernel_usec_to_wallclock(record.kernel_usec)
+        if boot_time is not None:
+            return boot_time + _dt.timedelta(microseconds=record.kernel_usec)
     return default if default is not None else now()
 
 
@@ -47,15 +53,16 @@ def event_from_match(
     match: Match,
     hostname: str | None = None,
     default_time: _dt.datetime | None = None,
+    boot_time: _dt.datetime | None = None,
     *,
     device: DeviceAtEvent | None = None,
     event_id: str | None = None,
-    kernel_usec: int | None = None,
     origin_seq: int | None = None,
 ) -> StorageEvent:
-    """The event a matched record stands for, made once: with ``device``
+    """The event a matched record stands for, made once: the host is the
+    one the record names, else ``hostname``, else this one; with ``device``
     (else the match's device name, unresolved), ``event_id`` (else a random
-    one) and, in the daemon, the record's kernel time and kmsg seq."""
+    one) and, in the daemon, the record's kmsg seq."""
     extension = {**match.extension, **record.sender} if record.sender else dict(match.extension)
     if device is None:
         kdev, dev_num, info, hierarchy = match.kdev, "", None, []
@@ -70,8 +77,9 @@ def event_from_match(
         kdev=kdev,
         msg=match.message() or record.text,
         raw_msg=record.text,
-        timestamp=record_time(record, default_time),
-        hostname=hostname or local_hostname(),
+        timestamp=record_time(record, default_time, boot_time),
+        kernel_usec=record.kernel_usec,
+        hostname=record.hostname or hostname or local_hostname(),
         event_id=event_id or new_event_id(),
         dev_num=dev_num,
         cur_blk_info=info,
@@ -81,27 +89,30 @@ def event_from_match(
         root_cause_event_id=None,
         count=1,
         last_timestamp=None,
-        kernel_usec=kernel_usec,
         origin_seq=origin_seq,
+        clockless=record.wallclock is None and (
+            record.kernel_usec is None or (record.source != "kmsg" and boot_time is None)),
     )
 
 
-# A saved log's kernel lines carry no wall-clock time; their events get the
-# time they were parsed, re-read every so many events for long-running pipes.
+# A saved log's kernel lines may carry no wall-clock time (dmesg, short-
+# monotonic): unless the boot time is given, their events get the time they
+# were parsed, re-read every so many events for long-running pipes; their
+# kernel time stays in kernel_usec.
 _CLOCK_EVERY = 4096
 
 
-def events_from_matches(pairs, hostname: str | None = None):
+def events_from_matches(pairs, hostname: str | None = None, boot_time: _dt.datetime | None = None):
     """Events for ``(record, match)`` pairs, e.g. from ``LogFile.matches``."""
     hostname = hostname or local_hostname()
     default_time = now()
     for n, (record, match) in enumerate(pairs, 1):
         if n % _CLOCK_EVERY == 0:
             default_time = now()
-        yield event_from_match(record, match, hostname, default_time)
+        yield event_from_match(record, match, hostname, default_time, boot_time)
 
 
-def json_lines_from_matches(pairs, hostname: str | None = None):
+def json_lines_from_matches(pairs, hostname: str | None = None, boot_time: _dt.datetime | None = None):
     """``event.to_json()`` of each event ``events_from_matches`` would yield,
     without building the events: the ``prpt parse --jsonl`` path, where the
     event is only ever written out. Byte-identical (tests check)."""
@@ -113,6 +124,8 @@ def json_lines_from_matches(pairs, hostname: str | None = None):
     def enc(value: str) -> str:
         text = encoded.get(value)
         if text is None:
+            if len(encoded) > 10_000:  # host names from a file: keep it bounded
+                encoded.clear()
             text = encoded[value] = _json_str(value)
         return text
 
@@ -120,8 +133,9 @@ def json_lines_from_matches(pairs, hostname: str | None = None):
         if n % _CLOCK_EVERY == 0:
             default_time = now()
         text = record.text
+        host = record.hostname
         yield fresh_event_json(
-            host_json, severity_names[match.severity], enc(match.sub_system), record_time(record, default_time),
-            enc(match.event_type), match.kdev, match.message() or text, text, match.extension,
-            enc(record.source),
+            host_json if host is None else enc(host), severity_names[match.severity], enc(match.sub_system),
+            record_time(record, default_time, boot_time), enc(match.event_type), match.kdev,
+            match.message() or text, text, match.extension, enc(record.source), record.kernel_usec,
         ) + "\n"

@@ -95,11 +95,32 @@ def canonical_sub_system(name: str) -> str:
         ) from None
 
 
+_OUTPUT_ZONE: _dt.tzinfo | None = None
+"""The zone every written time is shown in: None is local time (as
+journalctl), UTC after ``set_output_utc(True)`` (``--utc``)."""
+
+
+def set_output_utc(utc: bool) -> None:
+    """Write times in UTC (True) or local time (False), everywhere."""
+    global _OUTPUT_ZONE
+    _OUTPUT_ZONE = _dt.timezone.utc if utc else None
+
+
+def output_zone() -> _dt.tzinfo | None:
+    """The zone times are written in: None for local time."""
+    return _OUTPUT_ZONE
+
+
+def output_time(ts: _dt.datetime) -> _dt.datetime:
+    """``ts`` in the zone times are written in (local, or UTC with --utc)."""
+    return ts.astimezone(_OUTPUT_ZONE)
+
+
 def format_timestamp(ts: _dt.datetime) -> str:
-    """RFC 3339 with microseconds, always with an explicit offset."""
-    if ts.tzinfo is None:
-        ts = ts.astimezone()
-    return ts.isoformat(timespec="microseconds")
+    """RFC 3339 with microseconds and an explicit offset, in the output zone
+    (local time unless ``--utc``): one rule for every command's JSON, the
+    journal's JSON field included. A naive time is taken as local time."""
+    return ts.astimezone(_OUTPUT_ZONE).isoformat(timespec="microseconds")
 
 
 def parse_timestamp(value) -> _dt.datetime:
@@ -236,13 +257,18 @@ class StorageEvent:
     count: int = 1
     last_timestamp: _dt.datetime | None = None
     """Time of the last occurrence when ``count`` > 1 (storm aggregation)."""
-    # Transient, never serialised: where the event came from inside the
-    # daemon (kernel monotonic time, kmsg sequence number of its record).
-    kernel_usec: int | None = field(default=None, repr=False, compare=False)
+    kernel_usec: int | None = field(default=None, compare=False)
+    """The kernel's clock (microseconds since boot) when the line was
+    logged: dmesg's ``[  123.456789]``, kmsg's usec, journald's monotonic
+    stamps. Only comparable within one boot. None where the source had none."""
+    # Transient, never serialised: the kmsg sequence number of its record;
+    # True when the line gave no wall-clock time (``timestamp`` is then the
+    # time it was parsed: text output shows the kernel stamp alone).
     origin_seq: int | None = field(default=None, repr=False, compare=False)
     untrusted_writer: dict[str, str] | None = field(default=None, repr=False, compare=False)
     """Set by a reader asked to show entries not written by peripetyd: who
     journald says sent it (pid, uid, comm, exe, unit). Serialised only when set."""
+    clockless: bool = field(default=False, repr=False, compare=False)
 
     # -- JSON ---------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -251,6 +277,7 @@ class StorageEvent:
             "severity": self.severity.name,
             "sub_system": self.sub_system,
             "timestamp": format_timestamp(self.timestamp),
+            "kernel_usec": self.kernel_usec,
             "event_id": self.event_id,
             "event_type": self.event_type,
             "kdev": self.kdev,
@@ -329,6 +356,11 @@ class StorageEvent:
             kwargs["timestamp"] = parse_timestamp(data["timestamp"])
         if data.get("last_timestamp"):
             kwargs["last_timestamp"] = parse_timestamp(data["last_timestamp"])
+        usec = data.get("kernel_usec")
+        if usec is not None:
+            if type(usec) is not int or usec < 0:
+                raise EventFormatError(f"kernel_usec {usec!r} is not a count of microseconds")
+            kwargs["kernel_usec"] = usec
         return cls(**kwargs)
 
     @classmethod

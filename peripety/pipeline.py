@@ -116,7 +116,7 @@ class Pipeline:
         device = DeviceAtEvent("") if suppressed else \
             self._device(match.kdev, "", record.kernel_usec, match.sub_system, from_hit=False)
         event = event_from_match(
-            record, match, hostname=self.hostname, device=device, kernel_usec=record.kernel_usec, origin_seq=seq,
+            record, match, hostname=self.hostname, device=device, origin_seq=seq,
             event_id=kmsg_event_id(self.boot_id, seq) if self.boot_id and seq is not None else None)
         self.in_flight.hold(seq)
         if suppressed:

@@ -39,3 +39,6 @@ class LogRecord:
     sender: dict[str, str] = field(default_factory=dict)
     """Who journald says sent a journal record (``sender_pid``, ``sender_uid``,
     ``sender_comm``, ``sender_unit``); copied into its event's extension."""
+    hostname: str | None = None
+    """The host that logged the line, where a saved log names it (syslog's
+    host field, journal ``_HOSTNAME``); None: this host."""

@@ -90,3 +90,20 @@ def _absolute(text: str, spec: str, now: _dt.datetime) -> _dt.datetime:
 
 def _error(text: str) -> ValueError:
     return ValueError(f"cannot read the time {text!r}; use {HELP}")
+
+
+def human_time(ts: _dt.datetime, now: _dt.datetime | None = None) -> str:
+    """A time for people, in the output zone (local, or UTC with --utc):
+    ``HH:MM:SS.mmm`` today, ``YYYY-MM-DD HH:MM:SS.mmm`` on any other day."""
+    from .event import output_time  # the one zone rule
+
+    local = output_time(ts)
+    today = output_time(now or _dt.datetime.now().astimezone()).date()
+    clock = local.strftime("%H:%M:%S") + f".{local.microsecond // 1000:03d}"
+    return clock if local.date() == today else f"{local:%Y-%m-%d} {clock}"
+
+
+def check_range(since: _dt.datetime | None, until: _dt.datetime | None) -> None:
+    """ValueError when ``since`` is after ``until`` (nothing could match)."""
+    if since is not None and until is not None and since > until:
+        raise ValueError(f"--since {since.isoformat()} is after --until {until.isoformat()}: nothing can match")

@@ -45,18 +45,6 @@ def _uncommented_sample(**replace: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def test_documented_sample_values_are_the_defaults(tmp_path):
-    """The sample says its commented values are the defaults: with every
-    one of them set, the config loads and equals the built-in defaults."""
-    text = _uncommented_sample()
-    assert "\nstore = " in text and "\nstorm_window = " in text
-    cfg = load_config(_write(tmp_path, text))
-    default = load_config(SAMPLE)
-    assert (cfg.store, cfg.storm_window, cfg.blk_info_dump, cfg.notify_stdout) == \
-        (default.store, default.storm_window, default.blk_info_dump, default.notify_stdout)
-    assert cfg.user_space_identifiers == default.user_space_identifiers
-
-
 def _documented_store_spellings() -> list[str]:
     """The store values the sample lists (``#   "journal"   ...``)."""
     return re.findall(r'^#\s+"([^"]+)"\s', SAMPLE.read_text(), re.M)

@@ -45,7 +45,8 @@ def store_spec(tmp_path) -> str:
 
 
 def top(*args: str):
-    result = CliRunner().invoke(main, ["top", "--status-file", "/nonexistent/status.json", *args])
+    """Without live state: the rows are the store's devices alone, whatever this machine's disks do."""
+    result = CliRunner().invoke(main, ["top", "--no-state", "--status-file", "/nonexistent/status.json", *args])
     return result
 
 
@@ -143,5 +144,48 @@ def test_real_process_piped_prints_one_plain_frame(store_spec):
     assert result.returncode == 0, result.stderr
     assert "\x1b" not in result.stdout
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("prpt top") and max(map(len, lines)) == 120
-    assert "WWID" in result.stdout  # 120 columns: the wide layout
+    assert lines[0].startswith("prpt top") and max(map(len, lines)) == 120  # $COLUMNS honoured
+    assert "phys_seg 1 prio class 2" in result.stdout  # the end of a long message: wrapped, not cut
+
+
+def run_prpt(*args, **env):
+    return subprocess.run([str(PRPT), "top", "--status-file", "/nonexistent", *args], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, **env})
+
+
+@pytest.mark.parametrize("width", [80, 160])
+def test_width_option_sets_the_frame_width(store_spec, width):
+    result = run_prpt("--store", store_spec, "--no-state", "--width", str(width), COLUMNS="100")
+    assert result.returncode == 0, result.stderr
+    assert max(map(len, result.stdout.splitlines())) == width
+    assert ("WWID" in result.stdout) == (width == 160)
+
+
+@pytest.mark.parametrize("env,args,ascii_expected", [
+    ({"LANG": "C", "LC_ALL": ""}, [], True),
+    ({"LANG": "C.UTF-8", "LC_ALL": ""}, [], False),
+    ({"LANG": "en_US.UTF-8", "LC_ALL": ""}, ["--ascii"], True),
+    ({"LANG": "C", "LC_ALL": ""}, ["--no-ascii"], False),
+])
+def test_plain_ascii_unless_the_locale_is_utf8(store_spec, env, args, ascii_expected):
+    result = subprocess.run([str(PRPT), "top", "--status-file", "/nonexistent", "--store", store_spec, "--no-state",
+                             *args], capture_output=True, timeout=60,
+                            env={**{k: v for k, v in os.environ.items() if not k.startswith("LC_")}, **env})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.isascii() == ascii_expected
+    if ascii_expected:
+        assert b"+- Devices (5) - sort worst" in result.stdout
+
+
+def test_once_json_prints_the_model(store_spec):
+    import json
+
+    result = run_prpt("--store", store_spec, "--once", "-J", "--interval", "0.2")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    names = {row["name"] for row in data["devices"]}
+    assert {"/dev/sdb", "/dev/mapper/vg0-data", "/dev/nvme0n1", "/dev/sdc", "/dev/loop0"} <= names
+    assert data["daemon"]["running"] is False and data["totals"]["err"] == 66
+    assert data["events"][0]["event_type"] == "BLK_IO_ERROR" and data["events"][0]["count"] == 4
+    sdb = next(row for row in data["devices"] if row["name"] == "/dev/sdb")
+    assert sdb["wwid"] == "naa.6001405f1d2c3b4a59876543210abcde" and sdb["counts"]["err"] == 63

@@ -28,8 +28,8 @@ pytestmark = [
 ATTEMPT_SECONDS = 5.5
 RETRY_TIMEOUT = 45.0
 
-# A device row: "│ > loop3  <wwid>  Loop  <mount>  crit err warn info  <last event>  <age> ..."
-COUNTS = re.compile(r"(\d+|·)\s+(\d+|·)\s+(\d+|·)\s+(\d+|·)\s+([A-Z][A-Z0-9_]+)\s+\d+[smhd]\b")
+# Device columns come and go with the width; cells are read under their headings.
+RIGHT_ALIGNED = {"err", "crit", "warn", "info", "IOPS", "await", "Age", "ioerr", "B/s", "util"}
 # An event row: "│ 12:34:56  Error  loop3  BLK_IO_ERROR  [×n]  I/O error on loop3 at sector 2048 (READ)"
 EVENT_ROW = re.compile(
     r"^│ \d\d:\d\d:\d\d\s+(?P<severity>\w+)\s+(?P<device>\S+)\s+(?P<type>[A-Z][A-Z0-9_]+)\s+(?P<rest>.*)│$"
@@ -63,17 +63,37 @@ def is_complete(screen: str) -> bool:
             and any(t.startswith("╭─ Recent events · ") for t in titles))
 
 
+def row_cells(heading: str, line: str) -> dict[str, str]:
+    """A device row's cells by column heading: a left-aligned cell starts
+    under its heading, a right-aligned one ends under it."""
+    spans = [(m.group(), m.start(), m.end()) for m in re.finditer(r"\S+(?: \S+)*", heading.strip("│"))]
+    cells = {}
+    for index, (title, start, end) in enumerate(spans):
+        start, end = start + 1, end + 1  # the stripped border
+        if title in RIGHT_ALIGNED:
+            words = line[:end].split()
+            cells[title] = words[-1] if line[end - 1] != " " else ""
+        else:
+            stop = spans[index + 1][1] + 1 if index + 1 < len(spans) else len(line) - 1
+            cells[title] = line[start:stop].strip()
+    return cells
+
+
 def device_row(screen: str, name: str) -> tuple[bool, int] | None:
     """(selected, error count) of the row for kernel device ``name``, if shown."""
     row = re.compile(rf"^│ (?P<mark>[> ]) (?:\s*└ )?{re.escape(name)}\s")
-    for line in sections(screen)[1]:
+    panel = sections(screen)[1]
+    for line in panel:
         match = row.match(line)
         if match:
-            counts = COUNTS.search(line)
-            assert counts, f"unreadable device row: {line!r}"
-            crit, err = (0 if c == "·" else int(c) for c in counts.group(1, 2))
+            cells = row_cells(panel[1], line)
+            crit, err = (0 if cells.get(c, "·") in ("·", "") else int(cells[c]) for c in ("crit", "err"))
             return match["mark"] == ">", crit + err
     return None
+
+
+def header_text(screen: str) -> str:
+    return "\n".join(sections(screen)[0])
 
 
 def event_rows(screen: str) -> list[re.Match]:
@@ -114,6 +134,7 @@ def test_top_shows_a_failing_device_live_and_drills_into_it(daemon, faulty_disk,
         screen = term.wait_for(is_complete)
         lines = screen.splitlines()
         assert lines[0].startswith("prpt top") and lines[44].startswith("q quit")  # all 45 rows
+        assert "store ok" in header_text(screen) or "STORE" not in header_text(screen)
         assert term.pane_flag("alternate_on") == "1"
         header = sections(screen)[0]
         assert f"daemon {' '.join(status['sources'])} (pid {daemon.proc.pid})" in header[1]
@@ -145,8 +166,9 @@ def test_top_shows_a_failing_device_live_and_drills_into_it(daemon, faulty_disk,
         assert first_sector in triggered_at
         selected, errors = device_row(screen, disk.name)
         assert not selected and errors >= 1
-        row = next(line for line in sections(screen)[1] if re.match(rf"^│   {re.escape(disk.name)}\s", line))
-        assert " Loop " in row and "BLK_IO_ERROR" in row  # type and last event
+        panel = sections(screen)[1]
+        row = next(line for line in panel if re.match(rf"^│   {re.escape(disk.name)}\s", line))
+        assert row_cells(panel[1], row)["Last event"] == "BLK_IO_ERROR"
         first_read = min(triggered_at.values())
         print(f"\ndevice row on screen {appeared[0] - first_read:.3f}s after the first failing read "
               f"({appeared[0] - triggered_at[first_sector]:.3f}s after the read whose error is shown; "

@@ -197,16 +197,83 @@ def test_filter_prompt_typing_enter_and_escape():
     for key in ["/", "s", "d", "x", K.BACKSPACE, "c", K.ENTER]:
         handle_key(model, key, NOW)
     assert model.view.prompt is None and model.view.filter_text == "sdc"
+    assert model.view.requery  # the app reads the store again with it
+    model.view.requery = False
     handle_key(model, "f", NOW)
-    assert model.view.prompt == "sdc"  # edit the current filter
+    assert model.view.prompt == ""  # a fresh filter, never appended to the old one
     handle_key(model, "q", NOW)  # typed into the prompt, not quitting
-    assert not model.view.quit and model.view.prompt == "sdcq"
+    assert not model.view.quit and model.view.prompt == "q"
     handle_key(model, K.ESCAPE, NOW)
-    assert model.view.filter_text == "sdc"
-    handle_key(model, K.ESCAPE, NOW)  # outside the prompt: clear everything
-    assert model.view.filter_text == ""
+    assert model.view.filter_text == "sdc" and not model.view.requery
+    handle_key(model, K.ESCAPE, NOW)  # outside the prompt: clear the filter
+    assert model.view.filter_text == "" and model.view.requery
     handle_key(model, "q", NOW)
     assert model.view.quit
+
+
+def test_tab_enter_open_an_event_and_escape_goes_back():
+    model = loaded_model()
+    handle_key(model, K.DOWN, NOW)  # select sdb
+    handle_key(model, K.ENTER, NOW)  # its events, cursor on the newest
+    assert model.view.focus == "events" and model.view.event_cursor == 0
+    handle_key(model, K.DOWN, NOW)
+    handle_key(model, K.END, NOW)
+    sdb_events = model.visible_events()
+    assert model.view.event_cursor == len(sdb_events) - 1
+    handle_key(model, K.HOME, NOW)
+    handle_key(model, K.PAGE_DOWN, NOW, page=2)
+    assert model.view.event_cursor == 2
+    handle_key(model, K.ENTER, NOW)
+    assert model.view.detail_event_id == sdb_events[2].event_id
+    handle_key(model, K.DOWN, NOW)  # scrolls the detail, does not move the cursor
+    assert model.view.detail_offset == 1 and model.view.event_cursor == 2
+    handle_key(model, K.ESCAPE, NOW)
+    assert model.view.detail_event_id is None and model.view.focus == "events"
+    handle_key(model, K.TAB, NOW)
+    assert model.view.focus == "devices"
+    handle_key(model, K.ESCAPE, NOW)
+    assert model.view.selected_key is None
+
+
+def test_help_opens_and_any_key_closes_it():
+    model = loaded_model()
+    handle_key(model, "?", NOW)
+    assert model.view.help
+    handle_key(model, "s", NOW)
+    assert not model.view.help and model.view.sort is SortMode.WORST  # the key only closed the help
+    handle_key(model, "?", NOW)
+    handle_key(model, "q", NOW)
+    assert model.view.quit
+
+
+def test_root_cause_chain_follows_ids_and_stops_at_an_unknown_one():
+    model = loaded_model()
+    remount = next(e for e in model.recent if e.event_type == "FS_REMOUNT_READ_ONLY")
+    chain = model.root_cause_chain(remount)
+    assert [e.event_type for e in chain] == ["FS_IO_ERROR", "BLK_IO_ERROR"]
+    asked = []
+    model.by_id.pop(chain[1].event_id)
+    model.lookup = lambda event_id: asked.append(event_id)
+    chain = model.root_cause_chain(remount)
+    assert asked == [remount_cause_of_cause(model, remount)] and isinstance(chain[-1], str)
+
+
+def remount_cause_of_cause(model, remount):
+    return model.by_id[remount.root_cause_event_id].root_cause_event_id
+
+
+def test_model_as_json_carries_rows_state_and_events():
+    from tests.test_top_panels import sample_states
+
+    model = loaded_model()
+    model.update_state(sample_states())
+    data = json.loads(json.dumps(model.to_dict(NOW)))
+    rows = {row["name"]: row for row in data["devices"]}
+    assert rows["/dev/mapper/mpatha"]["state"]["multipath"]["up"] == 1
+    assert rows["/dev/md0"]["state_summary"] == "degraded 1/2 recover 45%"
+    assert rows["/dev/sdb"]["state"]["io"]["iops"] == pytest.approx(155.5)
+    assert rows["/dev/sdb"]["counts"]["err"] == 63 and rows["/dev/sdb"]["wwid"] == SDB_WWID
+    assert data["events"][0]["event_type"] == "BLK_IO_ERROR" and data["daemon"]["running"] is False
 
 
 def test_pause_holds_new_events_until_resumed():
@@ -229,6 +296,8 @@ def test_decode_keys():
     assert decode_keys(b"\x1b") == [K.ESCAPE]
     assert decode_keys(b"\r\n\x7f\x08") == [K.ENTER, K.ENTER, K.BACKSPACE, K.BACKSPACE]
     assert decode_keys(b"\x1b[15~s") == ["s"]  # F5 skipped whole
+    assert decode_keys(b"\x1b[5~\x1b[6~\x1b[H\x1b[F\x1b[1~\x1b[4~\t") == [
+        K.PAGE_UP, K.PAGE_DOWN, K.HOME, K.END, K.HOME, K.END, K.TAB]
     assert decode_keys("é/".encode()) == ["é", "/"]
     assert decode_keys(b"\x01") == []  # Ctrl-A: not printable
 
@@ -276,6 +345,18 @@ def test_daemon_status_of_a_live_daemon(tmp_path):
     assert "scsi:scsi_dispatch_cmd_timeout" in status.bpf_skipped
 
 
+def test_daemon_status_store_keys_shown_when_present_tolerated_when_absent(tmp_path):
+    path = tmp_path / "status.json"
+    write_status(path, os.getpid())
+    status = read_daemon_status(path)
+    assert (status.store_ok, status.store_error, status.spool_depth) == (None, None, None)
+    data = json.loads(path.read_text())
+    data.update(store_ok=False, store_error="journald socket: connection refused", spool_depth=17)
+    path.write_text(json.dumps(data))
+    status = read_daemon_status(path)
+    assert (status.store_ok, status.store_error, status.spool_depth) == (False, "journald socket: connection refused", 17)
+
+
 def test_daemon_status_with_a_dead_pid_is_not_running(tmp_path):
     child = subprocess.Popen(["true"])
     child.wait()  # reaped: the pid no longer exists
@@ -291,3 +372,19 @@ def test_daemon_status_missing_or_broken_file_is_not_running(tmp_path, content):
         path.write_text(content)
     status = read_daemon_status(path)
     assert not status.running and status.reason
+
+
+def test_read_only_and_shutdown_from_events_until_the_next_mount():
+    """Linux 6.6-6.14 ext4 remount-ro and XFS shutdown leave no trace in
+    mountinfo: the events say it, until the filesystem is mounted again."""
+    def fs_event(event_type, minute):
+        return StorageEvent(event_type=event_type, sub_system="xfs", severity=Severity.Critical, kdev="sdq",
+                            cur_blk_info=BlkInfo(wwid="wwid-sdq", blk_path="/dev/sdq"),
+                            timestamp=NOW - dt.timedelta(minutes=minute))
+
+    model = TopModel("h", "s")
+    model.ingest([fs_event("FS_MOUNTED", 30), fs_event("FS_REMOUNT_READ_ONLY", 20), fs_event("FS_SHUTDOWN", 10)])
+    stats = model.devices["wwid-sdq"]
+    assert stats.state_summary == "ro shutdown" and stats.alarming
+    model.ingest([fs_event("FS_MOUNTED", 1)])
+    assert stats.state_summary == "" and not stats.fs_shutdown and not stats.fs_read_only_by_event

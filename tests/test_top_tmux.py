@@ -37,7 +37,8 @@ def frame_with(*texts: str):
 
     def complete(screen: str) -> bool:
         lines = screen.rstrip("\n").splitlines()
-        return bool(lines) and lines[-1].startswith(("q quit", "filter (")) and all(t in screen for t in texts)
+        footers = ("q quit", "filter (", "any key closes", "Esc back")
+        return bool(lines) and lines[-1].startswith(footers) and all(t in screen for t in texts)
 
     return complete
 
@@ -51,7 +52,7 @@ def store(tmp_path):
 
 
 def test_live_view_follows_the_store_and_q_restores_the_terminal(store, tmp_path):
-    command = [str(PRPT), "top", "--store", f"sqlite:{store.path}", "--status-file", str(tmp_path / "none.json")]
+    command = [str(PRPT), "top", "--no-state", "--store", f"sqlite:{store.path}", "--status-file", str(tmp_path / "none.json")]
     with TmuxTerminal(command, width=160, height=45) as term:
         screen = term.wait_for(frame_with("Devices (1)"))
         assert "loop7" in screen and "daemon not running" in screen
@@ -73,19 +74,65 @@ def test_live_view_follows_the_store_and_q_restores_the_terminal(store, tmp_path
         screen = term.wait_for(frame_with("Recent events · sdz"))
         assert "FS_MOUNTED" not in screen.split("Recent events")[1]
 
+        # Enter: into the device's events; Enter again: the newest one in full.
+        term.send_keys("Enter")
+        term.wait_for(frame_with("↑↓ events"))
+        term.send_keys("Enter")
+        screen = term.wait_for(frame_with("Event detail", "Raw line", "Root cause"))
+        assert '"event_type": "BLK_IO_ERROR"' in screen and "blk_io_error on sdz" in screen
+        term.send_keys("Escape")
+        term.wait_for(frame_with("Recent events · sdz"))
+        term.send_keys("Tab")
+        term.wait_for(frame_with("↑↓ devices"))
+
+        # Help, closed by any key.
+        term.send_keys("?")
+        screen = term.wait_for(frame_with("Help", "paths up/total"))
+        assert "Devices (" not in screen
+        term.send_keys("x")
+        term.wait_for(frame_with("Devices (2)"))
+
         # Filter prompt: type a device name, Enter applies it.
         term.send_keys("/")
-        term.wait_for(frame_with("filter (device or type"))
+        term.wait_for(frame_with("filter (device"))
         term.send_text("loop")
         term.send_keys("Enter")
         screen = term.wait_for(frame_with("filter 'loop'"))
         assert "Devices (1)" in screen
 
+        # A second filter starts empty: typing replaces, never appends.
+        term.send_keys("f")
+        term.wait_for(frame_with("filter (device"))
+        term.send_text("sdz")
+        term.send_keys("Enter")
+        screen = term.wait_for(frame_with("filter 'sdz'"))
+        assert "Devices (1)" in screen and "loop7" not in screen
+
         assert_quits_cleanly(term)
 
 
+def test_filter_reads_the_store_not_what_was_on_screen(tmp_path):
+    """More events than the view keeps (500 recent): a filter still finds
+    every matching one, because it queries the store again."""
+    store = SqliteStore(tmp_path / "events.db", write=True)
+    store.append(disk_event("sdw", "SCSI_CMD_FAILED", Severity.Error))  # oldest: long off the recent buffer
+    for n in range(600):
+        store.append(disk_event(f"noise{n % 40}", "BLK_IO_ERROR", Severity.Warning))
+    command = [str(PRPT), "top", "--no-state", "--store", f"sqlite:{store.path}", "--status-file",
+               str(tmp_path / "none.json")]
+    with TmuxTerminal(command, width=160, height=45) as term:
+        term.wait_for(frame_with("Devices (41)"))
+        term.send_keys("f")
+        term.send_text("sdw")
+        term.send_keys("Enter")
+        screen = term.wait_for(frame_with("filter 'sdw'", "Devices (1)"))
+        assert "SCSI_CMD_FAILED" in screen.split("Recent events")[1]
+        assert_quits_cleanly(term)
+    store.close()
+
+
 def test_pause_freezes_the_view_until_resumed(store, tmp_path):
-    command = [str(PRPT), "top", "--store", f"sqlite:{store.path}", "--status-file", str(tmp_path / "none.json")]
+    command = [str(PRPT), "top", "--no-state", "--store", f"sqlite:{store.path}", "--status-file", str(tmp_path / "none.json")]
     with TmuxTerminal(command, width=80, height=24) as term:
         term.wait_for(frame_with("Devices (1)"))
         term.send_keys("p")
@@ -104,7 +151,7 @@ def test_sigterm_restores_the_terminal_and_daemon_sources_show(store, tmp_path):
     status = tmp_path / "status.json"
     status.write_text(json.dumps({"pid": os.getpid(), "started": "2025-11-26T11:00:00+00:00", "store": "sqlite",
                                   "sources": ["kmsg", "journal"], "bpf": {"attached": [], "skipped": {}}}))
-    command = [str(PRPT), "top", "--store", f"sqlite:{store.path}", "--status-file", str(status)]
+    command = [str(PRPT), "top", "--no-state", "--store", f"sqlite:{store.path}", "--status-file", str(status)]
     with TmuxTerminal(command, width=100, height=30) as term:
         screen = term.wait_for(frame_with("Devices (1)"))
         assert f"daemon kmsg journal (pid {os.getpid()})" in screen

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import difflib
 import logging
 import os
 from typing import Iterable
@@ -34,14 +35,51 @@ def _sub_systems(ctx, param, values):
 
 
 def _event_types(ctx, param, values):
+    if not values:
+        return ()
+    known = known_event_types()
+    upper = {name.upper(): name for name in known}
+    chosen = []
+    for value in values:
+        # Built-in types are upper case; accept "fs_error". A user rule's own
+        # type is matched as written first.
+        name = value if value in known else upper.get(value.upper())
+        if name is None:
+            close = difflib.get_close_matches(value.upper(), list(upper), n=3, cutoff=0.75)
+            hint = f" Did you mean {' or '.join(upper[c] for c in close)}?" if close else ""
+            raise click.BadParameter(
+                f"unknown event type {value!r}.{hint} Known types: {', '.join(sorted(known))}", ctx, param)
+        chosen.append(name)
+    return tuple(chosen)
+
+
+def known_event_types() -> set[str]:
+    """Every built-in event type, and those the site's rules in
+    /etc/peripetyd.conf add (a broken config only costs its own types)."""
+    from ..config import load_config
     from ..event_types import EVENT_TYPES
 
-    # Built-in types are upper case; accept "fs_error". A user rule's own
-    # type is kept exactly as written.
-    return tuple(v.upper() if v.upper() in EVENT_TYPES else v for v in values)
+    known = {info.name for info in EVENT_TYPES}
+    try:
+        rules = load_config().rules.rules
+    except PeripetyError as exc:
+        log.warning("%s; only built-in event types are known", exc)
+        return known
+    return known | {rule.event_type for rule in rules}
 
 
-def _time(ctx, param, value):
+def check_time_range(ctx: click.Context, since, until) -> None:
+    """--since after --until is a usage error: nothing could ever match."""
+    from ..timespec import check_range
+
+    try:
+        check_range(since, until)
+    except ValueError as exc:
+        raise click.UsageError(str(exc), ctx) from None
+
+
+def time_value(ctx, param, value):
+    """Click callback: a time option's text (see peripety.timespec) as a datetime."""
     if value is None or isinstance(value, _dt.datetime):
         return value
     from ..timespec import parse_time  # late: only commands with times need it
@@ -73,7 +111,8 @@ sub_system_option = click.option(
     multiple=True,
     callback=_sub_systems,
     metavar="NAME",
-    help="Only events from this sub-system (SCSI, block, ata, NVMe, Multipath, ext4, xfs, ...). Repeatable.",
+    help="Only events from this sub-system (SCSI, block, ata, NVMe, Multipath, ext4, xfs, ...; "
+    "an unknown name is an error listing them all). Repeatable.",
 )
 event_type_option = click.option(
     "--event-type",
@@ -81,7 +120,8 @@ event_type_option = click.option(
     multiple=True,
     callback=_event_types,
     metavar="TYPE",
-    help="Only events of this type (FS_ERROR, BLK_IO_ERROR, ...). Repeatable.",
+    help="Only events of this type (FS_ERROR, BLK_IO_ERROR, ...; any case; an unknown type is "
+    "an error listing the known ones, built-in and from /etc/peripetyd.conf). Repeatable.",
 )
 store_option = click.option(
     "--store",
@@ -108,14 +148,14 @@ def since_option(default: str | None = None, help: str = "Only events at or afte
     return click.option(
         "--since",
         default=default,
-        callback=_time,
+        callback=time_value,
         metavar="TIME",
         help=help + " An RFC 3339 time or a relative one such as -1h.",
     )
 
 
-def until_option(help: str = "Only events at or before this time."):
-    return click.option("--until", callback=_time, metavar="TIME", help=help)
+def until_option(help: str = "Only events at or before this time (not before --since)."):
+    return click.option("--until", callback=time_value, metavar="TIME", help=help)
 
 
 def filter_options(command):

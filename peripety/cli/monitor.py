@@ -9,7 +9,7 @@ import signal
 import click
 
 from .filters import build_filter, filter_options, include_untrusted_option, store_option
-from .options import output_options, verbose_option
+from .options import output_options, utc_option, verbose_option
 from .output import EventWriter
 from .store_access import reading_store
 
@@ -29,6 +29,7 @@ def _raise_stop(signum, frame):
 @store_option
 @include_untrusted_option
 @output_options
+@utc_option
 @verbose_option
 def command(blk, severity, sub_systems, event_types, store_spec, include_untrusted, output_format):
     """Follow new storage events until interrupted (Ctrl-C).
@@ -39,7 +40,18 @@ def command(blk, severity, sub_systems, event_types, store_spec, include_untrust
       prpt monitor --severity error --jsonl | jq -c '{kdev, event_type}'
 
     -J and --jsonl write each event at once, so pipes see it immediately.
-    Exit status: 0 when interrupted, 1 on error.
+
+    Order: each batch the store hands over is written oldest first by the
+    events' own time. An event that reaches the store late (a storm's summary,
+    folded when the storm ends; events spooled while the store was down;
+    another host's events arriving through journal-remote) is written when it
+    arrives, after newer ones already shown. prpt query sorts everything.
+
+    Times: text shows local time (UTC with --utc), with the date when not
+    today; JSON has RFC 3339 with the offset.
+
+    Exit status: 0 when interrupted, 1 on error, 2 on a usage error (an
+    unknown event type or sub-system).
     """
     flt = build_filter(blk, severity, sub_systems, event_types)
     writer = EventWriter(output_format=output_format, flush_each=True)
@@ -56,9 +68,17 @@ def command(blk, severity, sub_systems, event_types, store_spec, include_untrust
 def _follow(follower, writer: EventWriter) -> None:
     fd = follower.fileno()
     while True:
-        for event in follower.read():
-            writer.write(event)
+        write_batch(follower, writer)
         if fd is not None:
             select.select([fd], [], [], 1.0)
         else:
             follower.wait(1.0)
+
+
+def write_batch(follower, writer: EventWriter) -> int:
+    """Write what the follower has now, oldest first by the events' own
+    time (equal times in store order); how many were written."""
+    events = sorted(follower.read(), key=lambda e: e.timestamp)
+    for event in events:
+        writer.write(event)
+    return len(events)

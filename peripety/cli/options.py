@@ -27,6 +27,24 @@ verbose_option = click.option(
 )
 
 
+def _set_utc(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    from ..event import set_output_utc
+
+    set_output_utc(value)
+    return value
+
+
+utc_option = click.option(
+    "--utc",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_set_utc,
+    help="Show times in UTC. Default: local time (TZ), in text with the date when not "
+    "today, in JSON as RFC 3339 with the offset.",
+)
+
+
 def output_options(func):
     """``-J/--json`` and ``--jsonl`` as one ``output_format`` parameter
     (``text``, ``json`` or ``jsonl``)."""

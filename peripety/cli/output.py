@@ -6,15 +6,25 @@ import os
 import sys
 from typing import TextIO
 
-from ..event import StorageEvent, format_timestamp
+from ..event import StorageEvent
 from ..event_json import compact_json
+from ..timespec import human_time
 from .options import OUTPUT_JSON, OUTPUT_JSONL, OUTPUT_TEXT
 
 
-def event_line(event: StorageEvent) -> str:
-    """``TIMESTAMP SEVERITY SUB_SYSTEM EVENT_TYPE kdev: msg`` (one line)."""
+def event_line(event: StorageEvent, now=None) -> str:
+    """``TIME [KERNEL TIME] SEVERITY SUB_SYSTEM EVENT_TYPE kdev: msg`` (one
+    line). TIME is local (UTC with --utc), with the date when not today;
+    the kernel time is shown as dmesg prints it, where the event has one.
+    A saved line that had no wall-clock time shows no TIME (its timestamp
+    is only when it was parsed): just the kernel stamp, or ``-``."""
+    parts = [] if event.clockless else [human_time(event.timestamp, now)]
+    if event.kernel_usec is not None:
+        seconds, usec = divmod(event.kernel_usec, 1_000_000)
+        parts.append(f"[{seconds:5d}.{usec:06d}]")
+    stamp = " ".join(parts) or "-"
     line = (
-        f"{format_timestamp(event.timestamp)} {event.severity.name} {event.sub_system} "
+        f"{stamp} {event.severity.name} {event.sub_system} "
         f"{event.event_type} {event.kdev}: {event.msg}"
     )
     if event.count > 1:

@@ -13,9 +13,10 @@ import click
 
 from ..errors import PeripetyError
 from ..sources.logfile import LogFile, LogFileStats
-from ..sources.logformats import FORMAT_NAMES
+from ..sources.logformats import FORMAT_NAMES, format_list
 from ..sources.parallel import default_workers, merge_stats, render_parts, worth_splitting
-from .options import OUTPUT_JSON, OUTPUT_JSONL, config_option, output_options, verbose_option
+from .filters import time_value
+from .options import OUTPUT_JSON, OUTPUT_JSONL, config_option, output_options, utc_option, verbose_option
 from .output import EventWriter, quiet_broken_pipe
 
 log = logging.getLogger("peripety.cli.parse")
@@ -27,28 +28,59 @@ storage line a rule matches, with the line itself as raw_msg. Devices are
 not looked up unless --resolve is given.
 
 \b
-Formats (--format, default auto: detected from the first lines):
-  dmesg         dmesg output, with or without stamps:
+Formats (--format, default auto: detected from the first lines; gzip, xz
+and bzip2 files are decompressed on the fly):
+  dmesg         dmesg output, with or without stamps (-T, --time-format iso):
                   [  309.330781] I/O error, dev loop0, sector 8 ...
                   [Tue Nov 25 03:44:01 2025] EXT4-fs (loop1): mounted ...
+                  2025-11-25T03:44:01,123456+00:00 EXT4-fs (loop1): ...
   kmsg          dmesg -r, or records copied from /dev/kmsg (a facility other
                 than kernel, as /dev/kmsg records show for lines user space
                 wrote, is never a kernel event; dmesg -r prints none):
                   <3>[  309.330781] I/O error, dev loop0, sector 8 ...
                   3,1234,309330781,-;I/O error, dev loop0, sector 8 ...
-  syslog        /var/log/messages, kern.log, journalctl -o short[-precise|-iso]:
+  syslog        /var/log/messages, kern.log, journalctl -o short, short-precise,
+                short-iso[-precise], short-full, short-monotonic; the host in
+                the line becomes the event's hostname:
                   Nov 25 03:44:01 host kernel: I/O error, dev loop0, ...
                   2025-11-25T03:44:01.123456+00:00 host multipathd[811]: ...
-  journal-json  journalctl -o json (only _TRANSPORT=kernel is the kernel)
+                  [  309.330781] host kernel: I/O error, dev loop0, ...
+  journal-json  journalctl -o json (only _TRANSPORT=kernel is the kernel;
+                _HOSTNAME, the realtime and monotonic stamps kept: the
+                sender's _SOURCE_* ones where present, as journalctl shows)
+
+\b
+Times: a line's wall-clock time becomes the event's timestamp. A kernel
+stamp ([  309.330781], kmsg usec, journald's monotonic time) is kept in the
+event's kernel_usec field (microseconds since that boot) and shown in text
+as dmesg shows it. A line with only a kernel stamp (dmesg, short-monotonic)
+gets the time of parsing as timestamp (text shows its kernel stamp alone),
+unless --boot-time says when the logged system booted. Events are written
+in the order of the input, which is the order of the kernel's clock within
+one boot. Several FILEs are read one after the other, oldest first by their
+first line's wall-clock time (rotated logs given as kern.log*), or as given
+when one has no such time. Text shows local time (UTC with --utc), with the
+date when not today; JSON has RFC 3339 with the offset.
+
+\b
+Damaged input: a run of NUL bytes (a log cut short by a crash) is skipped
+with the cut-off text before it on its line, a line longer than any log
+line (64 KiB; 1 MiB for journal-json) is skipped, a compressed file that
+ends early is read up to that point; each place is named on stderr
+(FILE:LINE), the rest is read. Input with lines but no record of its
+format is an error naming the formats known.
 
 \b
 Examples:
   prpt parse /var/log/kern.log
   dmesg -r | prpt parse --jsonl -
   journalctl -k -b -1 -o json | prpt parse -J --stats -
+  journalctl -k -o short-monotonic | prpt parse -
+  prpt parse /var/log/kern.log.2.gz
+  prpt parse --boot-time "$(uptime -s)" dmesg.txt
 
 Exit status: 0 when the input was read (with or without events), 1 when a
-file cannot be read or its format not recognised, 2 on a usage error.
+file cannot be read or holds no record of its format, 2 on a usage error.
 """
 
 
@@ -64,15 +96,22 @@ file cannot be read or its format not recognised, 2 on a usage error.
 )
 @output_options
 @config_option
-@click.option("--resolve", is_flag=True, help="Describe each event's device as it is now (udev, sysfs).")
+@click.option("--resolve", is_flag=True, help="Describe each event's device as it is now (udev, sysfs); "
+              "events a log names another host for are left unresolved.")
 @click.option("--stats", is_flag=True, help="Print lines read, matched and skipped (malformed) to stderr.")
 @click.option(
     "-j", "--jobs", type=click.IntRange(min=1), default=None,
     help="Processes for a large file (default: one per CPU for files of 16 MB or more; "
-    "standard input and --resolve always use one). Output stays in file order.",
+    "standard input, compressed files and --resolve always use one). Output stays in file order.",
 )
+@click.option(
+    "--boot-time", callback=time_value, metavar="TIME",
+    help="When the logged system booted (e.g. \"$(uptime -s)\" for this one): lines with only a "
+    "kernel stamp get it plus their stamp as timestamp. Same forms as prpt query --since.",
+)
+@utc_option
 @verbose_option
-def command(files, fmt, output_format, config_path, resolve, stats, jobs):
+def command(files, fmt, output_format, config_path, resolve, stats, jobs, boot_time):
     if not files:
         if sys.stdin.isatty():
             raise click.UsageError("no FILE given (use - to read standard input)")
@@ -83,23 +122,54 @@ def command(files, fmt, output_format, config_path, resolve, stats, jobs):
     writer = EventWriter(sys.stdout, output_format, flush_each=live)
     resolver = _DeviceCache() if resolve else None
     workers = _workers(jobs, resolve)
+    unread = []
     try:
-        for name in files:
+        for name in _oldest_first(files, fmt):
             with _open(name, fmt) as logfile:
                 try:
-                    if worth_splitting(name, workers):
-                        _write_parts(logfile, ruleset, stats, writer, workers)
+                    if logfile.compressed is None and worth_splitting(name, workers):
+                        _write_parts(logfile, ruleset, stats, writer, workers, boot_time)
                     elif output_format == OUTPUT_JSONL and resolver is None:
-                        _write_json_lines(logfile, ruleset, stats, writer)
+                        _write_json_lines(logfile, ruleset, stats, writer, boot_time)
                     else:
-                        _write_events(logfile, ruleset, stats, writer, resolver)
+                        _write_events(logfile, ruleset, stats, writer, resolver, boot_time)
                 except PeripetyError as exc:
                     raise click.ClickException(str(exc)) from None
-                _report(logfile, stats)
+                if not _report(logfile, stats):
+                    unread.append(logfile.name)
         writer.flush()
     except BrokenPipeError:
         quiet_broken_pipe()
         sys.exit(1)
+    if unread:
+        raise click.ClickException(f"no records read from {', '.join(unread)}: see above")
+
+
+def _oldest_first(files, fmt: str):
+    """Several files in the order of their first wall-clock time (rotated
+    logs given as kern.log*: kern.log.2.gz, kern.log.1, kern.log), when each
+    has one; else, or with standard input among them, as given."""
+    if len(files) < 2 or "-" in files:
+        return files
+    firsts = []
+    for name in files:
+        try:
+            with LogFile.open(name, fmt) as logfile:
+                head = itertools.islice(logfile.records(), _FIRST_TIME_WITHIN)
+                first = next((r.wallclock for r in head if r.wallclock is not None), None)
+        except PeripetyError:
+            return files  # the real pass says what is wrong
+        if first is None:
+            return files
+        firsts.append(first)
+    order = sorted(range(len(files)), key=firsts.__getitem__)
+    if order != list(range(len(files))):
+        log.info("reading oldest first: %s", ", ".join(files[i] for i in order))
+    return tuple(files[i] for i in order)
+
+
+_FIRST_TIME_WITHIN = 1000
+"""Records read at most to find a file's first wall-clock time."""
 
 
 def _workers(jobs: int | None, resolve: bool) -> int:
@@ -110,20 +180,20 @@ def _workers(jobs: int | None, resolve: bool) -> int:
     return jobs if jobs is not None else default_workers()
 
 
-def _write_events(logfile: LogFile, ruleset, stats: bool, writer: EventWriter, resolver) -> None:
+def _write_events(logfile: LogFile, ruleset, stats: bool, writer: EventWriter, resolver, boot_time) -> None:
     from ..classify import events_from_matches
 
-    for event in events_from_matches(logfile.matches(ruleset, count_malformed=stats)):
+    for event in events_from_matches(logfile.matches(ruleset, count_malformed=stats), boot_time=boot_time):
         writer.write(event if resolver is None else resolver.resolved(event))
 
 
-def _write_json_lines(logfile: LogFile, ruleset, stats: bool, writer: EventWriter) -> None:
+def _write_json_lines(logfile: LogFile, ruleset, stats: bool, writer: EventWriter, boot_time) -> None:
     """--jsonl without --resolve: each event is only ever written, so its JSON
     is built straight from the match (the 1M lines/s path)."""
     from ..classify import json_lines_from_matches
 
     out = writer.stream
-    lines = json_lines_from_matches(logfile.matches(ruleset, count_malformed=stats))
+    lines = json_lines_from_matches(logfile.matches(ruleset, count_malformed=stats), boot_time=boot_time)
     if writer.flush_each:
         for line in lines:
             out.write(line)
@@ -136,14 +206,14 @@ def _write_json_lines(logfile: LogFile, ruleset, stats: bool, writer: EventWrite
         writer.written += len(batch)
 
 
-def _write_parts(logfile: LogFile, ruleset, stats: bool, writer: EventWriter, workers: int) -> None:
+def _write_parts(logfile: LogFile, ruleset, stats: bool, writer: EventWriter, workers: int, boot_time) -> None:
     """A large file: parts rendered by worker processes, written in order."""
     out = writer.stream
     out.flush()
     binary = getattr(out, "buffer", None)
     encoding = getattr(out, "encoding", None) or "utf-8"
     errors = getattr(out, "errors", None) or "strict"
-    render = functools.partial(_render_part, ruleset, writer.output_format, stats)
+    render = functools.partial(_render_part, ruleset, writer.output_format, stats, boot_time)
     for part in render_parts(logfile, render, workers, encoding, errors):
         data = part.data
         if writer.output_format == OUTPUT_JSON and writer.written == 0:
@@ -156,17 +226,17 @@ def _write_parts(logfile: LogFile, ruleset, stats: bool, writer: EventWriter, wo
         merge_stats(logfile.stats, part.stats)
 
 
-def _render_part(ruleset, output_format: str, stats: bool, logfile: LogFile):
+def _render_part(ruleset, output_format: str, stats: bool, boot_time, logfile: LogFile):
     """Output text of one part of a file (runs in a worker process)."""
     from ..classify import events_from_matches, json_lines_from_matches
 
     pairs = logfile.matches(ruleset, count_malformed=stats)
     if output_format == OUTPUT_JSONL:
-        return json_lines_from_matches(pairs)
+        return json_lines_from_matches(pairs, boot_time=boot_time)
     buffer = io.StringIO()
     writer = EventWriter(buffer, output_format, flush_each=False)
     writer.written = 1  # not the first event of the output: pretty JSON gets its blank line
-    for event in events_from_matches(pairs):
+    for event in events_from_matches(pairs, boot_time=boot_time):
         writer.write(event)
     return [buffer.getvalue()]
 
@@ -191,33 +261,55 @@ def _load_rules(config_path):
         raise click.ClickException(str(exc)) from None
 
 
-def _report(logfile: LogFile, stats: bool) -> None:
+def _report(logfile: LogFile, stats: bool) -> bool:
+    """Say on stderr what was skipped and why; False when the input held no
+    record at all although it had lines (then the format is wrong)."""
     s: LogFileStats = logfile.stats
     fmt = logfile.format.name if logfile.format else "?"
+    for line, what in logfile.problem_lines():
+        log.warning("%s:%d: %s", logfile.name, line, what)
+    if s.problem_count > len(s.problems):
+        log.warning("%s: %d more damaged place(s) skipped", logfile.name, s.problem_count - len(s.problems))
     if s.malformed:
-        log.warning(
-            "%s: %d line(s) not in %s format skipped (first: line %s)",
-            logfile.name, s.malformed, fmt, s.first_malformed_line,
-        )
+        first = f" (first: line {s.first_malformed_line})" if s.first_malformed_line else ""
+        log.warning("%s: %d line(s) not in %s format skipped%s", logfile.name, s.malformed, fmt, first)
+    ok = True
+    if s.records_known and s.records == 0:
+        if s.malformed:
+            log.error("%s: no %s record in %d line(s). %s", logfile.name, fmt, s.lines, format_list())
+            ok = False
+        else:
+            log.warning("%s: no log records (empty input). %s", logfile.name, format_list())
     if stats:
         click.echo(
             f"{logfile.name}: format {fmt}: {s.lines} lines read, {s.matched} matched, "
             f"{s.malformed} skipped (malformed)",
             err=True,
         )
+    return ok
 
 
 class _DeviceCache:
-    """``--resolve``: one lookup per device name for the whole run."""
+    """``--resolve``: one lookup per device name for the whole run. Only
+    this host's events: sdb in another host's log is not our sdb."""
 
     def __init__(self):
         from ..devices import resolve
+        from ..event import local_hostname
 
         self._resolve = resolve
+        self._here = local_hostname()
         self._known: dict[str, object] = {}
+        self._elsewhere: set[str] = set()
 
     def resolved(self, event):
-        """``event`` with the device its name has now, when it names one."""
+        """``event`` with the device its name has now, when it names one
+        (events of other hosts, named by the log, are left as they are)."""
+        if event.hostname != self._here:
+            if event.hostname not in self._elsewhere:
+                self._elsewhere.add(event.hostname)
+                log.info("%s: events logged on host %s are left unresolved", event.kdev, event.hostname)
+            return event
         if event.kdev not in self._known:
             try:
                 self._known[event.kdev] = self._resolve(event.kdev)

@@ -41,6 +41,7 @@ from .entry import run_cli
                    "the pipeline into the store, then exit.")
 @click.option("--check", is_flag=True, help="Validate the config, print the sources and the probe attach plan, exit.")
 @click.option("-v", "--verbose", count=True, help="More logging to stderr (-vv for debug).")
+@click.version_option(package_name="peripety", prog_name="peripetyd")
 def main(config_path, store, stdout, no_blk_info_dump, bpf, from_start, state_dir, status_file, replay, check,
          verbose):
     """Peripety daemon: read kernel storage messages from /dev/kmsg (and

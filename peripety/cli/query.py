@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import click
 
-from .filters import (build_filter, filter_options, include_untrusted_option, since_option, store_option,
-                      until_option)
-from .options import output_options, verbose_option
+from ..event import StorageEvent
+from .filters import (build_filter, check_time_range, filter_options, include_untrusted_option, since_option,
+                      store_option, until_option)
+from .options import output_options, utc_option, verbose_option
 from .output import EventWriter
 from .store_access import reading_store
 
@@ -21,8 +22,11 @@ from .store_access import reading_store
 @store_option
 @include_untrusted_option
 @output_options
+@utc_option
 @verbose_option
-def command(blk, severity, sub_systems, event_types, since, until, event_ids, limit, store_spec, include_untrusted, output_format):
+@click.pass_context
+def command(ctx, blk, severity, sub_systems, event_types, since, until, event_ids, limit, store_spec,
+            include_untrusted, output_format):
     """Show stored storage events, oldest first.
 
     \b
@@ -32,12 +36,37 @@ def command(blk, severity, sub_systems, event_types, since, until, event_ids, li
       prpt query --since yesterday --until today --jsonl | jq .kdev
 
     Filters are applied by the store itself (journal matches or SQL).
-    Exit status: 0 (also when nothing matches), 1 on error.
+
+    Order: events are sorted by their own time (the event's timestamp: when
+    the kernel logged the line, or a storm's first occurrence), not by when
+    the store received them, so an event spooled or folded late still sits
+    where it happened. A journal that holds several hosts' events
+    (journal-remote) is merged by those timestamps, each taken by its own
+    host's clock: a host whose clock is off sorts where its clock puts it.
+    Events with the same time keep the store's order. -n picks the N newest
+    the store holds, then sorts them. One store is read per run:
+    events kept in SQLite while no journald ran are not merged with the
+    journal's; read each with --store, or merge the JSON lines yourself (sort
+    on .timestamp with --utc).
+
+    Times: text shows local time (UTC with --utc), with the date when not
+    today; JSON has RFC 3339 with the offset. With --utc every JSON time has
+    the same offset, so `jq -r .timestamp | sort -c` holds across DST changes.
+
+    Exit status: 0 (also when nothing matches), 1 on error, 2 on a usage
+    error (an unknown event type or sub-system, --since after --until).
     """
+    check_time_range(ctx, since, until)
     flt = build_filter(blk, severity, sub_systems, event_types, since=since, until=until,
                        event_ids=event_ids, limit=limit)
     writer = EventWriter(output_format=output_format, flush_each=False)
     with reading_store(store_spec, include_untrusted) as store:
-        for event in store.query(flt):
+        for event in in_time_order(store.query(flt)):
             writer.write(event)
         writer.flush()
+
+
+def in_time_order(events) -> list[StorageEvent]:
+    """Oldest first by the event's own time; a stable sort keeps the store's
+    order among equal times."""
+    return sorted(events, key=lambda e: e.timestamp)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import datetime as _dt
+import json
+import os
 import sys
+import time
 
 import click
 
@@ -14,6 +17,7 @@ from .options import verbose_option
 
 
 DEFAULT_HISTORY = _dt.timedelta(hours=1)
+DEFAULT_WIDTH = 80
 
 
 @click.command("top")
@@ -21,51 +25,99 @@ DEFAULT_HISTORY = _dt.timedelta(hours=1)
 @filters.store_option
 @filters.since_option(help="Seed the view with events since this time (default: the last hour).")
 @click.option("--once", is_flag=True, help="Print one frame and exit (for scripts); implied when stdout is not a terminal.")
+@click.option("-J", "--json", "as_json", is_flag=True,
+              help="With --once (implied): print the view's model (header, device rows with live state, events) as JSON.")
+@click.option("--width", type=click.IntRange(40, 1000), metavar="COLUMNS",
+              help="Width of the --once frame (default: the terminal's, else $COLUMNS, else 80).")
+@click.option("--ascii/--no-ascii", "ascii_only", default=None,
+              help="Plain ASCII (no box drawing, no Unicode symbols). Default: ASCII unless the locale is UTF-8.")
+@click.option("--state/--no-state", "with_state", default=True, show_default=True,
+              help="Read each device's live state (I/O, md, multipath, read-only filesystems). With --no-state, "
+              "only devices that have events are listed.")
+@click.option("--interval", type=click.FloatRange(0.1, 3600), default=1.0, show_default=True, metavar="SECONDS",
+              help="Seconds between live-state samples (/proc/diskstats, sysfs); --once samples twice this far apart.")
 @click.option(
     "--status-file",
     type=click.Path(dir_okay=False),
     default="/run/peripety/status.json",
     show_default=True,
-    help="peripetyd's status file, to show which sources are active.",
+    help="peripetyd's status file, to show which sources are active and whether its store works.",
 )
 @verbose_option
-def command(blk, severity, sub_systems, event_types, store_spec, since, once, status_file):
-    """Watch storage health live: one row per device, worst first, and the
-    newest events.
+def command(blk, severity, sub_systems, event_types, store_spec, since, once, as_json, width, ascii_only, with_state,
+            interval, status_file):
+    """Watch storage health live: one row per device identity (WWID), worst
+    first, with its live state (I/O rate and latency, md and multipath
+    state, read-only filesystems) next to its event counts, and the newest
+    events.
 
     \b
-    Keys: q quit   s cycle sort (worst, recent, count, name)
-          f or /  filter by device or event type   p pause
-          Up/Down select a device to list only its events   Esc show all
+    Keys: ?  help            q  quit
+          Tab  devices/events   Up/Down PgUp/PgDn Home/End  move
+          Enter  a device's events, then an event's detail
+          f or /  filter (read again from the store)   Esc  back
+          s  sort   n  earlier names   p  pause
+
+    Live state is read from /proc/diskstats, /proc/self/mountinfo and sysfs
+    only: top never reads from the disks themselves. Devices with no events
+    are listed for their state (I/O, an md array, a multipath map, a
+    problem) unless an event filter (--blk, --severity, ...) is given.
     """
     from rich.console import Console
 
-    from ..stores import open_store
-    from ..top.app import render_once, run_live, seed
+    from ..top.app import Refresher, render_once, run_live, seed
+    from ..top.fmt import ASCII, UNICODE, locale_is_utf8
+    from ..top.state import StateSampler
+    from .store_access import open_store_for_reading
 
     since = since or wall_clock() - DEFAULT_HISTORY
     flt = filters.build_filter(blk, severity, sub_systems, event_types)
-    # Rich drops colour when stdout is not a terminal; a pipe or a file gets
-    # one plain frame, as a live screen makes no sense there.
+    glyphs = ASCII if (ascii_only if ascii_only is not None else not locale_is_utf8()) else UNICODE
     console = Console()
-    once = once or not console.is_terminal
-    try:
-        store = open_store(store_spec)
-    except PeripetyError as exc:
-        raise click.ClickException(str(exc)) from None
+    # A pipe or a file gets one plain frame, as a live screen makes no sense there.
+    once = once or as_json or not console.is_terminal
+    if once:
+        console = Console(width=width or _terminal_width(), color_system=console.color_system,
+                          force_terminal=console.is_terminal, emoji=False)
+    store = open_store_for_reading(store_spec)
+    sampler = StateSampler() if with_state else None
     try:
         model, follower = seed(store, flt, since, status_file)
+        model.state_only_rows = not (blk or severity or sub_systems or event_types)
         try:
             if once:
-                render_once(model, console, wall_clock())
+                if sampler is not None:
+                    sampler.sample(time.monotonic())
+                    time.sleep(interval)  # rates need two samples
+                    model.update_state(sampler.sample(time.monotonic()))
+                if as_json:
+                    click.echo(json.dumps(model.to_dict(wall_clock()), indent=2, ensure_ascii=glyphs.ascii))
+                else:
+                    render_once(model, console, wall_clock(), glyphs)
             else:
-                run_live(model, follower, console, status_file, stdin_fd=_stdin_fd())
+                refresher = Refresher(store, flt, since, sampler, interval)
+                run_live(model, follower, console, status_file, stdin_fd=_stdin_fd(), refresher=refresher,
+                         glyphs=glyphs)
         finally:
             follower.close()
     except PeripetyError as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         store.close()
+
+
+def _terminal_width() -> int:
+    """$COLUMNS, else the width of whichever of stdout, stderr, stdin is a
+    terminal (``prpt top --once | less`` still fits the screen), else 80."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    for stream in (sys.stdout, sys.stderr, sys.stdin):
+        try:
+            return os.get_terminal_size(stream.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            continue
+    return DEFAULT_WIDTH
 
 
 def _stdin_fd() -> int:

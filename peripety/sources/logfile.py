@@ -5,22 +5,35 @@ The file is read in large chunks cut at record boundaries. :meth:`LogFile.matche
 is the fast path used by ``prpt parse``: for the kmsg and dmesg formats it
 searches each chunk for ``lead + rule prefix`` and builds a record only for
 the lines found (see :mod:`.prefilter`); other formats parse every line.
+
+gzip, xz and bzip2 files (rotated logs, sosreports) are read through the
+standard library's decompressors, told by their magic bytes, not their names.
+A log cut short by a crash often holds a run of NUL bytes where the last
+blocks were never written, or garbage without newlines: that part is skipped,
+the rest read, and each place is listed in ``stats.problems``.
 """
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import io
 import logging
+import lzma
+import os
 import re
+import select
+import stat
 import sys
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from ..errors import LogFormatError
 from ..record import LogRecord
 from ..rules import Match, RuleSet
-from .logformats import FORMAT_NAMES, FORMATS, LogFormat, detect_format
+from .logformats import FORMAT_NAMES, FORMATS, LogFormat, detect_format, format_list, iso_stamped
 from .prefilter import candidate_regex, kernel_prefixes
 
 log = logging.getLogger("peripety.sources.logfile")
@@ -28,10 +41,30 @@ log = logging.getLogger("peripety.sources.logfile")
 CHUNK_SIZE = 4 << 20
 SNIFF_SIZE = 64 << 10
 """Bytes at the head of a file checked for binary data and its format."""
+MAX_LINE = 64 << 10
+"""A longer line is not a log line (the kernel prints at most 1 KiB, rsyslog
+8 KiB, journald 48 KiB): it is skipped as garbage."""
+MAX_LINE_JSON = 1 << 20
+"""journalctl -o json --all may print large fields: a wider limit."""
+LIVE_PAUSE = 0.2
+"""Seconds a live pipe may be quiet before what was read is shown."""
+MAX_PROBLEMS = 100
+"""Problem places kept per file (the count goes on)."""
 
 # Lines of a kmsg dump that are neither a record head nor a dictionary line.
 _KMSG_BAD_LINE = re.compile(r"\n(?!\d+,\d+,\d+,[^;\n]*;| |\n|\Z)")
 _DMESG_RAW_BAD_LINE = re.compile(r"\n(?!<\d+>| |\n|\Z)")
+_NULS = re.compile(rb"\0+")
+_JOURNAL_FILE_MAGIC = b"LPKSHHRH"
+# Magic bytes -> (name, opener) of the compressed formats the stdlib reads.
+_COMPRESSED = (
+    (b"\x1f\x8b", "gzip", lambda f: gzip.GzipFile(fileobj=f, mode="rb")),
+    (b"\xfd7zXZ\x00", "xz", lambda f: lzma.LZMAFile(f, "rb")),
+    (b"BZh", "bzip2", lambda f: bz2.BZ2File(f, "rb")),
+)
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_FAST_FORMATS = ("kmsg", "dmesg")
+"""Formats read through the prefilter: lines are found, not walked."""
 
 
 @dataclass
@@ -41,11 +74,26 @@ class LogFileStats:
     malformed: int = 0
     """Lines not in the file's format, skipped."""
     first_malformed_line: int | None = None
+    records: int = 0
+    """Records read (counted where every line is parsed: see ``records_known``)."""
+    records_known: bool = True
+    """False once the prefilter fast path skipped lines unparsed."""
+    problems: list[tuple[int | None, int, str]] = field(default_factory=list)
+    """(line number, byte offset, what was skipped there): NUL runs,
+    over-long lines, a compressed stream ending early. The line is None
+    where lines were not counted (see ``LogFile.problem_lines``). At most
+    MAX_PROBLEMS are kept."""
+    problem_count: int = 0
 
-    def add_malformed(self, count: int, line_number: int) -> None:
+    def add_malformed(self, count: int, line_number: int | None) -> None:
         if count and self.first_malformed_line is None:
             self.first_malformed_line = line_number
         self.malformed += count
+
+    def add_problem(self, where: tuple[int | None, int], what: str) -> None:
+        self.problem_count += 1
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append((*where, what))
 
 
 class LogFile:
@@ -59,30 +107,73 @@ class LogFile:
         self.requested_format = fmt
         self.format: LogFormat | None = None if fmt == "auto" else FORMATS[fmt]
         self.stats = LogFileStats()
+        self.compressed: str | None = None
+        """gzip, xz or bzip2 when the stream is decompressed on the fly."""
         self._head_checked = False
+        self._base = 0
+        """Byte offset of the stream's start in the file (a part's start)."""
+        self._seekable_file = False
+        """A regular file read as is: problem places can be turned into line
+        numbers afterwards, so lines need not be counted while reading."""
+        self._live = False
+        """A pipe, terminal or socket that may pause (journalctl -f | prpt parse -)."""
         self._regex_cache: tuple | None = None
         """(ruleset, lead, candidate regex) of the last chunk."""
 
     @classmethod
-    def part(cls, stream: BinaryIO, name: str, fmt: str) -> "LogFile":
-        """A later part of a log whose head was checked and format detected
-        (see ``parallel``): it starts at a record boundary."""
+    def part(cls, stream: BinaryIO, name: str, fmt: str, start: int = 0) -> "LogFile":
+        """A later part of the regular file ``name`` whose head was checked
+        and format detected (see ``parallel``): it starts at a record
+        boundary, ``start`` bytes into the file."""
         logfile = cls(stream, name, fmt)
         logfile._head_checked = True
+        logfile._base = start
+        logfile._seekable_file = True
         return logfile
 
     @classmethod
     def open(cls, path: str | Path, fmt: str = "auto") -> "LogFile":
         """Open a file, or standard input for ``-``."""
         if str(path) == "-":
-            return cls(sys.stdin.buffer, "<stdin>", fmt)
+            return cls._decompressing(sys.stdin.buffer, "<stdin>", fmt)
         try:
             stream = open(path, "rb")
         except OSError as exc:
             raise LogFormatError(f"{path}: cannot read: {exc.strerror}") from None
-        return cls(stream, str(path), fmt)
+        return cls._decompressing(stream, str(path), fmt)
+
+    @classmethod
+    def _decompressing(cls, stream, name: str, fmt: str) -> "LogFile":
+        """A LogFile over ``stream``, through a decompressor if its first
+        bytes are a gzip, xz or bzip2 header."""
+        if not hasattr(stream, "peek"):
+            stream = io.BufferedReader(stream)  # e.g. a BytesIO standing in for stdin
+        try:
+            magic = stream.peek(8)[:8]
+        except OSError:
+            magic = b""  # the first read reports it
+        if magic.startswith(_ZSTD_MAGIC):
+            raise LogFormatError(f"{name}: zstd-compressed; read it with: zstdcat {name} | prpt parse -")
+        for head, kind, opener in _COMPRESSED:
+            if magic.startswith(head):
+                logfile = cls(opener(stream), name, fmt)
+                logfile.compressed = kind
+                logfile._raw = stream
+                return logfile
+        logfile = cls(stream, name, fmt)
+        try:
+            regular = stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+            return logfile  # no descriptor: a stream in memory, read to its end at once
+        logfile._seekable_file = regular and stream is not sys.stdin.buffer
+        logfile._live = not regular
+        return logfile
 
     def close(self) -> None:
+        raw = getattr(self, "_raw", None)
+        if raw is not None:
+            self.stream.close()
+            self.stream = raw
         if self.stream is not sys.stdin.buffer:
             self.stream.close()
 
@@ -101,15 +192,16 @@ class LogFile:
     def matches(self, ruleset: RuleSet, count_malformed: bool = True) -> Iterator[tuple[LogRecord, Match]]:
         """Records a rule matches, with the match.
 
-        ``count_malformed=False`` skips counting lines read and malformed
-        lines where that is a pass of its own (the kmsg and dmesg fast path:
-        ~25 % of the time on a large file); ``stats.lines`` then stays 0.
+        ``count_malformed=False`` skips counting malformed lines where that
+        is a pass of its own (the kmsg and dmesg fast path: ~25 % of the time
+        on a large file).
         """
         for chunk, first_line in self._chunks(count_lines=count_malformed):
             fast = self._candidate_regex(chunk, ruleset)
             if fast is None:
                 records = self._parse_lines(chunk, first_line)
             else:
+                self.stats.records_known = False
                 records = self._parse_candidates(chunk, fast)
                 if count_malformed:
                     self._count_malformed(chunk, first_line)
@@ -120,24 +212,51 @@ class LogFile:
                     yield record, match
 
     # -- chunks -------------------------------------------------------------
-    def _read(self, size: int) -> bytes:
+    def _read(self, size: int, where: tuple[int | None, int]) -> bytes:
         read1 = getattr(self.stream, "read1", None)
         try:
             return read1(size) if read1 else self.stream.read(size)
-        except OSError as exc:
-            raise LogFormatError(f"{self.name}: cannot read: {exc.strerror or exc}") from None
+        except (EOFError, lzma.LZMAError, zlib.error, OSError) as exc:
+            if self.compressed is None or (isinstance(exc, OSError) and exc.errno is not None):
+                raise LogFormatError(f"{self.name}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+            # A compressed log cut short (a crash, a partial copy): keep what came before.
+            self.stats.add_problem(where, f"{self.compressed} data ends early or is corrupt ({exc}); "
+                                                "the rest of the file is lost")
+            return b""
 
-    def _chunks(self, count_lines: bool = True) -> Iterator[tuple[str, int]]:
+    def _chunks(self, count_lines: bool = True) -> Iterator[tuple[str, int | None]]:
         """Decoded text ending at a record boundary, with its first line
-        number (when ``count_lines``; else line numbers stay 1)."""
+        number. Lines are counted when ``count_lines``, or where a problem
+        could not be placed afterwards (a pipe, a compressed stream), or the
+        format is read line by line anyway; else the number is None (counting
+        costs ~6 % of the kmsg fast path) and problems keep byte offsets."""
         carry = b""
-        line_number = 1
+        line_number: int | None = 1
+        read_total = 0
         first = True
+        skipping: list | None = None
+        """[line number, byte offset, bytes] of an over-long line being skipped."""
         while True:
-            data = self._read(CHUNK_SIZE)
-            eof = not data
+            # A live pipe that pauses: what is held back (the last record, in
+            # case continuation lines follow; the lines kept for format
+            # detection) is all there is for now, show it.
+            paused = bool(carry) and carry.endswith(b"\n") and self._live and self._paused()
+            data = b"" if paused else self._read(CHUNK_SIZE, (line_number, self._base + read_total - len(carry)))
+            read_total += len(data)
+            eof = not data and not paused
+            if skipping is not None:
+                end = data.find(b"\n")
+                if end < 0 and not eof:
+                    skipping[2] += len(data)
+                    continue
+                skipping[2] += len(data) if end < 0 else end
+                self._skipped_long_line(*skipping)
+                data = b"" if end < 0 else data[end + 1:]
+                if line_number is not None:
+                    line_number += 1
+                skipping = None
             buf = carry + data
-            if first and not eof and buf.count(b"\n") < 40 and len(buf) < SNIFF_SIZE:
+            if first and not eof and not paused and buf.count(b"\n") < 40 and len(buf) < SNIFF_SIZE:
                 carry = buf  # format detection wants a few lines
                 continue
             if not buf:
@@ -146,20 +265,120 @@ class LogFile:
                 if not self._head_checked:
                     self.check_head(buf)
                 first = False
-            cut = len(buf) if eof else self._boundary(buf)
-            if cut <= 0:
+                if not count_lines and self._seekable_file and self.format.name in _FAST_FORMATS:
+                    line_number = None
+            offset = self._base + read_total - len(buf)
+            cut = len(buf) if eof or paused else self._boundary(buf)
+            garbage = 0
+            if cut <= 0 and len(buf) > self._max_line() + CHUNK_SIZE:
+                # No record end in sight: the last line is garbage, what comes
+                # before it is whole.
+                cut = buf.rfind(b"\n") + 1
+                garbage = len(buf) - cut
+            if cut <= 0 and not garbage:
                 carry = buf
                 continue
-            chunk_bytes, carry = buf[:cut], buf[cut:]
-            chunk = chunk_bytes.decode("utf-8", "replace")
-            lines = 0
-            if count_lines:
-                lines = chunk.count("\n") + (0 if chunk.endswith("\n") else 1)
+            chunk_bytes, carry = buf[:cut], (b"" if garbage else buf[cut:])
+            lines = None
+            if line_number is not None:
+                lines = chunk_bytes.count(b"\n") + (0 if chunk_bytes.endswith(b"\n") or not chunk_bytes else 1)
                 self.stats.lines += lines
-            yield chunk, line_number
-            line_number += lines
+            if garbage:
+                skipping = [None if line_number is None else line_number + lines, offset + cut, garbage]
+                if not cut:
+                    continue
+            if b"\0" in chunk_bytes:
+                chunk_bytes = self._drop_nul_runs(chunk_bytes, line_number, offset)
+            if len(chunk_bytes) > self._max_line():
+                chunk_bytes = self._drop_long_lines(chunk_bytes, line_number, offset)
+            yield chunk_bytes.decode("utf-8", "replace"), line_number
+            if line_number is not None:
+                line_number += lines
             if eof:
                 return
+
+    def _paused(self) -> bool:
+        """Nothing more to read from the live stream for a moment. (read1
+        returned everything buffered, so the descriptor tells.)"""
+        try:
+            return not select.select([self.stream.fileno()], [], [], LIVE_PAUSE)[0]
+        except (OSError, ValueError, io.UnsupportedOperation):
+            return False
+
+    # -- damaged parts ------------------------------------------------------
+    def _max_line(self) -> int:
+        return MAX_LINE_JSON if self.format is not None and self.format.name == "journal-json" else MAX_LINE
+
+    def _drop_nul_runs(self, chunk: bytes, first_line: int | None, offset: int) -> bytes:
+        """Remove each run of NUL bytes with the cut-off text before it on its
+        line; what follows the run on that line is kept (a new line written
+        after the crash). No newline is removed: line numbers stay true."""
+        spans = _nul_spans(chunk)
+        places = _Places(chunk, first_line, offset)
+        for start, nul_start, end in spans:
+            cut = nul_start - start
+            self.stats.add_problem(
+                places.at(start), f"{end - nul_start} NUL byte(s) skipped"
+                + (f" with the {cut} byte(s) of cut-off text before them" if cut else "")
+                + " (a log truncated by a crash?)")
+        return _without(chunk, spans)
+
+    def _drop_long_lines(self, chunk: bytes, first_line: int | None, offset: int) -> bytes:
+        """Empty every line longer than the format allows. A line that long
+        spans a whole probe window of half that size, so probing one window
+        in each finds them all in a few ``find`` calls per chunk."""
+        limit = self._max_line()
+        window = limit // 2
+        find = chunk.find
+        spans = []
+        pos = 0
+        while pos + window <= len(chunk):
+            if find(b"\n", pos, pos + window) >= 0:
+                pos += window
+                continue
+            start = chunk.rfind(b"\n", 0, pos) + 1
+            end = find(b"\n", pos + window)
+            end = len(chunk) if end < 0 else end
+            if end - start > limit:
+                spans.append((start, end))
+            pos = end + 1
+        if not spans:
+            return chunk
+        places = _Places(chunk, first_line, offset)
+        parts, last = [], 0
+        for start, end in spans:
+            self._skipped_long_line(*places.at(start), end - start)
+            parts.append(chunk[last:start])
+            last = end
+        parts.append(chunk[last:])
+        return b"".join(parts)
+
+    def _skipped_long_line(self, line_number: int | None, offset: int, size: int) -> None:
+        self.stats.add_problem(
+            (line_number, offset), f"line of {size} bytes skipped: longer than any log line "
+            f"({self._max_line() // 1024} KiB), garbage in a damaged log?")
+
+    def problem_lines(self) -> list[tuple[int, str]]:
+        """``stats.problems`` as (line number, what), placing those read
+        without line counting by counting the file's newlines up to them."""
+        found = self.stats.problems
+        unplaced = sorted({offset for line, offset, _ in found if line is None})
+        lines_at: dict[int, int] = {}
+        if unplaced:
+            try:
+                with open(self.name, "rb") as f:
+                    pos, newlines = 0, 0
+                    for target in unplaced:
+                        while pos < target:
+                            block = f.read(min(CHUNK_SIZE, target - pos))
+                            if not block:
+                                break
+                            newlines += block.count(b"\n")
+                            pos += len(block)
+                        lines_at[target] = newlines + 1
+            except OSError as exc:
+                log.debug("%s: cannot re-read to place problems: %s", self.name, exc)
+        return [(line if line is not None else lines_at.get(offset, 0), what) for line, offset, what in found]
 
     def _boundary(self, buf: bytes) -> int:
         """Offset just after the last complete record in ``buf`` (0: none yet)."""
@@ -172,27 +391,44 @@ class LogFile:
         return cut
 
     def check_head(self, head: bytes) -> None:
-        """Refuse binary input; detect the format when it is ``auto``."""
+        """Refuse binary input; detect the format when it is ``auto``, check
+        it fits when it was given."""
         self._head_checked = True
-        if b"\0" in head[:SNIFF_SIZE]:
+        head = head[:SNIFF_SIZE]
+        if head.startswith(_JOURNAL_FILE_MAGIC):
             raise LogFormatError(
-                f"{self.name}: binary data, not a text log "
-                "(a journal file? export it with: journalctl --file FILE -o json)"
+                f"{self.name}: a binary journal file, not a text log; export it with: "
+                f"journalctl --file {self.name} -o json | prpt parse -"
             )
+        if _looks_binary(head):
+            raise LogFormatError(f"{self.name}: binary data, not a text log")
+        sample = _without(head, _nul_spans(head)).decode("utf-8", "replace").splitlines()[:40]
+        content = [l for l in sample if l.strip() and not l.startswith("-- ")]
+        if not content:
+            # Nothing but blank lines or journalctl's "-- No entries --": any
+            # line-by-line format reads that (as nothing).
+            self.format = self.format or FORMATS["syslog"]
+            return
         if self.format is None:
-            sample = head[:SNIFF_SIZE].decode("utf-8", "replace").splitlines()[:40]
             name = detect_format(sample)
             if name is None:
-                first = next((l for l in sample if l.strip()), "")
                 raise LogFormatError(
                     f"{self.name}: cannot tell the log format from its first lines "
-                    f"(line 1: {first[:60]!r}); pass --format ({', '.join(FORMAT_NAMES)})"
+                    f"(line 1: {content[0][:60]!r}); pass --format. {format_list()}"
                 )
             self.format = FORMATS[name]
             log.debug("%s: detected format %s", self.name, name)
+        elif self.format.name != "dmesg" and not any(self.format.looks_like(l) for l in content):
+            # (dmesg without stamps is any text at all)
+            guess = detect_format(sample)
+            hint = f" (it looks like {guess}: --format {guess} or auto)" if guess else ""
+            raise LogFormatError(
+                f"{self.name}: no {self.format.name} record in the first {len(content)} line(s){hint}; "
+                f"line 1: {content[0][:60]!r}. {format_list()}"
+            )
 
     # -- lines --------------------------------------------------------------
-    def _parse_lines(self, chunk: str, first_line: int) -> Iterator[LogRecord]:
+    def _parse_lines(self, chunk: str, first_line: int | None) -> Iterator[LogRecord]:
         fmt = self.format
         lines = chunk.split("\n")
         if lines and lines[-1] == "":
@@ -209,9 +445,11 @@ class LogFile:
                 line = "\n".join(lines[start:i])
             record = fmt.parse(line)
             if record is None:
-                self.stats.add_malformed(i - start, first_line + start)
-                log.debug("%s:%d: not a %s line: %r", self.name, first_line + start, fmt.name, line[:80])
+                where = None if first_line is None else first_line + start
+                self.stats.add_malformed(i - start, where)
+                log.debug("%s:%s: not a %s line: %r", self.name, where or "?", fmt.name, line[:80])
                 continue
+            self.stats.records += 1
             yield record
 
     def _candidate_regex(self, chunk: str, ruleset: RuleSet) -> re.Pattern | None:
@@ -235,7 +473,11 @@ class LogFile:
                 return r"\] " if head[1:8].find(">[") >= 0 else ">"
             return ";"
         if name == "dmesg":
-            return r"\] " if head.startswith("[") else "\n"
+            if head.startswith("["):
+                return r"\] "
+            if iso_stamped(head):
+                return r"[+-]\d\d:?\d\d "  # the end of --time-format iso's stamp
+            return "\n"
         return None
 
     def _parse_candidates(self, chunk: str, regex: re.Pattern) -> Iterator[LogRecord]:
@@ -279,6 +521,58 @@ class LogFile:
                 first_pos = m.start()
         if count:
             self.stats.add_malformed(count, first_line + text.count("\n", 0, first_pos))
+
+
+class _Places:
+    """Where positions in a chunk are: line numbers counted on from the
+    chunk's first line, or byte offsets in the file when lines are not counted."""
+
+    def __init__(self, chunk: bytes, first_line: int | None, offset: int):
+        self.chunk, self.line, self.offset, self.counted = chunk, first_line, offset, 0
+
+    def at(self, pos: int) -> tuple[int | None, int]:
+        if self.line is not None:
+            self.line += self.chunk.count(b"\n", self.counted, pos)
+            self.counted = pos
+        return self.line, self.offset + pos
+
+
+def _nul_spans(data: bytes) -> list[tuple[int, int, int]]:
+    """(line start or end of the previous span, first NUL, end) of every run
+    of NUL bytes: the run and the cut-off text before it on its line."""
+    spans = []
+    if b"\0" not in data:
+        return spans
+    last = 0
+    for m in _NULS.finditer(data):
+        start = max(data.rfind(b"\n", 0, m.start()) + 1, last)
+        spans.append((start, m.start(), m.end()))
+        last = m.end()
+    return spans
+
+
+def _without(data: bytes, spans) -> bytes:
+    if not spans:
+        return data
+    parts, last = [], 0
+    for start, _, end in spans:
+        parts.append(data[last:start])
+        last = end
+    parts.append(data[last:])
+    return b"".join(parts)
+
+
+def _looks_binary(head: bytes) -> bool:
+    """Control bytes other than whitespace, or NULs scattered rather than in
+    the few long runs a crash leaves, in more than 1 % of the head."""
+    if not head:
+        return False
+    runs = head.count(b"\0") and len(_NULS.findall(head))
+    controls = len(head) - len(head.translate(None, _CONTROL_BYTES))
+    return runs > 16 or (controls > 8 and controls * 100 > len(head))
+
+
+_CONTROL_BYTES = bytes(b for b in range(32) if b not in b"\t\n\r\x1b\0") + b"\x7f"
 
 
 def read_records(path: str | Path, fmt: str = "auto") -> list[LogRecord]:

@@ -1,4 +1,4 @@
-"""Line formats of saved logs: how to find the message text in a line.
+"""Line formats of saved logs: how to find the message text, its time and its host in a line.
 
 Each format turns one line (kmsg: one record with its dictionary lines) into
 a :class:`~peripety.record.LogRecord`, or None when the line is not in that
@@ -20,20 +20,29 @@ from ..record import KERNEL_FACILITY, LogRecord
 
 SOURCE = "file"
 
-# dmesg:  "[  123.456789] text", "[Tue Nov 25 03:44:01 2025] text", "text";
+# dmesg:  "[  123.456789] text", "[Tue Nov 25 03:44:01 2025] text" (-T),
+# "2025-11-25T03:44:01,123456+00:00 text" (--time-format iso), "text";
 # with CONFIG_PRINTK_CALLER dmesg adds "[  T123] " after the stamp.
 _DMESG_STAMP = re.compile(r"\[ *(\d+)\.(\d+)\] (?:\[ *[TC]\d+\] )?")
 _DMESG_CTIME = re.compile(r"\[([A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4})\] (?:\[ *[TC]\d+\] )?")
+_DMESG_ISO = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:,\d+)?[+-]\d\d:?\d\d) (?:\[ *[TC]\d+\] )?")
 # dmesg -r:  "<3>[  123.456789] text" or "<3>text" (printk.time=0)
 _DMESG_RAW = re.compile(r"<(\d+)>(?:\[ *(\d+)\.(\d+)\] )?(?:\[ *[TC]\d+\] )?")
 # /dev/kmsg: "3,123,456789,-;text" (dictionary lines follow, indented by one space)
 _KMSG_HEAD = re.compile(r"\d+,\d+,\d+,[^;\n]*;")
-# syslog / journalctl short, short-precise, short-iso, RFC 3339 (rsyslog)
+# syslog / journalctl short, short-precise, short-iso[-precise], short-full,
+# short-monotonic; RFC 3339 (rsyslog). The host is the logging host.
 _SYSLOG = re.compile(
-    r"(?P<ts>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d(?:\.\d+)?"
+    r"(?:(?P<ts>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d(?:\.\d+)?"
     r"|\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?)"
-    r" (?P<host>\S+) (?P<prog>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: ?(?P<text>.*)"
+    r"|(?P<full>[A-Z][a-z]{2} \d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)? (?:[A-Za-z]\w*|[+-]\d\d(?:\d\d)?))"
+    r"|\[ *(?P<mono_s>\d+)\.(?P<mono_f>\d+)\])"
+    r" (?P<host>\S+) (?P<prog>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: ?(?P<text>.*)",
+    re.DOTALL,  # journalctl prints a multi-line message's other lines indented
 )
+# A dmesg line can look like "[stamp] word word: text" too; journalctl -o
+# short-monotonic is told apart by its program field: "kernel:" or "name[pid]:".
+_SYSLOG_MONOTONIC = re.compile(r"\[ *\d+\.\d+\] \S+ (?:kernel|[^\s\[:]+\[\d+\]): ")
 _KERNEL_STAMP = re.compile(r"\[ *(\d+)\.(\d+)\] ")
 
 
@@ -57,11 +66,15 @@ def parse_dmesg(line: str) -> LogRecord:
         return LogRecord(line[m.end():], SOURCE, kernel_usec=_usec(m.group(1), m.group(2)))
     m = _DMESG_CTIME.match(line)
     if m:
-        try:
-            wall = _dt.datetime.strptime(m.group(1), "%a %b %d %H:%M:%S %Y").astimezone()
-        except ValueError:
-            wall = None
-        return LogRecord(line[m.end():], SOURCE, wallclock=wall)
+        return LogRecord(line[m.end():], SOURCE, wallclock=_ctime(m.group(1)))
+    if line[:1].isdigit():
+        m = _DMESG_ISO.match(line)
+        if m:
+            try:
+                wall = _dt.datetime.fromisoformat(m.group(1))
+            except ValueError:
+                wall = None
+            return LogRecord(line[m.end():], SOURCE, wallclock=wall)
     return LogRecord(line, SOURCE)
 
 
@@ -104,37 +117,96 @@ def _parse_plain_kmsg(block: str) -> LogRecord | None:
 
 
 def parse_syslog(line: str) -> LogRecord | None:
-    m = _SYSLOG.match(line)
+    m = _SYSLOG.match(_join_continuation(line))
     if not m:
         return None
-    text, prog = m.group("text"), m.group("prog")
-    wall = _syslog_time(m.group("ts"))
+    text, prog, host = m.group("text"), m.group("prog"), m.group("host")
+    usec = None
+    if m.group("ts") is not None:
+        wall = _syslog_time(m.group("ts"))
+    elif m.group("full") is not None:
+        wall = _full_time(m.group("full"))
+    else:  # journalctl -o short-monotonic: the boot's clock only
+        wall = None
+        usec = _usec(m.group("mono_s"), m.group("mono_f"))
     # The kernel has no pid: "kernel[123]:" is a program that named itself kernel.
     if prog != "kernel" or m.group("pid") is not None:
-        return LogRecord(text, SOURCE, trusted_kernel=False, wallclock=wall, identifier=prog)
-    usec = None
+        return LogRecord(text, SOURCE, trusted_kernel=False, kernel_usec=usec, wallclock=wall,
+                         identifier=prog, hostname=host)
     stamp = _KERNEL_STAMP.match(text)
     if stamp:
         usec = _usec(stamp.group(1), stamp.group(2))
         text = text[stamp.end():]
-    return LogRecord(text, SOURCE, kernel_usec=usec, wallclock=wall, facility=KERNEL_FACILITY)
+    return LogRecord(text, SOURCE, kernel_usec=usec, wallclock=wall, facility=KERNEL_FACILITY,
+                     hostname=host)
+
+
+def _full_time(text: str) -> _dt.datetime | None:
+    """journalctl -o short-full: "Tue 2025-11-25 03:44:01 UTC" (the zone is
+    an abbreviation: only UTC/GMT and this system's own are unambiguous)."""
+    stamp, _, zone = text[4:].rpartition(" ")
+    try:
+        ts = _dt.datetime.fromisoformat(stamp)
+    except ValueError:
+        return None
+    if zone in ("UTC", "GMT", "Z"):
+        return ts.replace(tzinfo=_dt.timezone.utc)
+    if zone[0] in "+-":  # a zone with no abbreviation: "+05", "-0330"
+        minutes = int(zone[1:3]) * 60 + int(zone[3:5] or 0)
+        return ts.replace(tzinfo=_dt.timezone(_dt.timedelta(minutes=-minutes if zone[0] == "-" else minutes)))
+    local = ts.astimezone()
+    return local if local.tzname() == zone else None
+
+
+_MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
+                                         "Nov", "Dec"), 1)}
+_last_stamp: tuple[str, _dt.datetime | None] = ("", None)
+"""The last stamp read and its time: a log's lines share their second."""
 
 
 def _syslog_time(text: str) -> _dt.datetime | None:
-    if text[0].isdigit():
-        try:
-            ts = _dt.datetime.fromisoformat(text)
-        except ValueError:
-            return None
-        return ts if ts.tzinfo else ts.astimezone()
-    # BSD syslog has no year: take the latest year that does not put the line in the future.
-    today = _dt.datetime.now()
-    fmt = "%Y %b %d %H:%M:%S.%f" if "." in text else "%Y %b %d %H:%M:%S"
+    global _last_stamp
+    if text == _last_stamp[0]:
+        return _last_stamp[1]
+    ts = _iso_time(text) if text[0].isdigit() else _bsd_time(text)
+    _last_stamp = (text, ts)
+    return ts
+
+
+def _ctime(text: str) -> _dt.datetime | None:
+    """dmesg -T: "Tue Nov 25 03:44:01 2025", local time."""
+    global _last_stamp
+    if text == _last_stamp[0]:
+        return _last_stamp[1]
     try:
-        ts = _dt.datetime.strptime(f"{today.year} {text}", fmt)
+        ts = _dt.datetime(int(text[20:24]), _MONTHS[text[4:7]], int(text[8:10]), int(text[11:13]),
+                          int(text[14:16]), int(text[17:19])).astimezone()
+    except (KeyError, ValueError):
+        ts = None
+    _last_stamp = (text, ts)
+    return ts
+
+
+def _iso_time(text: str) -> _dt.datetime | None:
+    try:
+        ts = _dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return ts if ts.tzinfo else ts.astimezone()
+
+
+def _bsd_time(text: str) -> _dt.datetime | None:
+    """"Nov 25 03:44:01[.123456]", local time. BSD syslog has no year: take
+    the latest year that does not put the line in the future."""
+    try:
+        month = _MONTHS[text[:3]]
+        day, hour, minute, second = int(text[4:6]), int(text[7:9]), int(text[10:12]), int(text[13:15])
+        micro = int((text[16:] + "000000")[:6]) if len(text) > 16 else 0
+        today = _dt.datetime.now()
+        ts = _dt.datetime(today.year, month, day, hour, minute, second, micro)
         if ts > today + _dt.timedelta(days=1):
             ts = ts.replace(year=today.year - 1)
-    except ValueError:  # Feb 29 outside a leap year
+    except (KeyError, ValueError):  # Feb 29 outside a leap year
         return None
     return ts.astimezone()
 
@@ -153,31 +225,43 @@ def parse_journal_json(line: str) -> LogRecord | None:
     text = _journal_text(entry.get("MESSAGE"))
     if text is None:
         return None
+    # When the sender logged it where journald kept that, else when journald
+    # got it: the time journalctl itself shows.
     wall = None
-    realtime = entry.get("__REALTIME_TIMESTAMP")
-    if isinstance(realtime, str) and realtime.isdigit():
-        wall = _dt.datetime.fromtimestamp(int(realtime) / 1_000_000).astimezone()
+    realtime = _digits(entry.get("_SOURCE_REALTIME_TIMESTAMP")) or _digits(entry.get("__REALTIME_TIMESTAMP"))
+    if realtime is not None:
+        wall = _dt.datetime.fromtimestamp(realtime // 1_000_000, _dt.timezone.utc).replace(
+            microsecond=realtime % 1_000_000)
+    host = _journal_text(entry.get("_HOSTNAME"))
+    # The kernel's own stamp where journald kept it, else when journald got
+    # the entry: both on the boot's monotonic clock.
+    usec = _digits(entry.get("_SOURCE_MONOTONIC_TIMESTAMP")) or _digits(entry.get("__MONOTONIC_TIMESTAMP"))
     if entry.get("_TRANSPORT") == "kernel" and entry.get("SYSLOG_FACILITY", "0") == "0":
-        usec = entry.get("_SOURCE_MONOTONIC_TIMESTAMP")
         return LogRecord(
             text,
             SOURCE,
-            kernel_usec=int(usec) if isinstance(usec, str) and usec.isdigit() else None,
+            kernel_usec=usec,
             wallclock=wall,
             facility=KERNEL_FACILITY,
             subsystem=_journal_text(entry.get("_KERNEL_SUBSYSTEM")),
             device=_journal_text(entry.get("_KERNEL_DEVICE")),
+            hostname=host,
         )
     ident = _journal_text(entry.get("SYSLOG_IDENTIFIER")) or _journal_text(entry.get("_COMM"))
-    facility = entry.get("SYSLOG_FACILITY")
     return LogRecord(
         text,
         SOURCE,
         trusted_kernel=False,
+        kernel_usec=usec,
         wallclock=wall,
         identifier=ident,
-        facility=int(facility) if isinstance(facility, str) and facility.isdigit() else None,
+        facility=_digits(entry.get("SYSLOG_FACILITY")),
+        hostname=host,
     )
+
+
+def _digits(value) -> int | None:
+    return int(value) if isinstance(value, str) and value.isdigit() else None
 
 
 def _journal_text(value) -> str | None:
@@ -200,8 +284,13 @@ class LogFormat:
     dictionary lines, dmesg's indented lines of a multi-line message)."""
 
 
+def iso_stamped(line: str) -> bool:
+    """Is this a ``dmesg --time-format iso`` line?"""
+    return bool(_DMESG_ISO.match(line))
+
+
 def _looks_like_dmesg(line: str) -> bool:
-    return bool(_DMESG_STAMP.match(line) or _DMESG_CTIME.match(line))
+    return bool(_DMESG_STAMP.match(line) or _DMESG_CTIME.match(line) or _DMESG_ISO.match(line))
 
 
 def _looks_like_kmsg(line: str) -> bool:
@@ -213,6 +302,8 @@ def _looks_like_json(line: str) -> bool:
 
 
 def _looks_like_syslog(line: str) -> bool:
+    if line.startswith("["):
+        return bool(_SYSLOG_MONOTONIC.match(line))
     return bool(_SYSLOG.match(line))
 
 
@@ -221,11 +312,26 @@ def _looks_like_syslog(line: str) -> bool:
 FORMATS: dict[str, LogFormat] = {
     "journal-json": LogFormat("journal-json", parse_journal_json, _looks_like_json),
     "kmsg": LogFormat("kmsg", parse_kmsg, _looks_like_kmsg, multiline=True),
-    "syslog": LogFormat("syslog", parse_syslog, _looks_like_syslog),
+    "syslog": LogFormat("syslog", parse_syslog, _looks_like_syslog, multiline=True),
     "dmesg": LogFormat("dmesg", parse_dmesg, _looks_like_dmesg, multiline=True),
 }
 
 FORMAT_NAMES = tuple(sorted(FORMATS))
+
+
+FORMAT_SHAPES = {
+    "dmesg": "dmesg, dmesg -T, dmesg --time-format iso",
+    "kmsg": "dmesg -r, /dev/kmsg records",
+    "syslog": "/var/log/messages, kern.log, journalctl -o short, short-precise, short-iso, "
+              "short-full, short-monotonic",
+    "journal-json": "journalctl -o json",
+}
+
+
+def format_list() -> str:
+    """The formats known, for messages about input that fits none."""
+    return "Formats known: " + "; ".join(f"{n} ({FORMAT_SHAPES[n]})" for n in FORMAT_NAMES) + \
+        "; gzip, xz or bzip2 compressed alike."
 
 
 def detect_format(lines: list[str]) -> str | None:

@@ -120,7 +120,7 @@ def _render_part(span: tuple[int, int]) -> Part:
             data = f.read(end - start)
     except OSError as exc:
         raise LogFormatError(f"{name}: cannot read: {exc.strerror}") from None
-    part = LogFile.part(io.BytesIO(data), name, fmt_name)
+    part = LogFile.part(io.BytesIO(data), name, fmt_name, start)
     text = "".join(render(part))
     return Part(text.encode(encoding, errors), part.stats)
 
@@ -129,6 +129,11 @@ def merge_stats(total: LogFileStats, part: LogFileStats) -> None:
     """Add a later part's counts; its line numbers start at total.lines + 1."""
     if part.first_malformed_line is not None and total.first_malformed_line is None:
         total.first_malformed_line = total.lines + part.first_malformed_line
+    for line, offset, what in part.problems:
+        total.add_problem((None if line is None else total.lines + line, offset), what)
+    total.problem_count += part.problem_count - len(part.problems)
     total.lines += part.lines
     total.matched += part.matched
     total.malformed += part.malformed
+    total.records += part.records
+    total.records_known = total.records_known and part.records_known

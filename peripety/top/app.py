@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
+import logging
 import os
 import select
 import signal
@@ -22,12 +23,17 @@ from typing import Callable
 from rich.console import Console
 from rich.live import Live
 
+from ..errors import PeripetyError
 from ..event import now as wall_clock
 from .controller import handle_key
+from .fmt import UNICODE, Glyphs
 from .keys import KeyReader
 from .model import DEFAULT_STATUS_PATH, TopModel, read_daemon_status
-from .panels import live_frame, once_frame
+from .panels import HEADER_LINES, FOOTER_LINES, PANEL_CHROME, live_frame, once_frame
+from .state import StateSampler
 
+
+log = logging.getLogger("peripety.top.app")
 
 MIN_REDRAW_INTERVAL = 0.5
 TICK = 1.0
@@ -35,6 +41,8 @@ TICK = 1.0
 POLL_INTERVAL = 0.25
 """How often to ask a follower that has no file descriptor."""
 STATUS_INTERVAL = 5.0
+STATE_INTERVAL = 2.0
+"""Default seconds between live-state samples (/proc/diskstats, sysfs)."""
 
 
 def store_label(store) -> str:
@@ -52,15 +60,45 @@ def seed(store, flt, since: _dt.datetime, status_path=DEFAULT_STATUS_PATH, hostn
     model = TopModel(hostname or socket.gethostname(), store_label(store), read_daemon_status(status_path))
     follower = store.follow(dataclasses.replace(flt, limit=None))
     try:
-        model.ingest(store.query(dataclasses.replace(flt, since=since, limit=None)))
+        reload_from_store(model, store, flt, since)
     except BaseException:
         follower.close()
         raise
+    model.lookup = lambda event_id: _lookup(store, event_id)
     return model, follower
 
 
-def render_once(model: TopModel, console: Console, now: _dt.datetime) -> None:
-    console.print(once_frame(model, now, console.width))
+def reload_from_store(model: TopModel, store, flt, since: _dt.datetime) -> None:
+    """(Re)read the history since ``since`` from the store through the
+    model's current filter: a new filter sees every stored event, not just
+    those that happened to be on screen."""
+    model.reset()
+    model.ingest(store.query(dataclasses.replace(flt, since=since, limit=None)))
+    note_untrusted(model, store)
+
+
+def note_untrusted(model: TopModel, store, follower=None) -> None:
+    """Readers that skip entries not written by peripetyd count them in
+    ``untrusted_skipped``; older readers do not, and then nothing is shown."""
+    counts = [getattr(obj, "untrusted_skipped", None) for obj in (store, follower) if obj is not None]
+    counts = [c for c in counts if isinstance(c, int)]
+    model.untrusted_skipped = sum(counts) if counts else None
+
+
+def _lookup(store, event_id: str):
+    """An event by id for the root-cause chain, when the model no longer holds it."""
+    from ..stores import EventFilter
+
+    try:
+        found = list(store.query(EventFilter(event_ids=(event_id,), limit=1)))
+    except PeripetyError as exc:  # shown as "not found" in the detail view; the view goes on
+        log.warning("looking up root cause %s: %s", event_id, exc)
+        return None
+    return found[0] if found else None
+
+
+def render_once(model: TopModel, console: Console, now: _dt.datetime, glyphs: Glyphs = UNICODE) -> None:
+    console.print(once_frame(model, now, console.width, glyphs=glyphs))
 
 
 class _SignalWakeup:
@@ -94,6 +132,26 @@ def _exit_on_signal(signum, frame):
     raise SystemExit(128 + signum)
 
 
+@dataclasses.dataclass
+class Refresher:
+    """What the loop re-reads besides the follower: the store (after a new
+    filter), the daemon status and the live device state."""
+
+    store: object = None
+    flt: object = None
+    since: _dt.datetime | None = None
+    sampler: StateSampler | None = None
+    state_interval: float = STATE_INTERVAL
+
+    def requery(self, model: TopModel) -> None:
+        if self.store is not None and self.flt is not None and self.since is not None:
+            reload_from_store(model, self.store, self.flt, self.since)
+
+    def sample(self, model: TopModel) -> None:
+        if self.sampler is not None:
+            model.update_state(self.sampler.sample(time.monotonic()))
+
+
 def run_live(
     model: TopModel,
     follower,
@@ -101,29 +159,40 @@ def run_live(
     status_path=DEFAULT_STATUS_PATH,
     clock: Callable[[], _dt.datetime] = wall_clock,
     stdin_fd: int = 0,
+    refresher: Refresher | None = None,
+    glyphs: Glyphs = UNICODE,
 ) -> None:
     """Show the live view until ``q`` (or Ctrl-C); the terminal is restored
     however this returns."""
+    refresher = refresher or Refresher()
 
     def frame():
         when = model.view.paused_at or clock()
-        return live_frame(model, when, console.width, console.height)
+        return live_frame(model, when, console.width, console.height, glyphs)
 
     try:
         with _SignalWakeup() as wakeup, KeyReader(stdin_fd) as keys:
             live = Live(console=console, screen=True, auto_refresh=False, get_renderable=frame)
             with live:
-                _loop(model, follower, live, keys, wakeup, status_path, clock)
+                _loop(model, follower, live, keys, wakeup, status_path, clock, refresher)
     except KeyboardInterrupt:
         pass
 
 
-def _loop(model, follower, live, keys, wakeup, status_path, clock) -> None:
+def _page(live) -> int:
+    """Rows in half the body: what PgUp/PgDn move."""
+    height = live.console.height
+    return max(1, (height - HEADER_LINES - FOOTER_LINES) // 2 - PANEL_CHROME)
+
+
+def _loop(model, follower, live, keys, wakeup, status_path, clock, refresher) -> None:
     key_fd, follow_fd = keys.fileno(), follower.fileno()
     fds = [fd for fd in (wakeup.read_fd, key_fd, follow_fd) if fd is not None]
+    refresher.sample(model)
     live.refresh()
     last_draw = time.monotonic()
     next_status = last_draw + STATUS_INTERVAL
+    next_state = last_draw + refresher.state_interval
     dirty = False
     while not model.view.quit:
         wait = (MIN_REDRAW_INTERVAL if dirty else TICK) - (time.monotonic() - last_draw)
@@ -136,17 +205,25 @@ def _loop(model, follower, live, keys, wakeup, status_path, clock) -> None:
             draw_now = True
         if key_fd is not None and key_fd in ready:
             for key in keys.read():
-                handle_key(model, key, clock())
+                handle_key(model, key, clock(), _page(live))
+            if model.view.requery:
+                model.view.requery = False
+                refresher.requery(model)
             draw_now = True
         if follow_fd is None or follow_fd in ready:
             events = follower.read()
             if events:
                 model.offer(events)
                 dirty = True
+            note_untrusted(model, refresher.store, follower)
         elapsed = time.monotonic() - last_draw
         if time.monotonic() >= next_status:
             model.daemon = read_daemon_status(status_path)
             next_status = time.monotonic() + STATUS_INTERVAL
+        if time.monotonic() >= next_state and not model.view.paused:
+            refresher.sample(model)
+            next_state = time.monotonic() + refresher.state_interval
+            dirty = True
         if model.view.quit:
             break
         if draw_now or (dirty and elapsed >= MIN_REDRAW_INTERVAL) or (elapsed >= TICK and not model.view.paused):

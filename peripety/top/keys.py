@@ -12,7 +12,8 @@ import tty
 
 
 UP, DOWN, LEFT, RIGHT = "up", "down", "left", "right"
-ENTER, ESCAPE, BACKSPACE = "enter", "escape", "backspace"
+ENTER, ESCAPE, BACKSPACE, TAB = "enter", "escape", "backspace", "tab"
+PAGE_UP, PAGE_DOWN, HOME, END = "pageup", "pagedown", "home", "end"
 
 # Normal and application cursor-key modes both occur (tmux, ssh, screen).
 _SEQUENCES = {
@@ -24,8 +25,18 @@ _SEQUENCES = {
     b"\x1bOB": DOWN,
     b"\x1bOC": RIGHT,
     b"\x1bOD": LEFT,
+    b"\x1b[H": HOME,
+    b"\x1b[F": END,
+    b"\x1bOH": HOME,
+    b"\x1bOF": END,
+    b"\x1b[1~": HOME,
+    b"\x1b[4~": END,
+    b"\x1b[7~": HOME,
+    b"\x1b[8~": END,
+    b"\x1b[5~": PAGE_UP,
+    b"\x1b[6~": PAGE_DOWN,
 }
-_SINGLE = {b"\r": ENTER, b"\n": ENTER, b"\x7f": BACKSPACE, b"\x08": BACKSPACE, b"\x1b": ESCAPE}
+_SINGLE = {b"\r": ENTER, b"\n": ENTER, b"\x7f": BACKSPACE, b"\x08": BACKSPACE, b"\x1b": ESCAPE, b"\t": TAB}
 
 
 def decode_keys(data: bytes) -> list[str]:
@@ -35,15 +46,14 @@ def decode_keys(data: bytes) -> list[str]:
     i = 0
     while i < len(data):
         if data[i : i + 1] == b"\x1b" and i + 1 < len(data) and data[i + 1 : i + 2] in (b"[", b"O"):
-            seq = data[i : i + 3]
-            if seq in _SEQUENCES:
-                keys.append(_SEQUENCES[seq])
-                i += 3
-                continue
-            # Skip an unknown CSI sequence (F-keys, PgUp ...): up to its final byte.
+            # A whole sequence runs up to its final byte (0x40-0x7E); SS3 (ESC O) is one byte long.
             j = i + 2
-            while j < len(data) and not (0x40 <= data[j] <= 0x7E):
-                j += 1
+            if data[i + 1 : i + 2] == b"[":
+                while j < len(data) and not (0x40 <= data[j] <= 0x7E):
+                    j += 1
+            seq = data[i : j + 1]
+            if seq in _SEQUENCES:  # unknown ones (F-keys ...) are dropped
+                keys.append(_SEQUENCES[seq])
             i = j + 1
             continue
         byte = data[i : i + 1]

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from ..event import Severity, StorageEvent
+from .state import DeviceState
 
 log = logging.getLogger("peripety.top.model")
 
@@ -44,6 +45,11 @@ SEEN_LIMIT = 100_000
 # Events held while paused; beyond this they are folded into the statistics
 # anyway so a long pause cannot exhaust memory.
 PENDING_LIMIT = 20_000
+# Events kept by id for the detail view's root-cause chain.
+BY_ID_LIMIT = 20_000
+# Shown in the device list (they refresh a device's identity) but never in
+# the event pane: the daemon dumps one per device at start.
+BLK_INFO_TYPE = "PERIPETY_BLK_INFO"
 
 
 def bucket_index(severity: Severity) -> int:
@@ -91,6 +97,11 @@ class DaemonStatus:
     sources: tuple[str, ...] = ()
     bpf_attached: tuple[str, ...] = ()
     bpf_skipped: dict[str, str] = field(default_factory=dict)
+    store_ok: bool | None = None
+    """Whether the daemon's last write to its store worked; None: not reported."""
+    store_error: str | None = None
+    spool_depth: int | None = None
+    """Events waiting in the on-disk spool for the store to come back."""
 
 
 def _pid_alive(pid: int) -> bool:
@@ -132,6 +143,9 @@ def read_daemon_status(path: str | os.PathLike = DEFAULT_STATUS_PATH) -> DaemonS
         sources=tuple(str(s) for s in data.get("sources") or ()),
         bpf_attached=tuple(str(s) for s in bpf.get("attached") or ()),
         bpf_skipped={str(k): str(v) for k, v in skipped.items()},
+        store_ok=data["store_ok"] if isinstance(data.get("store_ok"), bool) else None,
+        store_error=str(data["store_error"]) if data.get("store_error") else None,
+        spool_depth=data["spool_depth"] if isinstance(data.get("spool_depth"), int) else None,
     )
 
 
@@ -158,6 +172,52 @@ class DeviceStats:
     """Error (and worse) occurrences per SLOT_SECONDS slot (epoch // SLOT)."""
     event_types: set[str] = field(default_factory=set)
     recent: deque = field(default_factory=lambda: deque(maxlen=DEVICE_RECENT_LIMIT))
+    names: list[str] = field(default_factory=list)
+    """Every path this identity was seen under, oldest first (the last is current)."""
+    kernel_name: str = ""
+    """Current kernel name (sdb, dm-0): where its live state is read."""
+    mounted_at: _dt.datetime | None = None
+    shutdown_at: _dt.datetime | None = None
+    remounted_ro_at: _dt.datetime | None = None
+    state: DeviceState | None = None
+
+    @property
+    def earlier_names(self) -> list[str]:
+        current = self.path or self.kdev
+        return [n for n in self.names if n != current]
+
+    @property
+    def fs_shutdown(self) -> bool:
+        """An FS_SHUTDOWN newer than the last mount (XFS has no sysfs flag for it)."""
+        return self.shutdown_at is not None and (self.mounted_at is None or self.shutdown_at > self.mounted_at)
+
+    @property
+    def fs_read_only_by_event(self) -> bool:
+        """An FS_REMOUNT_READ_ONLY newer than the last mount. On Linux
+        6.6-6.14 ext4's errors=remount-ro sets only its own flag: neither
+        ``ro`` nor ``emergency_ro`` shows in /proc/self/mountinfo."""
+        return self.remounted_ro_at is not None and (self.mounted_at is None or self.remounted_ro_at > self.mounted_at)
+
+    @property
+    def state_summary(self) -> str:
+        parts = [self.state.summary()] if self.state is not None else []
+        mount_ro = self.state is not None and self.state.mount is not None and self.state.mount.read_only
+        if self.fs_read_only_by_event and not mount_ro:
+            parts.insert(0, "ro")
+        mount_down = self.state is not None and self.state.mount is not None and self.state.mount.shut_down
+        if self.fs_shutdown and not mount_down:
+            parts.append("shutdown")
+        return " ".join(p for p in parts if p)
+
+    @property
+    def alarming(self) -> bool:
+        return (self.fs_shutdown or self.fs_read_only_by_event
+                or (self.state is not None and self.state.alarming))
+
+    @property
+    def rank(self) -> Severity:
+        """Worst severity, with an alarming live state counted as an Error."""
+        return min(self.worst, Severity.Error) if self.alarming else self.worst
 
     @property
     def total(self) -> int:
@@ -176,7 +236,7 @@ class DeviceStats:
         return [sum(raw[i : i + per_cell]) for i in range(0, len(raw), per_cell)]
 
     def matches(self, text: str) -> bool:
-        hay = (self.path, self.kdev, self.wwid, self.blk_type, self.mount_point, *self.event_types)
+        hay = (self.path, self.kdev, self.wwid, self.blk_type, self.mount_point, *self.names, *self.event_types)
         return any(text in value.lower() for value in hay if value)
 
 
@@ -191,6 +251,15 @@ def device_identity(event: StorageEvent) -> tuple[str, str, str]:
         path = "/dev/" + kdev
     key = (info.wwid if info is not None and info.wwid else "") or kdev or path
     return key, kdev, path or kdev
+
+
+def kernel_name_of(event: StorageEvent) -> str:
+    """sdb, dm-0, loop3: the name under /sys/block and /proc/diskstats."""
+    info = event.cur_blk_info
+    if info is not None and info.blk_path.startswith("/dev/") and info.blk_path.count("/") == 2:
+        return info.blk_path[5:]
+    kdev = event.kdev or ""
+    return kdev if kdev and "/" not in kdev and ":" not in kdev else ""
 
 
 def event_matches(event: StorageEvent, text: str) -> bool:
@@ -226,6 +295,18 @@ class ViewState:
     prompt: str | None = None
     """Text typed so far at the filter prompt; None when no prompt is open."""
     quit: bool = False
+    focus: str = "devices"
+    """Pane the arrow keys move in: "devices" or "events"."""
+    event_cursor: int = 0
+    """Highlighted event in the event pane, 0 = newest."""
+    help: bool = False
+    detail_event_id: str | None = None
+    """Event shown full-screen (Enter in the event pane); None: no detail view."""
+    detail_offset: int = 0
+    show_names: bool = False
+    """Show the earlier names of each device identity."""
+    requery: bool = False
+    """The filter changed: the app reloads the model from the store."""
 
     @property
     def paused(self) -> bool:
@@ -254,6 +335,30 @@ class TopModel:
         self.pending: list[StorageEvent] = []
         self._per_second: Counter = Counter()
         self._seen: OrderedDict[str, int] = OrderedDict()
+        self.by_id: OrderedDict[str, StorageEvent] = OrderedDict()
+        self.states: dict[str, DeviceState] = {}
+        self.state_rows: dict[str, DeviceStats] = {}
+        self.state_only_rows = True
+        """List devices that have no events but a notable state (off when the view is filtered)."""
+        self.untrusted_skipped: int | None = None
+        """Store entries skipped as not written by peripetyd (when the reader counts them)."""
+        self.lookup = None
+        """Optional callable(event_id) -> StorageEvent | None for events not held here."""
+
+    def reset(self) -> None:
+        """Forget every event (a new filter reloads them from the store); keep the view and state."""
+        self.devices.clear()
+        self.recent.clear()
+        self.totals = [0] * len(SEVERITY_BUCKETS)
+        self.pending = []
+        self._per_second.clear()
+        self._seen.clear()
+        self.by_id.clear()
+        self.update_state(self.states)
+
+    def accepts(self, event: StorageEvent) -> bool:
+        text = self.view.filter_text.lower()
+        return not text or event_matches(event, text)
 
     # -- feeding -------------------------------------------------------------
     def offer(self, events: Iterable[StorageEvent]) -> int:
@@ -270,6 +375,11 @@ class TopModel:
         """Fold events into the statistics; returns how many changed anything."""
         changed = 0
         for event in events:
+            if not self.accepts(event):
+                continue
+            if event.event_type == BLK_INFO_TYPE:
+                self._note_identity(event)
+                continue
             added = self._new_occurrences(event)
             if added > 0:
                 self._count(event, added)
@@ -289,6 +399,12 @@ class TopModel:
             self._seen.popitem(last=False)
         return count - (before or 0)
 
+    def _note_identity(self, event: StorageEvent) -> None:
+        key, kdev, path = device_identity(event)
+        stats = self.devices.get(key)
+        if stats is not None and path and path not in stats.names:
+            stats.names.append(path)
+
     def _replace_recent(self, event: StorageEvent) -> None:
         for queue in (self.recent, *(d.recent for d in self.devices.values())):
             for index, old in enumerate(queue):
@@ -301,6 +417,10 @@ class TopModel:
         bucket = bucket_index(event.severity)
         self.totals[bucket] += added
         self.recent.append(event)
+        self.by_id[event.event_id] = event
+        self.by_id.move_to_end(event.event_id)
+        if len(self.by_id) > BY_ID_LIMIT:
+            self.by_id.popitem(last=False)
         for second, amount in spread(event, added, 1, 2 * RATE_WINDOW_SECONDS).items():
             self._per_second[second] += amount
         if len(self._per_second) > 4 * RATE_WINDOW_SECONDS:
@@ -315,7 +435,10 @@ class TopModel:
         stats = self.devices.get(key)
         if stats is None:
             stats = self.devices[key] = DeviceStats(key=key)
+            stats.state = self.states.get(kernel_name_of(event))
         info = event.cur_blk_info
+        if path and path not in stats.names:
+            stats.names.append(path)
         newest = stats.last_seen is None or when >= stats.last_seen
         # Identity fields follow the newest event: a device gets mounted,
         # renamed or gains a holder over time.
@@ -330,6 +453,16 @@ class TopModel:
             stats.mount_point = mount or stats.mount_point
             stats.last_event_type = event.event_type
             stats.last_seen = when
+            stats.kernel_name = kernel_name_of(event) or stats.kernel_name
+            if path in stats.names:  # the current name goes last
+                stats.names.remove(path)
+                stats.names.append(path)
+        if event.event_type == "FS_MOUNTED":
+            stats.mounted_at = max(stats.mounted_at or when, when)
+        elif event.event_type == "FS_SHUTDOWN":
+            stats.shutdown_at = max(stats.shutdown_at or when, when)
+        elif event.event_type == "FS_REMOUNT_READ_ONLY":
+            stats.remounted_ro_at = max(stats.remounted_ro_at or when, when)
         stats.counts[bucket] += added
         stats.worst = min(stats.worst, event.severity)
         stats.event_types.add(event.event_type)
@@ -349,11 +482,36 @@ class TopModel:
         total = sum(n for s, n in self._per_second.items() if end - RATE_WINDOW_SECONDS < s <= end)
         return total / RATE_WINDOW_SECONDS
 
+    def update_state(self, states: dict[str, DeviceState]) -> None:
+        """Attach live state to the devices by current kernel name; devices
+        with no events but a notable state (I/O, an md array, a multipath
+        map, a problem) get a row of their own."""
+        self.states = states
+        claimed = set()
+        for stats in self.devices.values():
+            stats.state = states.get(stats.kernel_name) if stats.kernel_name else None
+            if stats.kernel_name:
+                claimed.add(stats.kernel_name)
+        rows: dict[str, DeviceStats] = {}
+        for name, state in states.items():
+            if name in claimed or not state.notable or not self.state_only_rows:
+                continue
+            path = "/dev/" + name
+            if state.multipath is not None:
+                path = "/dev/mapper/" + state.multipath.map_name
+            mount = state.mount.mount_point if state.mount is not None else ""
+            rows["kdev:" + name] = DeviceStats(key="kdev:" + name, kdev=name, path=path, kernel_name=name,
+                                               mount_point=mount, names=[path], state=state)
+        self.state_rows = rows
+
+    def all_devices(self) -> dict[str, DeviceStats]:
+        return {**self.state_rows, **self.devices}
+
     def device_rows(self) -> list[DeviceRow]:
         """Devices to list, in order: sorted roots, each followed by the
         devices stacked on it (a filesystem's LV under its failing disk)."""
         text = self.view.filter_text.lower()
-        shown = {k: d for k, d in self.devices.items() if not text or d.matches(text)}
+        shown = {k: d for k, d in self.all_devices().items() if not text or d.matches(text)}
         children = _stack_children(shown)
         parented = {c for kids in children.values() for c in kids}
         roots = [k for k in shown if k not in parented]
@@ -375,14 +533,91 @@ class TopModel:
             place(key, 0)
         return rows
 
-    def visible_events(self, limit: int) -> list[StorageEvent]:
+    def visible_events(self, limit: int | None = None) -> list[StorageEvent]:
         """Newest first: the selected device's events, else all, filtered."""
         stats = self.devices.get(self.view.selected_key or "")
         source = stats.recent if stats is not None else self.recent
         text = self.view.filter_text.lower()
         events = [e for e in source if not text or event_matches(e, text)]
         events.sort(key=event_time, reverse=True)
-        return events[:limit]
+        return events if limit is None else events[:limit]
+
+    def cursor_event(self) -> StorageEvent | None:
+        events = self.visible_events()
+        if not events:
+            return None
+        return events[min(self.view.event_cursor, len(events) - 1)]
+
+    def find_event(self, event_id: str) -> StorageEvent | None:
+        event = self.by_id.get(event_id)
+        if event is None and self.lookup is not None:
+            event = self.lookup(event_id)
+        return event
+
+    def root_cause_chain(self, event: StorageEvent, limit: int = 10) -> list[StorageEvent | str]:
+        """The events ``event`` was caused by, nearest first; an id that is
+        not found is given as a string (the chain stops there)."""
+        chain: list[StorageEvent | str] = []
+        seen = {event.event_id}
+        cause = event.root_cause_event_id
+        while cause and cause not in seen and len(chain) < limit:
+            seen.add(cause)
+            found = self.find_event(cause)
+            if found is None:
+                chain.append(cause)
+                break
+            chain.append(found)
+            cause = found.root_cause_event_id
+        return chain
+
+    def to_dict(self, now: _dt.datetime, event_limit: int = 50) -> dict:
+        """The whole model for ``prpt top --once -J``."""
+        daemon = self.daemon
+        return {
+            "time": now.isoformat(),
+            "hostname": self.hostname,
+            "store": self.store_name,
+            "filter": self.view.filter_text or None,
+            "daemon": {
+                "running": daemon.running,
+                "reason": daemon.reason or None,
+                "pid": daemon.pid,
+                "started": daemon.started,
+                "sources": list(daemon.sources),
+                "bpf_attached": list(daemon.bpf_attached),
+                "bpf_skipped": dict(daemon.bpf_skipped),
+                "store_ok": daemon.store_ok,
+                "store_error": daemon.store_error,
+                "spool_depth": daemon.spool_depth,
+            },
+            "untrusted_skipped": self.untrusted_skipped,
+            "rate_per_second": round(self.rate(now), 3),
+            "totals": {name: total for (name, _), total in zip(SEVERITY_BUCKETS, self.totals)},
+            "devices": [_row_dict(row) for row in self.device_rows()],
+            "events": [e.to_dict() for e in self.visible_events(event_limit)],
+        }
+
+
+def _row_dict(row: DeviceRow) -> dict:
+    stats = row.stats
+    return {
+        "key": stats.key,
+        "name": stats.path or stats.kdev,
+        "earlier_names": stats.earlier_names,
+        "kernel_name": stats.kernel_name or None,
+        "wwid": stats.wwid or None,
+        "type": stats.blk_type or None,
+        "mount_point": stats.mount_point or None,
+        "depth": row.depth,
+        "counts": {name: count for (name, _), count in zip(SEVERITY_BUCKETS, stats.counts)},
+        "worst": stats.worst.name if stats.total else None,
+        "last_event_type": stats.last_event_type or None,
+        "last_seen": stats.last_seen.isoformat() if stats.last_seen else None,
+        "fs_shutdown": stats.fs_shutdown,
+        "fs_read_only_by_event": stats.fs_read_only_by_event,
+        "state": stats.state.to_dict() if stats.state is not None else None,
+        "state_summary": stats.state_summary,
+    }
 
 
 def _stack_children(shown: dict[str, DeviceStats]) -> dict[str, list[str]]:
@@ -397,7 +632,7 @@ def _stack_children(shown: dict[str, DeviceStats]) -> dict[str, list[str]]:
     for key, stats in shown.items():
         owners = [by_wwid[w] for w in stats.owners_wwids if w in by_wwid and by_wwid[w] != key]
         if owners:
-            parent = max(owners, key=lambda k: (len(shown[k].owners_wwids), -shown[k].worst, shown[k].errors, k))
+            parent = max(owners, key=lambda k: (len(shown[k].owners_wwids), -shown[k].rank, shown[k].errors, k))
             children.setdefault(parent, []).append(key)
     return children
 
@@ -416,7 +651,7 @@ def _sort_key(mode: SortMode, shown: dict[str, DeviceStats], children: dict[str,
         if mode is SortMode.WORST:
             # A disk whose stacked filesystem is worse still sorts by that.
             tree = subtree(key)
-            worst = min(d.worst for d in tree)
+            worst = min(d.rank for d in tree)
             errors = sum(d.errors for d in tree)
             return (int(worst), -errors, -last, stats.path)
         if mode is SortMode.RECENT:

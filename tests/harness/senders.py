@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import subprocess
 from pathlib import Path
@@ -46,3 +48,18 @@ def genuine_daemon_link(tmp_path: Path, name: str) -> Path:
     link.parent.mkdir(exist_ok=True)
     link.symlink_to(os.path.realpath(SYSTEM_PYTHON))
     return link
+
+
+@contextlib.contextmanager
+def comm_of_this_process(name: str = "peripetyd"):
+    """Run the block with this process's comm set to ``name`` (PR_SET_NAME),
+    so journald records entries it sends as ``_COMM=name``: how a test
+    writes events that readers accept as peripetyd's. Keep the block open
+    until the entries were read back: journald takes _COMM from /proc when
+    it handles each entry."""
+    old = Path("/proc/self/comm").read_text().strip()
+    ctypes.CDLL(None).prctl(15, name.encode(), 0, 0, 0)
+    try:
+        yield
+    finally:
+        ctypes.CDLL(None).prctl(15, old.encode(), 0, 0, 0)
