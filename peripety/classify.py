@@ -14,7 +14,7 @@ from json.encoder import encode_basestring as _json_str
 
 from .event import BlkInfo, Severity, StorageEvent, local_hostname, new_event_id, now
 from .event_json import fresh_event_json
-from .kmsg.clock import kernel_usec_to_wallclock
+from .sources.kmsg.clock import kernel_usec_to_wallclock
 from .record import LogRecord
 from .rules import Match
 

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from peripety.kmsg import KmsgReader, boot_id, kernel_usec_to_wallclock
+from peripety.sources.kmsg import KmsgReader, boot_id, kernel_usec_to_wallclock
 
 pytestmark = pytest.mark.root
 

@@ -19,7 +19,7 @@ import pytest
 
 from peripety.devices import DeviceTimeline, Resolver
 from peripety.devices.timeline import Uevent
-from peripety.kmsg.record import parse_record
+from peripety.sources.kmsg.record import parse_record
 from peripety.pipeline import Pipeline
 from peripety.position import ResumeIndex, kmsg_event_id, storm_event_id
 from peripety.rules import RuleSet

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from peripety.kmsg.record import parse_record
+from peripety.sources.kmsg.record import parse_record
 from peripety.pipeline import Pipeline
 from peripety.position import ResumeIndex, kmsg_event_id, storm_event_id
 from peripety.rules import RuleSet

@@ -25,12 +25,15 @@ class Source:
     name: str
     obj: object
     handler: Callable[[], None]
+    first: bool = False
+    """Read at every wake-up, before the others (non-blocking)."""
 
 
 class Loop:
     def __init__(self, *, on_tick: Callable[[], None], timeout: Callable[[], float],
                  on_reload: Callable[[], None]):
         self.sources: list[Source] = []
+        self._first: list[Source] = []
         self.stopping = False
         self._reload_requested = False
         self._on_tick = on_tick
@@ -39,9 +42,11 @@ class Loop:
         self._selector = selectors.DefaultSelector()
         self._signal_rfd: int | None = None
 
-    def add(self, name: str, obj, handler: Callable[[], None]) -> None:
-        source = Source(name, obj, handler)
+    def add(self, name: str, obj, handler: Callable[[], None], *, first: bool = False) -> None:
+        source = Source(name, obj, handler, first)
         self.sources.append(source)
+        if first:
+            self._first.append(source)
         fd = obj.fileno()
         if fd is not None:
             self._selector.register(fd, selectors.EVENT_READ, source)
@@ -65,19 +70,25 @@ class Loop:
             self.once()
 
     def once(self) -> None:
-        for key, _ in self._selector.select(self._timeout()):
+        ready = self._selector.select(self._timeout())
+        for source in self._first:
+            self._handle(source)
+        for key, _ in ready:
             source = key.data
             if source is None:
                 self._drain_signal_pipe()
-                continue
-            try:
-                source.handler()
-            except PeripetyError as exc:
-                log.error("%s source: %s", source.name, exc)
+            elif not source.first:
+                self._handle(source)
         if self._reload_requested:
             self._reload_requested = False
             self._on_reload()
         self._on_tick()
+
+    def _handle(self, source: Source) -> None:
+        try:
+            source.handler()
+        except PeripetyError as exc:
+            log.error("%s source: %s", source.name, exc)
 
     def close_sources(self) -> None:
         for source in self.sources:

@@ -18,15 +18,17 @@ from ..config import load_config
 from ..devices import DeviceTimeline, list_devices
 from ..errors import PeripetyError
 from ..event import StorageEvent
-from ..journal import JournalSource
-from ..kmsg import KmsgReader, boot_id, kernel_usec_to_wallclock
 from ..pipeline import Pipeline, daemon_event
 from ..position import DEFAULT_STATE_DIR, PositionFile, ReadPosition, already_stored, resume_point
 from ..safefiles import check_private_dir
 from ..sources import LogFile
+from ..sources.base import HITS, RECORDS, UEVENTS, LiveSource
+from ..sources.bpf import BpfSource
+from ..sources.journal import JournalSource
+from ..sources.kmsg import KmsgReader, boot_id, kernel_usec_to_wallclock
+from ..sources.udev import UdevSource
 from ..status import DEFAULT_STATUS_PATH, remove_status, write_status
 from ..stores import SpoolingStore, open_store
-from ..tracepoints import TracepointSource
 from .loop import Loop
 from .system import sd_notify, take_instance_lock
 
@@ -70,11 +72,9 @@ class Daemon:
         self.kmsg: KmsgReader | None = None
         self.journal: JournalSource | None = None
         self.timeline: DeviceTimeline | None = None
-        self.tracepoints: TracepointSource | None = None
         self.bpf_status: dict = {}
         self._lock = None
         self._last_save = 0.0
-        self._bpf_lost_reported = 0
         self._started: str | None = None
         self._status_store: tuple | None = None
 
@@ -85,14 +85,15 @@ class Daemon:
         return load_config(path)
 
     # -- composition ----------------------------------------------------------
-    def _open_store_and_pipeline(self, boot: str = "", to_wallclock=None, clock=time.monotonic) -> None:
+    def _open_store_and_pipeline(self, boot: str = "", to_wallclock=None, clock=time.monotonic,
+                                 udev: UdevSource | None = None) -> None:
         """The store (spooling when it is down), the device timeline and the
         pipeline between them. No merge hold until probes are attached."""
         spec = self.options.store or self.config.store
         check_private_dir(self.options.state_dir)
         self.store = SpoolingStore(open_store(spec, write=True), spool_dir=self.options.state_dir / "spool",
                                    retry_interval=SPOOL_RETRY_INTERVAL)
-        self.timeline = _open_timeline()
+        self.timeline = _open_timeline(udev)
         self.pipeline = Pipeline(self.config.rules, self.timeline, self._emit, boot_id=boot,
                                  hostname=self.hostname, storm_window=self.config.storm_window, hold=0.0,
                                  to_wallclock=to_wallclock, clock=clock)
@@ -104,13 +105,19 @@ class Daemon:
         check_private_dir(self.options.status_path.parent, mode=0o755)
         self._lock = take_instance_lock()
         self.boot_id = boot_id()
-        self._open_store_and_pipeline(self.boot_id, kernel_usec_to_wallclock)
+        udev = _open_udev()  # before the timeline enumerates: nothing falls between
+        self._open_store_and_pipeline(self.boot_id, kernel_usec_to_wallclock, udev=udev)
         position = resume_point(self.position_file, self.boot_id)
         self._open_kmsg(position)
         if self.timeline is not None:
-            self.loop.add("udev", self.timeline, self.timeline.process)
+            # Read at every wake-up before the others: a record is resolved
+            # with every uevent already received.
+            self._add_source(udev, first=True)
         self._open_journal(position)
         self._open_bpf()
+
+    def _add_source(self, source: LiveSource, first: bool = False) -> None:
+        self.loop.add(source.name, source, lambda: self._read(source), first=first)
 
     def _open_kmsg(self, position: ReadPosition | None) -> None:
         self.kmsg = KmsgReader()
@@ -122,7 +129,7 @@ class Daemon:
             # is the end of the ring, so a restart does not replay the boot.
             self.kmsg.seek_end()
             self.pipeline.resume(-1 if self.kmsg.last_seq is None else self.kmsg.last_seq)
-        self.loop.add("kmsg", self.kmsg, self._on_kmsg)
+        self._add_source(self.kmsg)
 
     def _open_journal(self, position: ReadPosition | None) -> None:
         if not JOURNALD_SOCKET.exists():
@@ -135,23 +142,23 @@ class Daemon:
         except OSError as exc:
             log.warning("cannot read the journal (%s): user-space storage logs are not read", exc)
             return
-        self.loop.add("journal", self.journal, self._on_journal)
+        self._add_source(self.journal)
 
     def _open_bpf(self) -> None:
         if self.options.bpf == "off":
             return
         # "on" raises BpfUnavailable naming the fix; "auto" logs why once.
-        self.tracepoints = TracepointSource.open(self.options.bpf)
-        if self.tracepoints is None:
+        bpf = BpfSource.open(self.options.bpf)
+        if bpf is None:
             self.bpf_status = {"attached": [], "error": "not loaded (see the log)"}
             return
-        plan = self.tracepoints.plan
+        plan = bpf.plan
         self.bpf_status = {
             "attached": [p.spec.tracepoint for p in plan.probes],
             "skipped": {s.tracepoint: s.reason for s in plan.skipped},
         }
         self.pipeline.set_merge_hold(BPF_MERGE_HOLD)
-        self.loop.add("bpf", self.tracepoints, self._on_bpf)
+        self._add_source(bpf)
 
     # -- --replay -------------------------------------------------------------
     def replay(self) -> int:
@@ -160,13 +167,16 @@ class Daemon:
         # Storms fold by the records' own kernel time, not by how fast the
         # file is read: the pipeline's clock is the newest kernel time read.
         newest = [0.0]
-        self._open_store_and_pipeline(clock=lambda: newest[0])
+        udev = _open_udev()
+        self._open_store_and_pipeline(clock=lambda: newest[0], udev=udev)
         with LogFile.open(self.options.replay) as logfile:
             for count, record in enumerate(logfile.records(), 1):
                 if record.kernel_usec is not None and record.kernel_usec / 1e6 > newest[0]:
                     newest[0] = record.kernel_usec / 1e6
                 self.pipeline.add_record(record)
                 if count % 1024 == 0:
+                    if self.timeline is not None:
+                        self.timeline.apply_all(udev.read())
                     self.pipeline.tick()
         self.pipeline.drain()
         self.store.sync()
@@ -181,30 +191,20 @@ class Daemon:
             sys.stdout.write(event.to_json(pretty=True) + "\n\n")
             sys.stdout.flush()
 
-    def _on_kmsg(self) -> None:
-        for record in self.kmsg.read():
-            self.pipeline.add_record(record)
-        missed = self.kmsg.take_missed()
-        if missed:
-            log.warning("kernel overwrote %d /dev/kmsg records before they were read", missed)
-            self.pipeline.add_event(daemon_event(
-                "PERIPETY_KMSG_OVERRUN", f"{missed} kernel log records were overwritten before peripetyd read them",
-                hostname=self.hostname, missed=missed))
-
-    def _on_journal(self) -> None:
-        for record in self.journal.read():
-            self.pipeline.add_record(record)
-
-    def _on_bpf(self) -> None:
-        for hit in self.tracepoints.read():
-            self.pipeline.add_hit(hit)
-        lost = self.tracepoints.lost()
-        if lost > self._bpf_lost_reported:
-            delta = lost - self._bpf_lost_reported
-            self._bpf_lost_reported = lost
-            self.pipeline.add_event(daemon_event(
-                "PERIPETY_BPF_LOST", f"{delta} tracepoint samples were lost (buffer full)",
-                hostname=self.hostname, lost=delta))
+    def _read(self, source: LiveSource) -> None:
+        """What ``source`` has now, to where its kind goes; then its notices."""
+        items = source.read()
+        if source.kind == RECORDS:
+            for record in items:
+                self.pipeline.add_record(record)
+        elif source.kind == HITS:
+            for hit in items:
+                self.pipeline.add_hit(hit)
+        elif source.kind == UEVENTS:
+            self.timeline.apply_all(items)
+        for notice in source.notices():
+            self.pipeline.add_event(daemon_event(notice.event_type, notice.msg, hostname=self.hostname,
+                                                 **notice.extension))
 
     def dump_blk_info(self) -> None:
         for info in list_devices():
@@ -227,7 +227,7 @@ class Daemon:
             # Records a resume already read past (KmsgReader.seek_after
             # keeps them pending) wake no poll: without this they waited for
             # the kernel's next record.
-            self._on_kmsg()
+            self._read(self.kmsg)
         self._write_status()
         names = ", ".join(self.loop.names())
         print(f"peripetyd: ready (sources: {names}; store: {self.store.name})", file=sys.stderr, flush=True)
@@ -315,7 +315,7 @@ class Daemon:
             # Read what the kernel already queued so nothing in flight is lost.
             if self.kmsg is not None:
                 try:
-                    self._on_kmsg()
+                    self._read(self.kmsg)
                 except PeripetyError as exc:
                     log.error("kmsg: %s", exc)
             self.pipeline.drain()
@@ -327,9 +327,24 @@ class Daemon:
         log.info("stopped: %s", dict(self.pipeline.stats) if self.pipeline else {})
 
 
-def _open_timeline() -> DeviceTimeline | None:
+def _open_udev() -> UdevSource | None:
     try:
-        return DeviceTimeline.from_system()
+        return UdevSource.open()
+    except (OSError, PeripetyError) as exc:
+        log.warning("udev uevents unavailable (%s): events are resolved without a device timeline", exc)
+        return None
+
+
+def _open_timeline(udev: UdevSource | None) -> DeviceTimeline | None:
+    """The device timeline (needs the uevents: without them it would go
+    stale), with what ``udev`` received while the database was read."""
+    if udev is None:
+        return None
+    try:
+        timeline = DeviceTimeline.from_system()
     except PeripetyError as exc:
         log.warning("device timeline unavailable (%s): events are resolved without it", exc)
+        udev.close()
         return None
+    timeline.apply_all(udev.read())
+    return timeline
