@@ -1,6 +1,6 @@
 """The storage event and the block-device description it carries.
 
-Field names are a public contract (DESIGN.md, "The event"): they appear in
+Field names are a public contract (doc/design.md, "The event"): they appear in
 JSON output, in the journal's ``JSON=`` field and in users' scripts.
 """
 
@@ -62,7 +62,7 @@ _SEVERITY_ALIASES.update(
     }
 )
 
-# Canonical sub-system names (DESIGN.md). Lookup is case-insensitive so user
+# Canonical sub-system names (doc/design.md, "The event"). Lookup is case-insensitive so user
 # rules may write "EXT4" or "multipath" as the original config did.
 SUB_SYSTEMS = (
     "SCSI",
@@ -237,7 +237,7 @@ _ORIGINAL_BLK_TYPES = {
 
 @dataclass
 class StorageEvent:
-    """One storage event. See DESIGN.md "The event" for each field."""
+    """One storage event. See doc/design.md, "The event", for each field."""
 
     event_type: str
     sub_system: str

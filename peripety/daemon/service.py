@@ -123,7 +123,7 @@ class Daemon:
         self.kmsg = KmsgReader()
         if position is not None:
             self.kmsg.seek_after(position.kmsg_seq)
-            self.pipeline.resume(position.kmsg_seq, already_stored(self.store.store, self.boot_id, position))
+            self.pipeline.resume(position.kmsg_seq, already_stored(self.store, self.boot_id, position))
         elif not self.options.from_start:
             # A first start handles nothing of the past: the saved position
             # is the end of the ring, so a restart does not replay the boot.
@@ -299,7 +299,7 @@ class Daemon:
         })
 
     def _store_state(self) -> tuple[bool, str | None, int]:
-        return self.store.ok, self.store.error, len(self.store.spool)
+        return self.store.ok, self.store.error, self.store.spool_depth
 
     def _refresh_status(self) -> None:
         """Rewrite the status file when the store's health or spool moved."""

@@ -1,4 +1,4 @@
-"""The journald store: each event is one journal entry (DESIGN.md "journald
+"""The journald store: each event is one journal entry (doc/design.md, "journald
 fields"), so ``journalctl IS_PERIPETY=TRUE EVENT_TYPE=FS_ERROR`` works with
 no peripety installed.
 

@@ -1,5 +1,5 @@
 """Events the store could not take wait on disk, and are delivered in order
-when it is back (DESIGN.md: nothing is lost).
+when it is back (doc/design.md, "Stores": nothing is lost).
 
 The spool is one JSON-lines file plus a small file holding how many of its
 bytes were already delivered. Choices worth knowing:
@@ -222,6 +222,11 @@ class SpoolingStore:
     @property
     def name(self) -> str:
         return self.store.name
+
+    @property
+    def spool_depth(self) -> int:
+        """Events waiting in the spool."""
+        return len(self.spool)
 
     @property
     def ok(self) -> bool:
