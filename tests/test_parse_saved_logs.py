@@ -454,3 +454,18 @@ def test_rotated_logs_are_read_oldest_first(tmp_path):
                                         "phys_seg 1 prio class 2\n")
     given = jsonl(parse("--jsonl", str(tmp_path / "kern.log"), str(tmp_path / "dmesg.txt"), str(tmp_path / "kern.log.1")))
     assert [e["kdev"] for e in given] == ["loop5", "loop6", "loop9", "loop3", "loop4"]
+
+
+def test_journal_json_priority_gives_a_generic_events_severity():
+    """A line only a grammar knows takes its severity from the kernel log
+    level: journald keeps it as PRIORITY."""
+    entry = {"MESSAGE": "loop1: detected capacity change from 0 to 819200", "_TRANSPORT": "kernel",
+             "SYSLOG_FACILITY": "0", "__REALTIME_TIMESTAMP": "1700000000000000"}
+    severities = {}
+    for priority in ("3", "6"):
+        record = next(from_text(json.dumps(dict(entry, PRIORITY=priority)) + "\n").records())
+        assert record.level == int(priority)
+        events = jsonl(parse("--jsonl", "-", input=json.dumps(dict(entry, PRIORITY=priority)) + "\n"))
+        assert [e["event_type"] for e in events] == ["BLK_MESSAGE"]
+        severities[priority] = events[0]["severity"]
+    assert severities == {"3": "Error", "6": "Info"}

@@ -236,6 +236,7 @@ def parse_journal_json(line: str) -> LogRecord | None:
     # The kernel's own stamp where journald kept it, else when journald got
     # the entry: both on the boot's monotonic clock.
     usec = _digits(entry.get("_SOURCE_MONOTONIC_TIMESTAMP")) or _digits(entry.get("__MONOTONIC_TIMESTAMP"))
+    level = _digits(entry.get("PRIORITY"))  # the kernel's log level: generic events take their severity from it
     if entry.get("_TRANSPORT") == "kernel" and entry.get("SYSLOG_FACILITY", "0") == "0":
         return LogRecord(
             text,
@@ -246,6 +247,7 @@ def parse_journal_json(line: str) -> LogRecord | None:
             subsystem=_journal_text(entry.get("_KERNEL_SUBSYSTEM")),
             device=_journal_text(entry.get("_KERNEL_DEVICE")),
             hostname=host,
+            level=level,
         )
     ident = _journal_text(entry.get("SYSLOG_IDENTIFIER")) or _journal_text(entry.get("_COMM"))
     return LogRecord(
@@ -257,6 +259,7 @@ def parse_journal_json(line: str) -> LogRecord | None:
         identifier=ident,
         facility=_digits(entry.get("SYSLOG_FACILITY")),
         hostname=host,
+        level=level,
     )
 
 
