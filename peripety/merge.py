@@ -27,15 +27,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 
 from .event import StorageEvent, new_event_id
-
-# Event types that a tracepoint hit and a kernel line can both describe, and
-# the extension keys that identify the failure in both: the sector of a
-# failed request, ext4's reporting function and line, xfs's disk address.
-_PAIRABLE = {
-    "BLK_IO_ERROR": ("sector",),
-    "FS_ERROR": ("function", "line"),
-    "FS_IO_ERROR": ("daddr",),
-}
+from .hit_kinds import PAIR_KEYS
 
 DEVICE_LEVEL_SUB_SYSTEMS = frozenset({"block", "SCSI", "ata", "NVMe", "Multipath", "md"})
 FS_SUB_SYSTEMS = frozenset({"ext4", "jbd2", "xfs", "btrfs"})
@@ -115,7 +107,7 @@ class Correlator:
 
 
 def _pair_key(event: StorageEvent) -> tuple | None:
-    keys = _PAIRABLE.get(event.event_type)
+    keys = PAIR_KEYS.get(event.event_type)
     if keys is None or not event.dev_num:
         return None
     values = [event.extension.get(k) for k in keys]

@@ -17,24 +17,12 @@ from typing import Callable, Iterable
 from .classify import DeviceAtEvent, event_from_match
 from .event import Severity, StorageEvent, new_event_id, now
 from .event_types import EVENT_TYPES
+from .hit_kinds import HIT_KINDS
 from .merge import FS_SUB_SYSTEMS, Correlator, RootCauseLinker, StormAggregator
 from .position import InFlight, ResumeIndex, kmsg_event_id, storm_event_id
 from .record import LogRecord
 
 log = logging.getLogger("peripety.pipeline")
-
-# Tracepoint hit kind -> (event_type, sub_system). Kinds not listed here are
-# decoded but produce no event of their own (e.g. scsi_eh_wakeup).
-HIT_EVENT_TYPES = {
-    "block_rq_error": ("BLK_IO_ERROR", "block"),  # also from the block_rq_complete fallback
-    "scsi_cmd_error": ("SCSI_CMD_FAILED", "SCSI"),
-    "scsi_cmd_done": ("SCSI_CMD_FAILED", "SCSI"),
-    "scsi_cmd_timeout": ("SCSI_CMD_TIMEOUT", "SCSI"),
-    "nvme_complete_rq": ("NVME_IO_ERROR", "NVMe"),
-    "ext4_error": ("FS_ERROR", "ext4"),
-    "xfs_buf_ioerror": ("FS_IO_ERROR", "xfs"),
-}
-
 
 SUPPRESSED_TYPE = "PERIPETY_KMSG_SUPPRESSED"
 # How long a ratelimit summary waits for the line that names its device. The
@@ -127,11 +115,11 @@ class Pipeline:
         self.correlator.add(event, self.clock())
 
     def add_hit(self, hit) -> None:
-        mapping = HIT_EVENT_TYPES.get(hit.kind)
+        row = HIT_KINDS.get(hit.kind)
         self.stats["hits"] += 1
-        if mapping is None:
+        if row is None or row.event_type is None:
             return
-        event_type, sub_system = mapping
+        event_type, sub_system = row.event_type, row.sub_system
         device = self._device(hit.kdev or hit.dev_num, hit.dev_num, hit.kernel_usec, sub_system, from_hit=True)
         event = hit_to_event(hit, event_type, sub_system, hostname=self.hostname, to_wallclock=self.to_wallclock,
                              device=device)
