@@ -18,7 +18,7 @@ import pytest
 
 from peripety.devices import resolve
 from tests.harness import services
-from tests.harness.daemon import DaemonProcess, Retrigger, query, since_now, wait_for_events
+from tests.harness.daemon import DaemonProcess, Retrigger, since_now, wait_for_events
 from tests.harness.faulty import MiB, ext4_journal_extent
 
 pytestmark = [pytest.mark.root, pytest.mark.usefixtures("journald", "udevd")]
