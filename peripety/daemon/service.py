@@ -323,6 +323,8 @@ class Daemon:
         if self.store is not None:
             self.store.close()
         self.loop.close_sources()
+        if self.timeline is not None:
+            self.timeline.close()  # the resolver's mount-table handle
         remove_status(self.options.status_path)
         log.info("stopped: %s", dict(self.pipeline.stats) if self.pipeline else {})
 
