@@ -1,5 +1,5 @@
 # Both targets set everything up first (idempotent): apt packages, .venv.
-.PHONY: setup run test bench
+.PHONY: setup run test bench lab
 
 setup:
 	scripts/setup.sh
@@ -13,3 +13,8 @@ test: setup
 
 bench: setup
 	.venv/bin/python -m benchmarks
+
+# The real-kernel lab: a qemu guest with Debian's 6.1 kernel (SCSI, multipath,
+# md, thin pools, NVMe); see tests/lab/ and the README.
+lab: setup
+	scripts/lab.sh

@@ -23,6 +23,9 @@ if ((${#missing[@]})); then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# qemu and mmdebstrap for the real-kernel lab (tests/lab), part of `make test`
+scripts/lab-setup.sh
+
 scripts/kernel-headers.sh || echo "setup: no kernel headers linked: --bpf will not load (see above)" >&2
 
 if [ ! -x .venv/bin/python ]; then
