@@ -15,15 +15,15 @@ from __future__ import annotations
 
 from .service import Daemon, DaemonOptions
 
-__all__ = ["Daemon", "DaemonOptions", "cli_main"]
+__all__ = ["Daemon", "DaemonOptions"]
 
 
 def __getattr__(name: str):
     # ``peripetyd`` console scripts installed before the command moved to
     # cli/peripetyd.py import ``peripety.daemon:cli_main``. Imported on use:
     # the command imports this package, so a top-level import would be a cycle.
-    if name == "cli_main":
-        from ..cli.peripetyd import cli_main
+    if name in ("cli_main", "main"):
+        from ..cli import peripetyd
 
-        return cli_main
+        return getattr(peripetyd, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
