@@ -44,7 +44,7 @@ cat /dev/kmsg > "$OUT/kmsg.raw" &
 # The project, fresh from this run's tree.
 mkdir -p /opt/peripety
 cp -r /mnt/src/peripety /mnt/src/bpf /opt/peripety/
-for tool in peripetyd:peripety.daemon prpt:peripety.cli; do
+for tool in peripetyd:peripety.cli.peripetyd prpt:peripety.cli; do
     cat > "/usr/local/bin/${tool%%:*}" <<W
 #!/bin/sh
 PYTHONPATH=/opt/peripety exec python3 -c 'import sys; sys.argv[0] = "${tool%%:*}"; from ${tool#*:} import main; main()' "\$@"
