@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
         print("latency: the system journald is not running; skipped")
         return
     sys.path.insert(0, str(ROOT))
-    from peripety.kmsg import KmsgReader, boot_id
+    from peripety.sources.kmsg import KmsgReader, boot_id
     from tests.harness.daemon import PRPT
 
     procs: list[subprocess.Popen] = []

@@ -10,7 +10,7 @@ failed sector is listed (a single's ``extension.sector`` or an aggregate's
 to that moment, with the number of events stored. Then a long storm (100
 failing reads/s for 6 s): per failure, the time until it is queryable, and
 events stored per second. Target: about 1.5 s
-(DESIGN.md: "queryable within about a second"; issue 9 item 4), a few
+(doc/design.md, "Storms": "queryable within about a second"; issue 9 item 4), a few
 events per second per device.
 """
 

@@ -8,11 +8,13 @@ caller may hand in one timestamp for records that carry no time of their own.
 from __future__ import annotations
 
 import datetime as _dt
+from dataclasses import dataclass
 
 from json.encoder import encode_basestring as _json_str
 
-from .event import Severity, StorageEvent, fresh_event_json, local_hostname, new_event_id, now
-from .kmsg.clock import kernel_usec_to_wallclock
+from .event import BlkInfo, Severity, StorageEvent, local_hostname, new_event_id, now
+from .event_json import fresh_event_json
+from .sources.kmsg.clock import kernel_usec_to_wallclock
 from .record import LogRecord
 from .rules import Match
 
@@ -33,34 +35,61 @@ def record_time(
     return default if default is not None else now()
 
 
+@dataclass(frozen=True)
+class DeviceAtEvent:
+    """The device an event is about, as it was at the event's kernel time:
+    what goes into the event's device fields when it is made."""
+
+    kdev: str
+    dev_num: str = ""
+    cur_blk_info: BlkInfo | None = None
+    hierarchy_blk_info: tuple | list = ()
+    mount_point: str | None = None
+    """For a file-system event: where it was mounted (``extension.mount_point``)."""
+
+
 def event_from_match(
     record: LogRecord,
     match: Match,
     hostname: str | None = None,
     default_time: _dt.datetime | None = None,
     boot_time: _dt.datetime | None = None,
+    *,
+    device: DeviceAtEvent | None = None,
+    event_id: str | None = None,
+    origin_seq: int | None = None,
 ) -> StorageEvent:
-    """The event a matched record stands for (device not resolved yet); the
-    host is the one the record names, else ``hostname``, else this one."""
+    """The event a matched record stands for, made once: the host is the
+    one the record names, else ``hostname``, else this one; with ``device``
+    (else the match's device name, unresolved), ``event_id`` (else a random
+    one) and, in the daemon, the record's kmsg seq."""
+    extension = {**match.extension, **record.sender} if record.sender else dict(match.extension)
+    if device is None:
+        kdev, dev_num, info, hierarchy = match.kdev, "", None, []
+    else:
+        kdev, dev_num, info, hierarchy = device.kdev, device.dev_num, device.cur_blk_info, list(device.hierarchy_blk_info)
+        if device.mount_point and "mount_point" not in extension:
+            extension["mount_point"] = device.mount_point
     return StorageEvent(
         event_type=match.event_type,
         sub_system=match.sub_system,
         severity=match.severity,
-        kdev=match.kdev,
+        kdev=kdev,
         msg=match.message() or record.text,
         raw_msg=record.text,
         timestamp=record_time(record, default_time, boot_time),
         kernel_usec=record.kernel_usec,
         hostname=record.hostname or hostname or local_hostname(),
-        event_id=new_event_id(),
-        dev_num="",
-        cur_blk_info=None,
-        hierarchy_blk_info=[],
-        extension={**match.extension, **record.sender} if record.sender else dict(match.extension),
+        event_id=event_id or new_event_id(),
+        dev_num=dev_num,
+        cur_blk_info=info,
+        hierarchy_blk_info=hierarchy,
+        extension=extension,
         sources=[record.source],
         root_cause_event_id=None,
         count=1,
         last_timestamp=None,
+        origin_seq=origin_seq,
         clockless=record.wallclock is None and (
             record.kernel_usec is None or (record.source != "kmsg" and boot_time is None)),
     )

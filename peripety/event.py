@@ -1,6 +1,6 @@
 """The storage event and the block-device description it carries.
 
-Field names are a public contract (DESIGN.md, "The event"): they appear in
+Field names are a public contract (doc/design.md, "The event"): they appear in
 JSON output, in the journal's ``JSON=`` field and in users' scripts.
 """
 
@@ -9,13 +9,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import enum
-import functools
 import json
 import os
 import socket
 from dataclasses import dataclass, field
-from json.encoder import ESCAPE as _JSON_ESCAPE  # what encode_basestring escapes
-from json.encoder import encode_basestring as _json_str
 
 from .errors import EventFormatError
 
@@ -65,7 +62,7 @@ _SEVERITY_ALIASES.update(
     }
 )
 
-# Canonical sub-system names (DESIGN.md). Lookup is case-insensitive so user
+# Canonical sub-system names (doc/design.md, "The event"). Lookup is case-insensitive so user
 # rules may write "EXT4" or "multipath" as the original config did.
 SUB_SYSTEMS = (
     "SCSI",
@@ -105,9 +102,13 @@ journalctl), UTC after ``set_output_utc(True)`` (``--utc``)."""
 
 def set_output_utc(utc: bool) -> None:
     """Write times in UTC (True) or local time (False), everywhere."""
-    global _OUTPUT_ZONE, _last_ts
+    global _OUTPUT_ZONE
     _OUTPUT_ZONE = _dt.timezone.utc if utc else None
-    _last_ts = None
+
+
+def output_zone() -> _dt.tzinfo | None:
+    """The zone times are written in: None for local time."""
+    return _OUTPUT_ZONE
 
 
 def output_time(ts: _dt.datetime) -> _dt.datetime:
@@ -236,7 +237,7 @@ _ORIGINAL_BLK_TYPES = {
 
 @dataclass
 class StorageEvent:
-    """One storage event. See DESIGN.md "The event" for each field."""
+    """One storage event. See doc/design.md, "The event", for each field."""
 
     event_type: str
     sub_system: str
@@ -294,11 +295,11 @@ class StorageEvent:
         }
 
     def to_json(self, pretty: bool = False) -> str:
+        """The event as JSON (compact, or indented with ``pretty``). Writers
+        of many events use ``event_json.compact_json``: the same bytes,
+        faster."""
         if pretty:
             return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
-        fast = _compact_json(self)
-        if fast is not None:
-            return fast
         return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
@@ -371,163 +372,3 @@ class StorageEvent:
         except json.JSONDecodeError as exc:
             raise EventFormatError(f"event is not valid JSON: {exc}") from None
         return cls.from_dict(data)
-
-    # -- journald -----------------------------------------------------------
-    def to_journal_fields(self) -> dict[str, object]:
-        """The journald entry for this event (DESIGN.md "journald fields").
-
-        Values are strings, or lists of strings for fields that repeat
-        (``OWNERS_WWIDS``, ``OWNERS_PATHS``): the journal store writes a list
-        as one field per element (``systemd.journal.send`` would not: it
-        sends ``str(list)``).
-        """
-        from .event_types import EVENT_TYPES  # late: data file load
-
-        info = self.cur_blk_info or BlkInfo()
-        fields: dict[str, object] = {
-            "IS_PERIPETY": "TRUE",
-            "PRIORITY": str(int(self.severity)),
-            "MESSAGE": self.msg or self.raw_msg or self.event_type,
-            "MESSAGE_ID": EVENT_TYPES.message_id(self.event_type),
-            "SYSLOG_IDENTIFIER": "peripetyd",
-            "EVENT_TYPE": self.event_type,
-            "EVENT_ID": self.event_id,
-            "SUB_SYSTEM": self.sub_system,
-            "SEVERITY": self.severity.name,
-            "KDEV": self.kdev,
-            "DEV_NUM": self.dev_num or info.dev_num,
-            "DEV_WWID": info.wwid,
-            "DEV_PATH": info.preferred_blk_path or info.blk_path,
-            "JSON": self.to_json(),
-        }
-        if info.mount_point:
-            fields["MOUNT_POINT"] = info.mount_point
-        if info.owners_wwids:
-            fields["OWNERS_WWIDS"] = list(info.owners_wwids)
-        if info.owners_paths:
-            fields["OWNERS_PATHS"] = list(info.owners_paths)
-        if self.root_cause_event_id:
-            fields["ROOT_CAUSE_EVENT_ID"] = self.root_cause_event_id
-        for key, value in self.extension.items():
-            fields["EXT_" + _journal_key(key)] = str(value)
-        return {k: v for k, v in fields.items() if v not in ("", None, [])}
-
-
-_last_ts: _dt.datetime | None = None
-_last_ts_text = ""
-
-
-def _timestamp_json(ts: _dt.datetime) -> str:
-    # Events parsed from one chunk of a saved log share one timestamp object.
-    global _last_ts, _last_ts_text
-    if ts is not _last_ts:
-        _last_ts, _last_ts_text = ts, _json_str(format_timestamp(ts))
-    return _last_ts_text
-
-
-_COMPACT = (
-    '{"hostname":%s,"severity":"%s","sub_system":%s,"timestamp":%s,"kernel_usec":%s,"event_id":%s,'
-    '"event_type":%s,"kdev":%s,"dev_num":%s,"cur_blk_info":null,"hierarchy_blk_info":[],'
-    '"msg":%s,"raw_msg":%s,"extension":{%s},"sources":[%s],"root_cause_event_id":%s,'
-    '"count":%d,"last_timestamp":%s}'
-)
-
-
-def _compact_json(event: StorageEvent) -> str | None:
-    """``json.dumps(event.to_dict(), separators=(",", ":"), ensure_ascii=False)``
-    for the common event (no device information yet, string values), built
-    directly: 4x faster, byte-identical (tests check). None when the event
-    needs the general path."""
-    usec = event.kernel_usec
-    if (event.cur_blk_info is not None or event.hierarchy_blk_info or type(event.count) is not int
-            or event.untrusted_writer is not None or not (usec is None or type(usec) is int)):
-        return None
-    enc = _json_str
-    root = event.root_cause_event_id
-    last = event.last_timestamp
-    try:  # encode_basestring raises TypeError on anything but str
-        return _COMPACT % (
-            enc(event.hostname),
-            event.severity.name,
-            enc(event.sub_system),
-            _timestamp_json(event.timestamp),
-            "null" if usec is None else str(usec),
-            enc(event.event_id),
-            enc(event.event_type),
-            enc(event.kdev),
-            enc(event.dev_num),
-            enc(event.msg),
-            enc(event.raw_msg),
-            _extension_json(event.extension),
-            ",".join([enc(x) for x in event.sources]),
-            "null" if root is None else enc(root),
-            event.count,
-            "null" if last is None else enc(format_timestamp(last)),
-        )
-    except (TypeError, AttributeError):
-        return None
-
-
-def _extension_json(extension: dict[str, str]) -> str:
-    enc = _json_str
-    return ",".join([enc(k) + ":" + enc(v) for k, v in extension.items()])
-
-
-# A fresh event's JSON with its per-line strings as plain "%s" slots: used when
-# none of them holds a character JSON escapes (nearly every kernel line), which
-# one regex search tells, instead of one encode call per string.
-_FRESH_PLAIN = _COMPACT.replace("%d", "1") % (
-    "%s", "%s", "%s", "%s", "%s", '"%s"', "%s", '"%s"', '""', '"%s"', '"%s"', "%s", "%s", "null", "null"
-)
-_FRESH_ENCODED = _COMPACT.replace("%d", "1") % (
-    "%s", "%s", "%s", "%s", "%s", '"%s"', "%s", "%s", '""', "%s", "%s", "%s", "%s", "null", "null"
-)
-_EXTENSION_PLAIN: dict[tuple[str, ...], str] = {}
-"""Extension keys (in order) -> '"key":"%s",...' for values needing no escape."""
-
-
-def fresh_event_json(
-    hostname_json: str,
-    severity_name: str,
-    sub_system_json: str,
-    timestamp: _dt.datetime,
-    event_type_json: str,
-    kdev: str,
-    msg: str,
-    raw_msg: str,
-    extension: dict[str, str],
-    sources_json: str,
-    kernel_usec: int | None = None,
-) -> str:
-    """``StorageEvent(...).to_json()`` for a new event, device not resolved,
-    without building the event (``prpt parse --jsonl`` writes 100k a second).
-
-    Values that stay the same over many events come JSON-encoded:
-    ``hostname_json``, ``sub_system_json``, ``event_type_json`` (one
-    string each, as ``encode_basestring`` gives it) and ``sources_json``
-    (the list's items without brackets). The rest must be ``str``."""
-    values = tuple(extension.values())
-    if _JSON_ESCAPE.search("".join((kdev, msg, raw_msg) + values)) is None:
-        keys = tuple(extension)
-        template = _EXTENSION_PLAIN.get(keys)
-        if template is None:
-            template = _EXTENSION_PLAIN[keys] = ",".join(_json_str(k).replace("%", "%%") + ':"%s"' for k in keys)
-        return _FRESH_PLAIN % (
-            hostname_json, severity_name, sub_system_json, _timestamp_json(timestamp),
-            "null" if kernel_usec is None else kernel_usec, new_event_id(),
-            event_type_json, kdev, msg, raw_msg, template % values, sources_json,
-        )
-    enc = _json_str
-    return _FRESH_ENCODED % (
-        hostname_json, severity_name, sub_system_json, _timestamp_json(timestamp),
-        "null" if kernel_usec is None else kernel_usec, new_event_id(),
-        event_type_json, enc(kdev), enc(msg), enc(raw_msg), _extension_json(extension), sources_json,
-    )
-
-
-@functools.lru_cache(maxsize=1024)
-def _journal_key(key: str) -> str:
-    """journald field names: upper-case ASCII letters, digits, underscore.
-    Cached: the same few extension keys come back with every event."""
-    out = "".join(c if c.isalnum() and c.isascii() else "_" for c in key.upper())
-    return out or "_"

@@ -24,23 +24,11 @@ import bisect
 import heapq
 import itertools
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .event import Severity, StorageEvent, new_event_id
+from .hit_kinds import PAIR_KEYS
 
-# Event types that a tracepoint hit and a kernel line can both describe, and
-# the extension keys that identify the failure in both: the sector of a
-# failed request, ext4's reporting function and line, xfs's disk address.
-_PAIRABLE = {
-    "BLK_IO_ERROR": ("sector",),
-    "FS_ERROR": ("function", "line"),
-    "FS_IO_ERROR": ("daddr",),
-    # the sd driver's "CDB:" line and scsi_dispatch_cmd_done decode the same
-    # CDB: its LBA (logical blocks on both sides) names the command
-    "SCSI_CMD_FAILED": ("lba",),
-    # nvme_complete_rq has no LBA; its status is the line's "(sct / sc)"
-    "NVME_IO_ERROR": ("sct", "sc"),
-}
 # nvme_complete_rq fires on every completion, retries included, while the
 # kernel prints one line for the command's final failure: that line takes
 # every waiting hit of the command, not just one.
@@ -83,11 +71,11 @@ class Correlator:
         if key is not None:
             partner = self._take_partner(key, event, kernel_usec)
             if partner is not None:
-                _merge_into(partner.event, event)
+                partner.event = merged(partner.event, event)
                 if event.event_type in _ABSORBS_ALL_HITS and "kmsg" in event.sources:
                     while (other := self._take_partner(key, event, kernel_usec)) is not None:
                         other.absorbed = True  # left in the heap, dropped on release
-                        _merge_into(partner.event, other.event)
+                        partner.event = merged(partner.event, other.event)
                 return
         held = _Held(kernel_usec, next(self._order), now + self.hold, event, key)
         heapq.heappush(self._heap, held)
@@ -130,7 +118,7 @@ class Correlator:
 
 
 def _pair_key(event: StorageEvent) -> tuple | None:
-    keys = _PAIRABLE.get(event.event_type)
+    keys = PAIR_KEYS.get(event.event_type)
     # The resolved device's number: a hidden NVMe path disk (259:1, in a
     # hit) and its namespace head (nvme1c1n1 in the line) are one device.
     dev_num = event.cur_blk_info.dev_num if event.cur_blk_info is not None else event.dev_num
@@ -151,26 +139,27 @@ def _normalise(value: str) -> str:
         return value
 
 
-def _merge_into(kept: StorageEvent, other: StorageEvent) -> None:
-    """Combine two descriptions of one failure: the line's wording, the
-    tracepoint's exact numbers."""
-    line, hit = (kept, other) if "kmsg" in kept.sources or "journal" in kept.sources else (other, kept)
-    if line is not kept:
-        # keep the line's identity (its event_id is deterministic from kmsg
-        # seq) and its kmsg seq: the merged event is what releases that
-        # record for the saved read position
-        for f in ("event_id", "msg", "raw_msg", "kdev", "severity", "sub_system", "timestamp", "origin_seq"):
-            setattr(kept, f, getattr(line, f))
-    merged_ext = dict(line.extension)
-    merged_ext.update(hit.extension)  # spelled as the line's (pipeline._line_spelling)
-    if "retries" in hit.extension and "retries" in kept.extension:
-        merged_ext["retries"] = str(max(int(hit.extension["retries"]), int(kept.extension["retries"])))
-    kept.extension = merged_ext
-    kept.dev_num = hit.dev_num or line.dev_num
-    if hit.cur_blk_info is not None:
-        kept.cur_blk_info = hit.cur_blk_info
-        kept.hierarchy_blk_info = hit.hierarchy_blk_info
-    kept.sources = sorted(set(kept.sources) | set(other.sources), key=lambda s: _SOURCE_ORDER.get(s, len(_SOURCE_ORDER)))
+def merged(held: StorageEvent, other: StorageEvent) -> StorageEvent:
+    """One description of one failure from two: the line's identity and
+    wording, the tracepoint's exact numbers (a new event; neither changes).
+
+    The line's event_id is deterministic from its kmsg seq and its
+    ``origin_seq`` is what releases that record for the saved read position.
+    """
+    line, hit = (held, other) if "kmsg" in held.sources or "journal" in held.sources else (other, held)
+    device = hit if hit.cur_blk_info is not None else line
+    extension = {**line.extension, **hit.extension}  # spelled as the line's (pipeline._line_spelling)
+    if "retries" in held.extension and "retries" in other.extension:
+        extension["retries"] = str(max(int(held.extension["retries"]), int(other.extension["retries"])))
+    return replace(
+        line,
+        extension=extension,
+        dev_num=hit.dev_num or line.dev_num,
+        kernel_usec=held.kernel_usec,
+        cur_blk_info=device.cur_blk_info,
+        hierarchy_blk_info=device.hierarchy_blk_info,
+        sources=sorted(set(held.sources) | set(other.sources), key=lambda s: _SOURCE_ORDER.get(s, len(_SOURCE_ORDER))),
+    )
 
 
 _SOURCE_ORDER = {"kmsg": 0, "journal": 1, "bpf": 2, "file": 3}
@@ -258,11 +247,17 @@ def _add_sectors(sectors: SectorRanges, event: StorageEvent) -> None:
 
 @dataclass
 class _Slice:
-    aggregate: StorageEvent
+    """A storm slice being counted; its aggregate event is made when it closes."""
+
+    first: StorageEvent  # the member that opened it (never changed)
     first_t: float
     sectors: SectorRanges
     seq_range: list  # [lowest, highest] kmsg seq folded in, or [None, None]
     printed: int = 0  # members the kernel printed a line for
+    count: int = 0
+    last_timestamp: object = None
+    sources: list = field(default_factory=list)
+    held_seq: int | None = None  # the kmsg seq this slice keeps the read position before
 
 
 @dataclass
@@ -291,7 +286,7 @@ class StormAggregator:
 
     def __init__(self, window: float = 5.0, burst: int = 10, max_keys: int = 4096,
                  slice_seconds: float = STORM_SLICE_SECONDS, max_sector_ranges: int = MAX_SECTOR_RANGES,
-                 aggregate_id=None):
+                 aggregate_id=None, release_seq=None):
         self.window = window
         self.burst = burst
         self.max_keys = max_keys
@@ -303,6 +298,11 @@ class StormAggregator:
         default: a fresh random id. Never the id of a single event: a stored
         single must not make a store or a resume check drop an aggregate as
         its duplicate."""
+        self.release_seq = release_seq
+        """``release_seq(seq)``: a kmsg seq this aggregator no longer holds
+        the read position for (a folded member's, when the slice already
+        holds a lower one). The slice holds its lowest seq until its
+        aggregate is emitted; the emitted aggregate's ``origin_seq`` is it."""
         # key -> window, least recently active first
         self._windows: OrderedDict[tuple, _Window] = OrderedDict()
         # (flush deadline, tie, key, slice) for open slices
@@ -354,14 +354,16 @@ class StormAggregator:
             due = max(t + self.slice_seconds, now + self.slice_seconds / 2)
             heapq.heappush(self._flush, (due, next(self._tie), key, win.slice))
             return out, self.AGGREGATE
-        _fold(win.slice, event)
+        given_back = _fold(win.slice, event)
+        if given_back is not None and self.release_seq is not None:
+            self.release_seq(given_back)
         return out, self.FOLDED
 
     def _open_slice(self, event: StorageEvent, t: float) -> _Slice:
-        event.last_timestamp = event.last_timestamp or event.timestamp
-        event.extension["storm"] = "true"
         sl = _Slice(event, t, SectorRanges(self.max_sector_ranges), [event.origin_seq, event.origin_seq],
-                    printed=int("kmsg" in event.sources))
+                    printed=int("kmsg" in event.sources), count=event.count,
+                    last_timestamp=event.last_timestamp or event.timestamp, sources=list(event.sources),
+                    held_seq=event.origin_seq)
         _add_sectors(sl.sectors, event)
         return sl
 
@@ -369,12 +371,10 @@ class StormAggregator:
         sl, win.slice = win.slice, None
         if sl is None:
             return []
-        # The aggregate object is its first member until now: it gets its
-        # own id when it is complete (it may start with a BPF hit that has
-        # no kmsg seq and fold kernel lines later).
-        agg = sl.aggregate
-        agg.event_id = self.aggregate_id(agg, sl.seq_range[0]) if self.aggregate_id else new_event_id()
-        return [_finish_aggregate(sl)]
+        # The aggregate gets its own id when it is complete (it may start
+        # with a BPF hit that has no kmsg seq and fold kernel lines later).
+        event_id = self.aggregate_id(sl.first, sl.seq_range[0]) if self.aggregate_id else new_event_id()
+        return [_aggregate(sl, event_id)]
 
     def expire(self, now: float, everything: bool = False) -> list[StorageEvent]:
         out = []
@@ -405,47 +405,60 @@ class StormAggregator:
         return min(deadlines) if deadlines else None
 
 
-def _fold(sl: _Slice, event: StorageEvent) -> None:
-    agg = sl.aggregate
-    agg.count += event.count
+def _fold(sl: _Slice, event: StorageEvent) -> int | None:
+    """Count ``event`` into ``sl``; return the kmsg seq no longer held for
+    the read position (the event's, or the slice's previous lowest)."""
+    sl.count += event.count
     last = event.last_timestamp or event.timestamp
-    if agg.last_timestamp is None or last > agg.last_timestamp:
-        agg.last_timestamp = last
+    if sl.last_timestamp is None or last > sl.last_timestamp:
+        sl.last_timestamp = last
     for source in event.sources:
-        if source not in agg.sources:
-            agg.sources.append(source)
+        if source not in sl.sources:
+            sl.sources.append(source)
     _add_sectors(sl.sectors, event)
     sl.printed += "kmsg" in event.sources
     seq = event.origin_seq
-    if seq is not None:
-        lo, hi = sl.seq_range
-        sl.seq_range = [seq if lo is None else min(lo, seq), seq if hi is None else max(hi, seq)]
-        if agg.origin_seq is None or seq < agg.origin_seq:
-            # The aggregate holds the read position before its lowest kmsg
-            # seq until it is stored; the folded event gives back the other
-            # (the pipeline releases the folded event's origin_seq).
-            agg.origin_seq, event.origin_seq = seq, agg.origin_seq
+    if seq is None:
+        return None
+    lo, hi = sl.seq_range
+    sl.seq_range = [seq if lo is None else min(lo, seq), seq if hi is None else max(hi, seq)]
+    if sl.held_seq is None or seq < sl.held_seq:
+        # The slice holds the read position before its lowest kmsg seq
+        # until its aggregate is stored.
+        sl.held_seq, seq = seq, sl.held_seq
+    return seq
 
 
-def _finish_aggregate(sl: _Slice) -> StorageEvent:
-    agg = sl.aggregate
-    agg.msg = f"{agg.msg} (storm: {agg.count} occurrences)"
+def _aggregate(sl: _Slice, event_id: str) -> StorageEvent:
+    """The event standing for a closed slice: its first member's fields,
+    the slice's count, times, sources, sectors and kmsg seqs."""
+    first = sl.first
+    extension = {**first.extension, "storm": "true"}
     if len(sl.sectors):
-        agg.extension["sectors"] = str(sl.sectors)
+        extension["sectors"] = str(sl.sectors)
         if sl.sectors.unlisted:
-            agg.extension["sectors_truncated"] = "true"
-            agg.extension["sectors_unlisted"] = str(sl.sectors.unlisted)
-    if "bpf" in agg.sources:
+            extension["sectors_truncated"] = "true"
+            extension["sectors_unlisted"] = str(sl.sectors.unlisted)
+    if "bpf" in sl.sources:
         # With tracepoints every failure is counted; the kernel printed a
         # line for only some (printk ratelimit): count - lines_printed is
         # what the log lost.
-        agg.extension["lines_printed"] = str(sl.printed)
+        extension["lines_printed"] = str(sl.printed)
     lo, hi = sl.seq_range
     if lo is not None:
         # What a restart after kill -9 needs to recognise the records this
         # aggregate already counts (see Pipeline, "exactly once").
-        agg.extension["kmsg_seq_range"] = f"{lo}-{hi}"
-    return agg
+        extension["kmsg_seq_range"] = f"{lo}-{hi}"
+    return replace(
+        first,
+        event_id=event_id,
+        msg=f"{first.msg} (storm: {sl.count} occurrences)",
+        count=sl.count,
+        last_timestamp=sl.last_timestamp,
+        sources=list(sl.sources),
+        extension=extension,
+        origin_seq=sl.held_seq,
+    )
 
 
 class RootCauseLinker:
@@ -457,10 +470,11 @@ class RootCauseLinker:
         # device identity -> (kernel_usec, event_id) of the first recent device error
         self._recent: OrderedDict[str, tuple[int, str]] = OrderedDict()
 
-    def link(self, event: StorageEvent) -> None:
+    def link(self, event: StorageEvent) -> StorageEvent:
+        """``event``, or a copy pointing at the device error that caused it."""
         kernel_usec = event.kernel_usec or 0
         if event.event_type in _NOT_ERRORS or event.event_type.startswith("PERIPETY_"):
-            return
+            return event
         keys = _device_keys(event)
         if event.sub_system in DEVICE_LEVEL_SUB_SYSTEMS and event.event_type not in _COLLATERAL_TYPES:
             for key in keys[:1] if _can_be_a_cause(event) else ():
@@ -469,17 +483,17 @@ class RootCauseLinker:
                     self._remember(key, kernel_usec, event.event_id)
             # A device above others (md array, multipath map, LV) fails
             # because a device below it did: the member's error is the cause.
-            self._link_to(event, keys[1:], kernel_usec)
-            return
+            return self._link_to(event, keys[1:], kernel_usec)
         if event.sub_system in FS_SUB_SYSTEMS or event.event_type in _COLLATERAL_TYPES:
-            self._link_to(event, keys, kernel_usec)
+            return self._link_to(event, keys, kernel_usec)
+        return event
 
-    def _link_to(self, event: StorageEvent, keys: list[str], kernel_usec: int) -> None:
+    def _link_to(self, event: StorageEvent, keys: list[str], kernel_usec: int) -> StorageEvent:
         for key in keys:
             seen = self._recent.get(key)
             if seen and 0 <= kernel_usec - seen[0] <= self.window_usec and seen[1] != event.event_id:
-                event.root_cause_event_id = seen[1]
-                return
+                return replace(event, root_cause_event_id=seen[1])
+        return event
 
     def rename(self, old_id: str, new_id: str) -> None:
         """An event remembered as a root cause is stored under another id

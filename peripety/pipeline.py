@@ -12,50 +12,20 @@ import os
 import re
 import socket
 import time
-import uuid
 from collections import Counter
+from dataclasses import replace
 from typing import Callable, Iterable
 
-from .classify import event_from_match
-from .event import Severity, StorageEvent, new_event_id
+from .classify import DeviceAtEvent, event_from_match
+from .event import Severity, StorageEvent, new_event_id, now
 from .event_types import EVENT_TYPES
+from .hit_kinds import HIT_KINDS
 from .merge import FS_SUB_SYSTEMS, Correlator, RootCauseLinker, StormAggregator
+from .position import InFlight, ResumeIndex, kmsg_event_id, storm_event_id
 from .record import LogRecord
 from .tracepoints.scsi import decode_cdb
 
 log = logging.getLogger("peripety.pipeline")
-
-# Event ids of kmsg-derived events are derived from (boot id, kmsg seq): a
-# record replayed after a crash gets the same id, so the daemon can tell
-# what it already stored and never writes an event twice.
-_EVENT_ID_NAMESPACE = uuid.UUID("b7f5d0a2-6f57-4c53-8a8e-53c0d6f1e8a1")
-
-# Tracepoint hit kind -> (event_type, sub_system). Kinds not listed here are
-# decoded but produce no event of their own (e.g. scsi_eh_wakeup).
-HIT_EVENT_TYPES = {
-    "block_rq_error": ("BLK_IO_ERROR", "block"),  # also from the block_rq_complete fallback
-    "scsi_cmd_error": ("SCSI_CMD_FAILED", "SCSI"),
-    "scsi_cmd_done": ("SCSI_CMD_FAILED", "SCSI"),
-    "scsi_cmd_timeout": ("SCSI_CMD_TIMEOUT", "SCSI"),
-    "nvme_complete_rq": ("NVME_IO_ERROR", "NVMe"),
-    "ext4_error": ("FS_ERROR", "ext4"),
-    "xfs_buf_ioerror": ("FS_IO_ERROR", "xfs"),
-}
-
-
-def kmsg_event_id(boot_id: str, seq: int, line_no: int = 0) -> str:
-    """Id of the event of kmsg record ``seq``; ``line_no`` > 0 for the
-    further lines of a multi-line record (each its own event)."""
-    suffix = f":{line_no}" if line_no else ""
-    return str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"{boot_id}:{seq}{suffix}"))
-
-
-def storm_event_id(boot_id: str, first_seq: int) -> str:
-    """Id of a storm aggregate whose first member is kmsg record
-    ``first_seq``: deterministic (a resume can prove the aggregate is of this
-    boot) and never equal to a single event's id."""
-    return str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"{boot_id}:storm:{first_seq}"))
-
 
 SUPPRESSED_TYPE = "PERIPETY_KMSG_SUPPRESSED"
 # Event types whose line may name a function (kdev = extension "function")
@@ -66,80 +36,6 @@ _WAITS_FOR_DEVICE = frozenset({SUPPRESSED_TYPE, "MD_SUPERBLOCK_WRITE_ERROR"})
 # matters when the next line never comes.
 SUPPRESSED_NAMING_WAIT = 1.0  # seconds
 SUPPRESSED_NAMING_USEC = 1_000_000  # kernel time between summary and the line
-
-
-class ResumeIndex:
-    """What a previous run of this boot already stored, so that records read
-    again after a restart are stored exactly once.
-
-    The rule ("exactly once" across kill -9): a record is re-read when the
-    saved position is before it. Its event is dropped when the store already
-    holds it: as a single event (same deterministic id from boot id and kmsg
-    seq) or inside a storm aggregate of the same type and device whose
-    ``extension.kmsg_seq_range`` contains its seq (an aggregate is appended
-    whole, in one store write, so it is either stored with all its members or
-    not at all). A storm slice that was still in memory when the daemon died
-    was never stored; its records are re-read and counted by the new run. A
-    BPF hit that was in memory is lost (the kernel does not replay
-    tracepoints); its kernel line, if one was printed, is re-read.
-    """
-
-    def __init__(self, boot_id: str = "", events: Iterable[StorageEvent] = ()):
-        self.ids: set[str] = set()
-        self._ranges: dict[str, list[tuple[int, int, str, str]]] = {}
-        for event in events:
-            self.ids.add(event.event_id)
-            lo_hi = event.extension.get("kmsg_seq_range", "")
-            lo, _, hi = lo_hi.partition("-")
-            if not (lo.isdigit() and hi.isdigit()):
-                continue
-            # only aggregates of this boot: their id proves it
-            if event.event_id == storm_event_id(boot_id, int(lo)):
-                self._ranges.setdefault(event.event_type, []).append(
-                    (int(lo), int(hi), event.dev_num or "", event.kdev or ""))
-
-    def covers(self, event: StorageEvent) -> bool:
-        seq = event.origin_seq
-        if seq is None:
-            return False
-        if event.event_id in self.ids:
-            return True
-        return any(
-            lo <= seq <= hi and ((dev_num and dev_num == event.dev_num) or (kdev and kdev == event.kdev))
-            for lo, hi, dev_num, kdev in self._ranges.get(event.event_type, ())
-        )
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-class InFlight:
-    """kmsg sequence numbers whose events are not stored yet.
-
-    The daemon persists ``safe_seq()``: every record up to it is fully
-    handled, so a restart resumes right after it.
-    """
-
-    def __init__(self):
-        self._counts: Counter[int] = Counter()
-        self.last_read = -1
-        """Highest kmsg seq read (or skipped at start-up): -1 before any."""
-
-    def hold(self, seq: int | None) -> None:
-        if seq is not None:
-            self._counts[seq] += 1
-
-    def release(self, seq: int | None) -> None:
-        if seq is None:
-            return
-        self._counts[seq] -= 1
-        if self._counts[seq] <= 0:
-            del self._counts[seq]
-
-    def safe_seq(self) -> int:
-        if self._counts:
-            return min(self._counts) - 1
-        return self.last_read
 
 
 class Pipeline:
@@ -166,13 +62,45 @@ class Pipeline:
         self.to_wallclock = to_wallclock
         self.correlator = Correlator(hold=hold)
         self.linker = RootCauseLinker()
-        self.storm = StormAggregator(window=storm_window, burst=storm_burst, aggregate_id=self._aggregate_id)
         self.in_flight = InFlight()
-        self.resume = ResumeIndex()
+        self.already_stored = ResumeIndex()
+        self.storm = StormAggregator(window=storm_window, burst=storm_burst, aggregate_id=self._aggregate_id,
+                                     release_seq=self.in_flight.release)
         self._suppressed: list[tuple[float, StorageEvent]] = []
         self.stats = Counter()
         self.ledger = None
         """``mapcounts.MapLedger`` when the probes count failures in maps."""
+
+    # -- set-up and reconfiguration ------------------------------------------
+    def resume(self, after_seq: int, already_stored: ResumeIndex | None = None) -> None:
+        """Start after kmsg record ``after_seq`` (-1: before any): where the
+        reader was placed. ``already_stored``: what a previous run of this
+        boot stored, so records read again are stored once."""
+        self.in_flight.last_read = after_seq
+        if already_stored is not None:
+            self.already_stored = already_stored
+
+    def read_position(self) -> int:
+        """The kmsg seq to save: every record up to it is fully handled."""
+        return self.in_flight.safe_seq()
+
+    def reconfigure(self, rules=None, *, storm_window: float | None = None) -> None:
+        """New rules or storm window (SIGHUP); events in flight keep theirs."""
+        if rules is not None:
+            self.rules = rules
+        if storm_window is not None:
+            self.storm.window = storm_window
+
+    def count_in_maps(self, ledger) -> None:
+        """The probes count failures in kernel maps: ``ledger``
+        (``mapcounts.MapLedger``) turns their counts into events, less the
+        failures already stored one by one."""
+        self.ledger = ledger
+
+    def set_merge_hold(self, seconds: float) -> None:
+        """How long an event waits for its other half (kernel line <->
+        tracepoint hit): 0 until probes are attached."""
+        self.correlator.hold = seconds
 
     # -- inputs -------------------------------------------------------------
     def add_record(self, record: LogRecord) -> None:
@@ -196,27 +124,35 @@ class Pipeline:
         if match is None:
             return
         self.stats["matched"] += 1
-        event = self._event_from_match(record, match, line_no)
-        self.in_flight.hold(event.origin_seq)
-        if event.event_type in _WAITS_FOR_DEVICE and event.kdev == event.extension.get("function"):
-            # The line names a kernel function, not a device (a ratelimit
-            # summary; 6.1's "md: super_written gets error=-5"): it waits
-            # for that family's next line to name the device.
-            event.kdev = ""
+        seq = record.seq if record.source == "kmsg" else None
+        # The line names a kernel function, not a device (a ratelimit
+        # summary; 6.1's "md: super_written gets error=-5"): it waits for
+        # that family's next line to name the device.
+        suppressed = match.event_type in _WAITS_FOR_DEVICE and match.kdev == match.extension.get("function")
+        device = DeviceAtEvent("") if suppressed else \
+            self._device(match.kdev, "", record.kernel_usec, match.sub_system, from_hit=False)
+        event = event_from_match(
+            record, match, hostname=self.hostname, device=device, origin_seq=seq,
+            event_id=kmsg_event_id(self.boot_id, seq, line_no) if self.boot_id and seq is not None else None)
+        self._enrich(event)
+        self.in_flight.hold(seq)
+        if suppressed:
             self._suppressed.append((self.clock() + SUPPRESSED_NAMING_WAIT, event))
             return
-        self._resolve(event)
         if self._suppressed and record.trusted_kernel:
             self._name_suppressed(event)
         self.correlator.add(event, self.clock())
 
     def add_hit(self, hit) -> None:
-        mapping = HIT_EVENT_TYPES.get(hit.kind)
+        row = HIT_KINDS.get(hit.kind)
         self.stats["hits"] += 1
-        if mapping is None:
+        if row is None or row.event_type is None:
             return
-        event = hit_to_event(hit, *mapping, hostname=self.hostname, to_wallclock=self.to_wallclock)
-        self._resolve(event)
+        event_type, sub_system = row.event_type, row.sub_system
+        device = self._device(hit.kdev or hit.dev_num, hit.dev_num, hit.kernel_usec, sub_system, from_hit=True)
+        event = hit_to_event(hit, event_type, sub_system, hostname=self.hostname, to_wallclock=self.to_wallclock,
+                             device=device)
+        self._enrich(event)
         self.correlator.add(event, self.clock())
 
     def add_aggregates(self, found) -> None:
@@ -264,55 +200,41 @@ class Pipeline:
         return min(deadlines) if deadlines else None
 
     # -- internals ----------------------------------------------------------
-    def _event_from_match(self, record: LogRecord, match, line_no: int = 0) -> StorageEvent:
-        event = event_from_match(record, match, hostname=self.hostname)
-        event.kernel_usec = record.kernel_usec
-        if record.source == "kmsg" and record.seq is not None:
-            event.origin_seq = record.seq
-            if self.boot_id:
-                event.event_id = kmsg_event_id(self.boot_id, record.seq, line_no)
-        _decode_cdb(event)
-        return event
+    def _device(self, kdev: str, dev_num: str, kernel_usec: int | None, sub_system: str, *,
+                from_hit: bool) -> DeviceAtEvent:
+        """The device as it was at the event's kernel time. A hit names it
+        by number: its event takes the timeline's name for it."""
+        info = None
+        if self.timeline is not None and (dev_num or kdev):
+            info = self.timeline.at(dev_num or kdev, kernel_usec)
+            if info is None and dev_num and kdev:
+                info = self.timeline.at(kdev, kernel_usec)
+        if info is None:
+            return DeviceAtEvent(kdev, dev_num)
+        hierarchy = [owner for owner in (self.timeline.at(os.path.basename(p), kernel_usec) for p in info.owners_paths)
+                     if owner is not None]
+        return DeviceAtEvent(
+            kdev=(os.path.basename(info.blk_path) or kdev) if from_hit or not kdev else kdev,
+            dev_num=dev_num or info.dev_num,
+            cur_blk_info=info,
+            hierarchy_blk_info=hierarchy,
+            mount_point=info.mount_point if sub_system in FS_SUB_SYSTEMS else None,
+        )
 
-    def _resolve(self, event: StorageEvent) -> None:
-        """Name the device as it was at the event's kernel time."""
+    def _enrich(self, event: StorageEvent) -> None:
+        """What a line or hit implies beyond its own device: the LBA of a
+        printed CDB, an LVM device's VG/LV name, the map a multipath path
+        line names by number (``dm_dev``), as of the same kernel time."""
+        _decode_cdb(event)
+        if event.cur_blk_info is not None:
+            lv = lvm_name(event.cur_blk_info)
+            if lv:
+                event.extension.setdefault("lvm_lv", lv)
         if self.timeline is None:
             return
-        kernel_usec = event.kernel_usec
-        key = event.dev_num or event.kdev
-        if not key:
-            return
-        info = self.timeline.at(key, kernel_usec)
-        if info is None and event.dev_num and event.kdev:
-            info = self.timeline.at(event.kdev, kernel_usec)
-        if info is None:
-            return
-        event.cur_blk_info = info
-        event.dev_num = event.dev_num or info.dev_num
-        if event.sources == ["bpf"] or not event.kdev:
-            event.kdev = os.path.basename(info.blk_path) or event.kdev
-        event.hierarchy_blk_info = [
-            owner
-            for owner in (
-                self.timeline.at(os.path.basename(p), kernel_usec) for p in info.owners_paths
-            )
-            if owner is not None
-        ]
-        if info.mount_point and event.sub_system in FS_SUB_SYSTEMS:
-            event.extension.setdefault("mount_point", info.mount_point)
-        lv = lvm_name(info)
-        if lv:
-            event.extension.setdefault("lvm_lv", lv)
-        self._name_related(event, kernel_usec)
-
-    def _name_related(self, event: StorageEvent, kernel_usec) -> None:
-        """Other devices a line names by number (the map of a multipath
-        path, ``dm_dev``) get their name and path too, as of the same time."""
         for key, prefix in _RELATED_DEVICES.items():
             dev_num = event.extension.get(key)
-            if not dev_num:
-                continue
-            info = self.timeline.at(dev_num, kernel_usec)
+            info = self.timeline.at(dev_num, event.kernel_usec) if dev_num else None
             if info is None:
                 continue
             event.extension.setdefault(f"{prefix}_path", info.preferred_blk_path)
@@ -331,10 +253,9 @@ class Pipeline:
             if summary.sub_system == event.sub_system and \
                     0 <= usec - (summary.kernel_usec or 0) <= SUPPRESSED_NAMING_USEC:
                 del self._suppressed[i]
-                summary.kdev, summary.dev_num = event.kdev, event.dev_num
-                summary.cur_blk_info, summary.hierarchy_blk_info = event.cur_blk_info, event.hierarchy_blk_info
-                summary.msg = f"{summary.msg}; next line on {event.kdev}"
-                self._finish([summary])
+                self._finish([replace(summary, kdev=event.kdev, dev_num=event.dev_num,
+                                      cur_blk_info=event.cur_blk_info, hierarchy_blk_info=event.hierarchy_blk_info,
+                                      msg=f"{summary.msg}; next line on {event.kdev}")])
                 return
 
     def _release_suppressed(self, now: float | None) -> None:
@@ -353,8 +274,8 @@ class Pipeline:
     def _finish(self, events: Iterable[StorageEvent]) -> None:
         now = self.clock()
         for event in events:
-            self.linker.link(event)
-            if self.resume.covers(event):
+            event = self.linker.link(event)
+            if self.already_stored.covers(event):
                 # Re-read after a restart and already stored (ResumeIndex):
                 # it neither counts again nor fills a storm's burst.
                 self.stats["skipped_duplicates"] += 1
@@ -363,12 +284,10 @@ class Pipeline:
             if self.ledger is not None and event.extension.get("counted_by") != "bpf-maps":
                 # Its failure is also in a map count: the ledger takes it off.
                 self.ledger.note(event)
-            ready, outcome = self.storm.add(event, now)
-            if outcome == StormAggregator.FOLDED:
-                # Counted into an aggregate, which now holds the lowest kmsg
-                # seq of its members (keeping the resume position before
-                # them); the folded event carries the seq to give back.
-                self.in_flight.release(event.origin_seq)
+            # A folded event is counted into an aggregate, which holds the
+            # lowest kmsg seq of its members (keeping the resume position
+            # before them) and gives back the others (``release_seq``).
+            ready, _ = self.storm.add(event, now)
             self._emit_all(ready)
 
     def _emit_all(self, events: Iterable[StorageEvent]) -> None:
@@ -378,7 +297,8 @@ class Pipeline:
             self.in_flight.release(event.origin_seq)
 
 
-def hit_to_event(hit, event_type: str, sub_system: str, *, hostname: str, to_wallclock=None) -> StorageEvent:
+def hit_to_event(hit, event_type: str, sub_system: str, *, hostname: str, to_wallclock=None,
+                 device: DeviceAtEvent | None = None) -> StorageEvent:
     """An event from a tracepoint hit alone (no kernel line seen for it)."""
     extension = _line_spelling(_flatten(hit.to_dict(), skip={"kind", "kernel_usec", "dev_num", "kdev"}))
     extension["tracepoint"] = hit.tracepoint
@@ -387,22 +307,25 @@ def hit_to_event(hit, event_type: str, sub_system: str, *, hostname: str, to_wal
     where = f" at sector {hit.sector}" if hit.sector is not None else ""
     op = f" ({hit.op})" if hit.op else ""
     title = EVENT_TYPES.get(event_type).title if event_type in EVENT_TYPES else event_type
-    event = StorageEvent(
+    device = device or DeviceAtEvent(hit.kdev or hit.dev_num, hit.dev_num)
+    if device.mount_point:
+        extension.setdefault("mount_point", device.mount_point)
+    return StorageEvent(
         event_type=event_type,
         sub_system=sub_system,
         severity=EVENT_TYPES.default_severity(event_type),
-        kdev=hit.kdev or hit.dev_num,
+        kdev=device.kdev,
         msg=f"{title}{status} on {hit.kdev or hit.dev_num}{where}{op}",
         raw_msg="",
+        timestamp=to_wallclock(hit.kernel_usec) if to_wallclock is not None and hit.kernel_usec else now(),
         hostname=hostname,
-        dev_num=hit.dev_num,
+        dev_num=device.dev_num,
+        cur_blk_info=device.cur_blk_info,
+        hierarchy_blk_info=list(device.hierarchy_blk_info),
         extension=extension,
         sources=["bpf"],
+        kernel_usec=hit.kernel_usec,
     )
-    if to_wallclock is not None and hit.kernel_usec:
-        event.timestamp = to_wallclock(hit.kernel_usec)
-    event.kernel_usec = hit.kernel_usec
-    return event
 
 
 # Tracepoint detail named and spelled as the kernel lines' rules name it, so
@@ -475,14 +398,19 @@ def _flatten(data: dict, skip=(), prefix="") -> dict[str, str]:
     return out
 
 
-def daemon_event(event_type: str, msg: str, *, hostname: str, severity: Severity | None = None, **extension) -> StorageEvent:
+def daemon_event(event_type: str, msg: str, *, hostname: str, severity: Severity | None = None,
+                 device: DeviceAtEvent | None = None, **extension) -> StorageEvent:
     """An event about peripetyd itself (overrun, lost samples, device dump)."""
+    device = device or DeviceAtEvent("")
     return StorageEvent(
         event_type=event_type,
         sub_system="Peripety",
         severity=severity or EVENT_TYPES.default_severity(event_type),
         msg=msg,
         hostname=hostname,
+        kdev=device.kdev,
+        dev_num=device.dev_num,
+        cur_blk_info=device.cur_blk_info,
         extension={k: str(v) for k, v in extension.items()},
         sources=["peripetyd"],
     )

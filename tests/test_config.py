@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,33 @@ def test_documented_sample_loads_and_its_rule_works():
     assert found.rule is user_rule and found.extension["uuid"].startswith("0b5f")
     # built-in rules are still there, after the user's
     assert cfg.rules.match("I/O error, dev sdb, sector 8").event_type == "BLK_IO_ERROR"
+
+
+def _uncommented_sample(**replace: str) -> str:
+    """The sample with every documented ``#key = value`` line made real
+    (values as shown, or as given in ``replace``)."""
+    out = []
+    for line in SAMPLE.read_text().splitlines():
+        m = re.match(r"^#(\w+) = (.*)$", line)
+        if m:
+            key = m.group(1)
+            line = f"{key} = {replace.get(key, m.group(2))}"
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def _documented_store_spellings() -> list[str]:
+    """The store values the sample lists (``#   "journal"   ...``)."""
+    return re.findall(r'^#\s+"([^"]+)"\s', SAMPLE.read_text(), re.M)
+
+
+def test_documented_sample_store_spellings_all_load(tmp_path):
+    spellings = _documented_store_spellings()
+    assert {"auto", "journal", "sqlite", "sqlite:PATH", "journal:NAMESPACE"} <= set(spellings)
+    for spelling in spellings + ["journald"]:  # the sample says "journald" is the same as "journal"
+        value = spelling.replace("NAMESPACE", "storage").replace("PATH", str(tmp_path / "events.db"))
+        cfg = load_config(_write(tmp_path, _uncommented_sample(store=f'"{value}"')))
+        assert cfg.store == ("journal" if value == "journald" else value), spelling
 
 
 def test_all_sections(tmp_path):

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 
 import pytest
 
-from tests.harness.daemon import PERIPETYD, DaemonProcess, prpt, query, since_now, wait_for_events
+from tests.harness.daemon import PERIPETYD, DaemonProcess, prpt, since_now, wait_for_events
 from tests.harness.faulty import FaultyDisk
+from tests.test_daemon_position import failed_sectors
 
 pytestmark = [pytest.mark.root, pytest.mark.bpf, pytest.mark.usefixtures("journald", "udevd", "tracefs")]
 
@@ -42,10 +42,15 @@ def test_burst_of_40_failing_reads_is_counted_completely(bpf_daemon, faulty_disk
     results = faulty_disk.read_sectors(first, 40)
     assert [r.error for r in results] == [5] * 40  # 40 real EIO, the kernel prints ~10 lines
     args = ("--since", t0, "--blk", faulty_disk.loopdev, "--event-type", "BLK_IO_ERROR")
-    events = wait_for_events(args, lambda evs: total(evs) >= 40, what="40 counted failures")
-    time.sleep(1.0)  # a line that failed to pair would arrive as a 41st: give it the time to
-    events = query(*args)
-    assert total(events) == 40
+    wait_for_events(args, lambda evs: total(evs) >= 40, what="40 counted failures")
+    # A line that failed to pair would arrive as one more event. A sentinel
+    # failure after the 40, on the same device (same storm): once its
+    # sector is stored, everything the 40 produced before it is stored too.
+    sentinel = first + 40
+    faulty_disk.fail_sectors(sentinel, 1, "read")
+    assert faulty_disk.read_sectors(sentinel, 1)[0].error == 5
+    events = wait_for_events(args, lambda evs: sentinel in failed_sectors(evs), what="the sentinel failure")
+    assert total(events) == 40 + 1
     assert all(e["dev_num"] == faulty_disk.dev_num for e in events)
     # The first failures come as samples merged with their kernel line; the
     # rest is counted in the kernel's maps and stored as one event with
@@ -53,14 +58,15 @@ def test_burst_of_40_failing_reads_is_counted_completely(bpf_daemon, faulty_disk
     assert all(e["sources"] in (["kmsg", "bpf"], ["bpf"], ["kmsg"]) for e in events)
     counted = [e for e in events if e["extension"].get("counted_by") == "bpf-maps"]
     assert counted and all(e["sources"] == ["bpf"] for e in counted)
-    assert {e["extension"]["sectors"] for e in counted} == {f"{first}-{first + 39}"}
+    assert failed_sectors(counted) <= set(range(first, first + 41))
     merged = [e for e in events if e["sources"] == ["kmsg", "bpf"]]
     assert merged, "no kernel line was merged with its tracepoint hit"
     for e in merged:
         assert e["raw_msg"].startswith(f"I/O error, dev {faulty_disk.name}, sector {e['extension']['sector']} ")
         assert e["extension"]["errno_name"] == "EIO"
     singles = [int(e["extension"]["sector"]) for e in events if e not in counted]
-    assert len(singles) == len(set(singles)) and set(singles) <= set(range(first, first + 40))
+    assert len(singles) == len(set(singles)) and set(singles) <= set(range(first, first + 41))
+    assert failed_sectors(events) == set(range(first, first + 41))
     assert all(e["cur_blk_info"]["wwid"] for e in events)
 
 

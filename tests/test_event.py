@@ -1,4 +1,4 @@
-"""The event model: JSON round trip, the original project's JSON, journald fields."""
+"""The event model: JSON round trip, the original project's JSON; its journald fields (stores/journal.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 
 from peripety.errors import EventFormatError
 from peripety.event import BlkInfo, Severity, StorageEvent, new_event_id
+from peripety.stores.journal import journal_fields
 
 UTC = dt.timezone.utc
 
@@ -37,22 +38,6 @@ def test_json_round_trip_keeps_every_field():
     again = StorageEvent.from_json(event.to_json())
     assert again.to_dict() == event.to_dict()
     assert StorageEvent.from_json(event.to_json(pretty=True)).to_dict() == event.to_dict()
-
-
-@pytest.mark.parametrize(
-    "event",
-    [
-        sample(),
-        sample(kdev="ünïcødé\u2028\x00\x1f", extension={}, sources=[]),
-        sample(root_cause_event_id="abc", count=7, last_timestamp=dt.datetime(2025, 1, 1, tzinfo=UTC)),
-        sample(cur_blk_info=BlkInfo(wwid="w", blk_path="/dev/loop0", dev_num="7:0"),
-               hierarchy_blk_info=[BlkInfo(wwid="x")]),
-        sample(extension={"n": 5}),  # not a string: the general path
-    ],
-)
-def test_compact_json_is_exactly_json_dumps(event):
-    expected = json.dumps(event.to_dict(), separators=(",", ":"), ensure_ascii=False)
-    assert event.to_json() == expected
 
 
 def test_timestamp_is_rfc3339_with_microseconds():
@@ -93,7 +78,7 @@ def test_journal_fields():
     event = sample(cur_blk_info=BlkInfo(wwid="w1", blk_path="/dev/dm-3", preferred_blk_path="/dev/mapper/mpatha",
                                         dev_num="253:3", owners_wwids=["a", "b"], owners_paths=["/dev/sdb", "/dev/sdc"],
                                         mount_point="/srv"))
-    fields = event.to_journal_fields()
+    fields = journal_fields(event)
     assert fields["IS_PERIPETY"] == "TRUE" and fields["PRIORITY"] == "3"
     assert fields["SYSLOG_IDENTIFIER"] == "peripetyd" and fields["EVENT_TYPE"] == "BLK_IO_ERROR"
     assert fields["DEV_PATH"] == "/dev/mapper/mpatha" and fields["DEV_NUM"] == "253:3"

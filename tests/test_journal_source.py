@@ -11,7 +11,7 @@ import uuid
 import pytest
 from systemd import journal
 
-from peripety.journal import JournalSource
+from peripety.sources.journal import JournalSource
 from peripety.stores.provenance import SenderPolicy
 from tests.harness.senders import AS_NOBODY, SYSTEM_PYTHON
 

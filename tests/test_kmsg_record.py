@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from peripety.kmsg import KmsgStats, decode_escapes, parse_record
-from peripety.kmsg.record import FIELD_CALLER, FIELD_FLAGS
+from peripety.sources.kmsg import KmsgStats, decode_escapes, parse_record
+from peripety.sources.kmsg.record import FIELD_CALLER, FIELD_FLAGS
 
 RECORDED = Path(__file__).parent / "fixtures" / "recorded" / "linux-6.18-loop-faults.kmsg"
 DEVKMSG = Path(__file__).parent / "fixtures" / "logs" / "devkmsg.kmsg"

@@ -12,9 +12,10 @@ import pytest
 
 from peripety.devices.timeline import nvme_path_head
 from peripety.event import BlkInfo, Severity, StorageEvent
-from peripety.kmsg.record import parse_record
+from peripety.sources.kmsg.record import parse_record
 from peripety.merge import Correlator, RootCauseLinker
-from peripety.pipeline import Pipeline, hit_to_event, kmsg_event_id, lvm_name
+from peripety.pipeline import Pipeline, hit_to_event, lvm_name
+from peripety.position import kmsg_event_id
 from peripety.rules import RuleSet
 from peripety.tracepoints.decode import hit_from_fields
 
@@ -87,8 +88,7 @@ def test_md_failure_has_the_members_error_as_root_cause():
     failure = StorageEvent(event_type="MD_DISK_FAILURE", sub_system="md", kdev="md0", severity=Severity.Critical,
                            cur_blk_info=md0)
     attached.kernel_usec, io.kernel_usec, failure.kernel_usec = 1_000_000, 2_000_000, 2_000_300
-    for event in (attached, io, failure):
-        linker.link(event)
+    attached, io, failure = (linker.link(e) for e in (attached, io, failure))
     assert failure.root_cause_event_id == io.event_id  # not "Attached SCSI disk"
     assert io.root_cause_event_id is None
 

@@ -2,7 +2,7 @@
 
 from peripety.event import BlkInfo, StorageEvent
 from peripety.merge import Correlator, RootCauseLinker, SectorRanges, StormAggregator
-from peripety.pipeline import InFlight
+from peripety.position import InFlight
 
 
 def blk_error(sector, source="kmsg", dev_num="7:0", kdev="loop0", usec=1_000_000):
@@ -101,15 +101,15 @@ def test_fs_error_points_at_the_block_error_below_it():
     fs = StorageEvent(event_type="FS_IO_ERROR", sub_system="ext4", kdev="sdb1", dev_num="8:17", cur_blk_info=part)
     io.kernel_usec, fs.kernel_usec = 1_000_000, 2_000_000
     linker.link(io)
-    linker.link(fs)
+    fs = linker.link(fs)
     assert fs.root_cause_event_id == io.event_id
     unrelated = StorageEvent(event_type="FS_ERROR", sub_system="xfs", kdev="sdc1", cur_blk_info=BlkInfo(wwid="other"))
     unrelated.kernel_usec = 2_000_000
-    linker.link(unrelated)
+    unrelated = linker.link(unrelated)
     assert unrelated.root_cause_event_id is None
     too_late = StorageEvent(event_type="FS_ERROR", sub_system="ext4", kdev="sdb1", cur_blk_info=part)
     too_late.kernel_usec = 90_000_000
-    linker.link(too_late)
+    too_late = linker.link(too_late)
     assert too_late.root_cause_event_id is None
 
 

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 import peripety.classify as classify_mod
 import peripety.event as event_mod
+import peripety.event_json as event_json_mod
 from peripety.cli import main
 from peripety.record import LogRecord
 from peripety.rules import Rule, RuleSet
@@ -113,6 +114,7 @@ def _same_ids_and_time(monkeypatch):
     counter = itertools.count()
     fake_id = lambda: f"00000000-0000-4000-8000-{next(counter):012d}"  # noqa: E731
     monkeypatch.setattr(event_mod, "new_event_id", fake_id)
+    monkeypatch.setattr(event_json_mod, "new_event_id", fake_id)
     monkeypatch.setattr(classify_mod, "new_event_id", fake_id)
     moment = event_mod.parse_timestamp("2025-11-25T03:44:01.123456+01:00")
     monkeypatch.setattr(classify_mod, "now", lambda: moment)

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from peripety.kmsg.record import parse_record
-from peripety.pipeline import Pipeline, ResumeIndex, kmsg_event_id, storm_event_id
+from peripety.sources.kmsg.record import parse_record
+from peripety.pipeline import Pipeline
+from peripety.position import ResumeIndex, kmsg_event_id, storm_event_id
 from peripety.rules import RuleSet
 
 BOOT = "2f1a3c5e-0000-4000-8000-000000000001"
@@ -30,9 +31,7 @@ class Run:
         self.store = store
         self.pipeline = Pipeline(rules, None, store.append, boot_id=BOOT, hostname="h", hold=0.0,
                                  clock=lambda: self.now)
-        self.pipeline.in_flight.last_read = after_seq
-        if resume is not None:
-            self.pipeline.resume = resume
+        self.pipeline.resume(after_seq, resume)
 
     def feed(self, raw: str) -> None:
         record = parse_record(raw)
@@ -41,7 +40,7 @@ class Run:
         self.pipeline.tick()
 
     def position(self) -> int:
-        return self.pipeline.in_flight.safe_seq()
+        return self.pipeline.read_position()
 
 
 def storm_records(first_seq: int, count: int, start_usec: int, sector: int = 2048, step_usec: int = 5000):
@@ -233,7 +232,7 @@ def test_slice_opened_by_a_hit_holds_the_position_before_the_lines_it_folds(rule
     store: list = []
     pipeline = Pipeline(rules, None, store.append, boot_id=BOOT, hostname="h", hold=0.0, clock=lambda: 0.0)
     pipeline.storm.burst = 0
-    pipeline.in_flight.last_read = 805
+    pipeline.resume(805)
     hit = blk_error(1, source="bpf", usec=1_000_000)
     lines = [blk_error(2 + i, usec=1_000_100 + i) for i in range(3)]
     for i, line in enumerate(lines):
@@ -242,8 +241,8 @@ def test_slice_opened_by_a_hit_holds_the_position_before_the_lines_it_folds(rule
     for event in [hit, *lines]:
         pipeline._finish([event])
     assert not store
-    assert pipeline.in_flight.safe_seq() == 800
+    assert pipeline.read_position() == 800
     pipeline.drain()
-    assert pipeline.in_flight.safe_seq() == 805
+    assert pipeline.read_position() == 805
     [agg] = store
     assert agg.extension["kmsg_seq_range"] == "801-803"

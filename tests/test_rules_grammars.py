@@ -17,7 +17,7 @@ from peripety.cli import main
 from peripety.errors import ConfigError
 from peripety.event import Severity
 from peripety.event_types import EVENT_TYPES
-from peripety.kmsg import parse_record
+from peripety.sources.kmsg import parse_record
 from peripety.record import LogRecord
 from peripety.rules import RuleSet
 from peripety.rules.engine import _UserIndex

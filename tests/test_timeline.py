@@ -17,6 +17,7 @@ import pytest
 from peripety.devices import DeviceTimeline, Resolver, resolve
 from tests.harness.partitioned import run
 from peripety.devices.timeline import Uevent, monotonic_usec
+from peripety.sources.udev import UdevSource
 from tests.harness import services
 
 MiB = 1 << 20
@@ -24,15 +25,17 @@ FIXTURES = Path(__file__).parent / "fixtures" / "sysfs"
 
 
 def wait_for(timeline: DeviceTimeline, condition, timeout: float = 30.0) -> None:
-    """Feed uevents to the timeline until ``condition()`` holds (no sleeping:
-    block on the monitor's fd with a deadline)."""
+    """Feed uevents to the timeline, as the daemon's loop does, until
+    ``condition()`` holds (no sleeping: block on the udev source's fd with a
+    deadline)."""
+    udev = timeline.udev
     deadline = time.monotonic() + timeout
     while not condition():
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise AssertionError("timeline did not see the expected uevents in time")
-        select.select([timeline], [], [], remaining)
-        timeline.process()
+        select.select([udev], [], [], remaining)
+        timeline.apply_all(udev.read())
 
 
 def image(path: Path, size: int = 16 * MiB) -> Path:
@@ -41,11 +44,22 @@ def image(path: Path, size: int = 16 * MiB) -> Path:
     return path
 
 
+class FedTimeline(DeviceTimeline):
+    """The timeline with the udev source that feeds it (the daemon keeps
+    the two side by side; the test keeps them together)."""
+
+    udev: UdevSource
+
+
 @pytest.fixture
 def timeline():
     services.ensure_udevd()
-    timeline = DeviceTimeline.from_system()
+    udev = UdevSource.open()  # first, as the daemon does: nothing falls between
+    timeline = FedTimeline.from_system()
+    timeline.udev = udev
+    timeline.apply_all(udev.read())
     yield timeline
+    udev.close()
     timeline.close()
 
 
@@ -112,8 +126,8 @@ def test_removed_partition_is_remembered(timeline, tmp_path):
 
 @pytest.mark.root
 def test_timeline_fileno_is_pollable(timeline):
-    assert isinstance(timeline.fileno(), int)
-    assert timeline.process() >= 0
+    assert isinstance(timeline.udev.fileno(), int)
+    assert timeline.apply_all(timeline.udev.read()) >= 0
 
 
 # -- ordering rules, on a recorded sysfs (no monitor) --------------------------

@@ -128,3 +128,15 @@ def test_kernel_dev_t_split():
     # 259:65536 cannot be expressed with glibc's encoding; the kernel's can.
     assert decode.dev_num_of((259 << 20) | 65536) == "259:65536"
     assert decode.dev_num_of((7 << 20) | 3) == "7:3"
+
+
+def test_every_decoded_kind_has_one_row_in_the_hit_kinds_table():
+    """Adding a probe: the C, its decoder and one row (peripety/hit_kinds.py)."""
+    from peripety.hit_kinds import HIT_KINDS, PAIR_KEYS
+
+    assert set(HIT_KINDS) == set(decode.kinds())
+    for kind in decode.kinds():
+        with pytest.raises(Exception) as info:  # a decoder exists: it fails on fields, not on the kind
+            decode.hit_from_fields(kind, {}, kernel_usec=1)
+        assert not isinstance(info.value, decode.SampleError) or "no decoder" not in str(info.value)
+    assert PAIR_KEYS == {"BLK_IO_ERROR": ("sector",), "FS_ERROR": ("function", "line"), "FS_IO_ERROR": ("daddr",)}

@@ -25,7 +25,7 @@ DOC_DIR = Path(__file__).resolve().parents[2] / "doc"
 
 
 def programs() -> dict[str, click.Command]:
-    from ..daemon import main as daemon_main
+    from .peripetyd import main as daemon_main
     from . import main as prpt_main
 
     return {"prpt": prpt_main, "peripetyd": daemon_main}

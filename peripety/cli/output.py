@@ -7,6 +7,7 @@ import sys
 from typing import TextIO
 
 from ..event import StorageEvent
+from ..event_json import compact_json
 from ..timespec import human_time
 from .options import OUTPUT_JSON, OUTPUT_JSONL, OUTPUT_TEXT
 
@@ -58,7 +59,7 @@ class EventWriter:
 
     def write(self, event: StorageEvent) -> None:
         if self.output_format == OUTPUT_JSONL:
-            text = event.to_json() + "\n"
+            text = compact_json(event) + "\n"
         elif self.output_format == OUTPUT_JSON:
             text = ("\n" if self.written else "") + event.to_json(pretty=True) + "\n"
         else:

@@ -7,6 +7,7 @@ import io
 import itertools
 import logging
 import sys
+from dataclasses import replace
 
 import click
 
@@ -183,9 +184,7 @@ def _write_events(logfile: LogFile, ruleset, stats: bool, writer: EventWriter, r
     from ..classify import events_from_matches
 
     for event in events_from_matches(logfile.matches(ruleset, count_malformed=stats), boot_time=boot_time):
-        if resolver is not None:
-            resolver.apply(event)
-        writer.write(event)
+        writer.write(event if resolver is None else resolver.resolved(event))
 
 
 def _write_json_lines(logfile: LogFile, ruleset, stats: bool, writer: EventWriter, boot_time) -> None:
@@ -303,12 +302,14 @@ class _DeviceCache:
         self._known: dict[str, object] = {}
         self._elsewhere: set[str] = set()
 
-    def apply(self, event) -> None:
+    def resolved(self, event):
+        """``event`` with the device its name has now, when it names one
+        (events of other hosts, named by the log, are left as they are)."""
         if event.hostname != self._here:
             if event.hostname not in self._elsewhere:
                 self._elsewhere.add(event.hostname)
                 log.info("%s: events logged on host %s are left unresolved", event.kdev, event.hostname)
-            return
+            return event
         if event.kdev not in self._known:
             try:
                 self._known[event.kdev] = self._resolve(event.kdev)
@@ -316,6 +317,4 @@ class _DeviceCache:
                 log.debug("%s: left unresolved: %s", event.kdev, exc)
                 self._known[event.kdev] = None
         info = self._known[event.kdev]
-        if info is not None:
-            event.cur_blk_info = info
-            event.dev_num = info.dev_num
+        return event if info is None else replace(event, cur_blk_info=info, dev_num=info.dev_num)

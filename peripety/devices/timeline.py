@@ -2,9 +2,10 @@
 
 Names and numbers are reused: ``loop3`` re-attached to another file, ``sdc``
 replaced by a new disk. The timeline starts from the udev database and then
-follows udev's block uevents (one netlink socket, polled through
-``fileno()`` in the daemon's selector loop), keeping a ``BlkInfo`` snapshot
-per device identity with the interval of kernel time it was valid.
+follows udev's block uevents (``sources.udev.UdevSource``, read by the
+daemon's loop and given to ``apply_all``; the timeline reads nothing
+itself), keeping a ``BlkInfo`` snapshot per device identity with the
+interval of kernel time it was valid.
 
 Time base: CLOCK_MONOTONIC microseconds. udev's ``USEC_INITIALIZED`` is
 CLOCK_MONOTONIC; ``bpf_ktime_get_ns()`` is CLOCK_MONOTONIC; /dev/kmsg
@@ -18,7 +19,7 @@ When does an identity begin and end? A uevent carries no kernel timestamp:
 * ``add``: udev's ``USEC_INITIALIZED`` (set when udevd handled the add, a few
   ms after the kernel) - exact enough, and independent of when we read it.
 * ``change`` (a loop device re-attached, new media) and ``remove``: the
-  monotonic time at which ``process()`` received the event. If the daemon
+  monotonic time at which the udev source received the event. If the daemon
   was busy that is late, which errs towards the *old* identity: an error
   logged just before a disk was replaced still names the old disk. When a
   later ``add`` for the same name/number has an earlier ``USEC_INITIALIZED``
@@ -89,13 +90,11 @@ class DeviceTimeline:
     def __init__(
         self,
         resolver: Resolver | None = None,
-        monitor=None,
         *,
         max_removed: int = 4096,
         max_age_usec: int = 24 * 3600 * 1_000_000,
     ):
         self.resolver = resolver or Resolver()
-        self._monitor = monitor
         self.max_removed = max_removed
         self.max_age_usec = max_age_usec
         self._by_name: dict[str, list[TimelineEntry]] = collections.defaultdict(list)
@@ -108,18 +107,12 @@ class DeviceTimeline:
     # -- construction ----------------------------------------------------------
     @classmethod
     def from_system(cls, resolver: Resolver | None = None, **limits) -> "DeviceTimeline":
-        """Subscribe to udev block uevents, then enumerate the udev database.
-
-        The monitor starts first so no event falls between the two; a device
-        seen both ways is recognised as the same identity."""
-        import pyudev
-
-        monitor = pyudev.Monitor.from_netlink(udevdb.context())
-        monitor.filter_by("block")
-        monitor.start()
-        timeline = cls(resolver, monitor, **limits)
+        """Every block device in the udev database now. Open the uevent
+        source first (``sources.udev.UdevSource``) and feed what it read
+        meanwhile to ``apply_all``: a device seen both ways is recognised
+        as the same identity, and nothing falls between."""
+        timeline = cls(resolver, **limits)
         timeline._enumerate()
-        timeline.process()
         return timeline
 
     def _enumerate(self) -> None:
@@ -136,33 +129,13 @@ class DeviceTimeline:
         on shutdown)."""
         self.resolver.close()
 
-    # -- uevents ----------------------------------------------------------------
-    def fileno(self) -> int:
-        if self._monitor is None:
-            raise ValueError("this DeviceTimeline has no udev monitor")
-        return self._monitor.fileno()
-
-    def process(self) -> int:
-        """Apply every pending uevent without blocking; return how many."""
-        if self._monitor is None:
-            return 0
+    # -- uevents (fed by the daemon's loop from sources.udev) -------------------
+    def apply_all(self, events) -> int:
+        """Apply uevents in order, then forget removed devices past the
+        limits; return how many."""
         handled = 0
-        while True:
-            device = self._monitor.poll(timeout=0)
-            if device is None:
-                break
-            num = device.device_number
-            dev_num = f"{os.major(num)}:{os.minor(num)}"
-            self.apply(
-                Uevent(
-                    action=device.action or "",
-                    name=device.sys_name,
-                    dev_num=dev_num,
-                    properties=dict(device.properties),
-                    seqnum=device.sequence_number,
-                    received_usec=monotonic_usec(),
-                )
-            )
+        for event in events:
+            self.apply(event)
             handled += 1
         self._expire(monotonic_usec())
         return handled
@@ -189,7 +162,6 @@ class DeviceTimeline:
         """The device ``kdev`` (name, ``major:minor``, /dev path or any key
         ``resolve`` takes) meant at CLOCK_MONOTONIC ``kernel_usec`` (now if None),
         including devices already gone; None if it named nothing then."""
-        self.process()
         entries = self._entries_for(str(kdev))
         if not entries:
             return None

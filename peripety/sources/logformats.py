@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from ..kmsg.record import parse_record
+from .kmsg.record import parse_record
 from ..record import KERNEL_FACILITY, LogRecord
 
 SOURCE = "file"

@@ -1,4 +1,4 @@
-"""The contract every event store keeps (DESIGN.md "Stores").
+"""The contract every event store keeps (doc/design.md, "Stores").
 
 Stores are tested by one shared suite, ``tests/test_stores_contract.py``.
 """

@@ -1,4 +1,4 @@
-"""The journald store: each event is one journal entry (DESIGN.md "journald
+"""The journald store: each event is one journal entry (doc/design.md, "journald
 fields"), so ``journalctl IS_PERIPETY=TRUE EVENT_TYPE=FS_ERROR`` works with
 no peripety installed.
 
@@ -19,6 +19,7 @@ with a ``count`` before they reach the store, and the unit may raise
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 from pathlib import Path
@@ -27,7 +28,9 @@ from typing import Iterator
 from systemd import journal as _sd
 
 from ..errors import EventFormatError, StoreError
-from ..event import Severity, StorageEvent
+from ..event import BlkInfo, Severity, StorageEvent
+from ..event_json import compact_json
+from ..event_types import EVENT_TYPES
 from .filter import EventFilter, to_usec
 from .journald_socket import JournaldSocket, runtime_dir, synchronize
 from .provenance import PERIPETYD_WRITER, SenderPolicy, sender_from_reader
@@ -46,6 +49,52 @@ _JOURNAL_GROUP_HINT = (
     "reading the system journal needs root or membership of the systemd-journal group "
     "(usermod -aG systemd-journal USER, then log in again)"
 )
+
+
+def journal_fields(event: StorageEvent) -> dict[str, object]:
+    """The journald entry for ``event`` (doc/design.md, "journald fields").
+
+    Values are strings, or lists of strings for fields that repeat
+    (``OWNERS_WWIDS``, ``OWNERS_PATHS``): the journal store writes a list
+    as one field per element (``systemd.journal.send`` would not: it
+    sends ``str(list)``).
+    """
+    info = event.cur_blk_info or BlkInfo()
+    fields: dict[str, object] = {
+        "IS_PERIPETY": "TRUE",
+        "PRIORITY": str(int(event.severity)),
+        "MESSAGE": event.msg or event.raw_msg or event.event_type,
+        "MESSAGE_ID": EVENT_TYPES.message_id(event.event_type),
+        "SYSLOG_IDENTIFIER": "peripetyd",
+        "EVENT_TYPE": event.event_type,
+        "EVENT_ID": event.event_id,
+        "SUB_SYSTEM": event.sub_system,
+        "SEVERITY": event.severity.name,
+        "KDEV": event.kdev,
+        "DEV_NUM": event.dev_num or info.dev_num,
+        "DEV_WWID": info.wwid,
+        "DEV_PATH": info.preferred_blk_path or info.blk_path,
+        "JSON": compact_json(event),
+    }
+    if info.mount_point:
+        fields["MOUNT_POINT"] = info.mount_point
+    if info.owners_wwids:
+        fields["OWNERS_WWIDS"] = list(info.owners_wwids)
+    if info.owners_paths:
+        fields["OWNERS_PATHS"] = list(info.owners_paths)
+    if event.root_cause_event_id:
+        fields["ROOT_CAUSE_EVENT_ID"] = event.root_cause_event_id
+    for key, value in event.extension.items():
+        fields["EXT_" + _journal_key(key)] = str(value)
+    return {k: v for k, v in fields.items() if v not in ("", None, [])}
+
+
+@functools.lru_cache(maxsize=1024)
+def _journal_key(key: str) -> str:
+    """journald field names: upper-case ASCII letters, digits, underscore.
+    Cached: the same few extension keys come back with every event."""
+    out = "".join(c if c.isalnum() and c.isascii() else "_" for c in key.upper())
+    return out or "_"
 
 
 class JournalStore:
@@ -84,7 +133,7 @@ class JournalStore:
 
     # -- writing ------------------------------------------------------------
     def append(self, event: StorageEvent) -> None:
-        self._sender.send(event.to_journal_fields())
+        self._sender.send(journal_fields(event))
 
     def sync(self) -> None:
         """Block until journald has written what we sent (readers see it).

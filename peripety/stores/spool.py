@@ -1,5 +1,5 @@
 """Events the store could not take wait on disk, and are delivered in order
-when it is back (DESIGN.md: nothing is lost).
+when it is back (doc/design.md, "Stores": nothing is lost).
 
 The spool is one JSON-lines file plus a small file holding how many of its
 bytes were already delivered. Choices worth knowing:
@@ -29,6 +29,7 @@ from typing import Iterator
 
 from ..errors import EventFormatError, StoreError
 from ..event import StorageEvent
+from ..event_json import compact_json
 from ..safefiles import UnsafePathError, check_private_dir, open_private, write_atomically
 from .filter import EventFilter
 
@@ -107,7 +108,7 @@ class Spool:
 
     # -- writing --------------------------------------------------------------
     def put(self, event: StorageEvent) -> None:
-        line = event.to_json().encode("utf-8") + b"\n"
+        line = compact_json(event).encode("utf-8") + b"\n"
         if len(line) > self.max_bytes:
             self._count_drops(1, f"event {event.event_id} alone is larger than the spool")
             return
@@ -211,7 +212,7 @@ class SpoolingStore:
         self.store = store
         self.spool = Spool(spool_dir, max_bytes, fsync_every=fsync_every)
         self.retry_interval = retry_interval
-        """Seconds between delivery attempts made by ``append``."""
+        """Seconds after a refusal before the spool is delivered again (``retry``)."""
         self._last_failure = float("-inf")
         self.error: str | None = None
         """Why the store last refused an event, while events are spooled; None when it takes them."""
@@ -223,13 +224,25 @@ class SpoolingStore:
         return self.store.name
 
     @property
+    def spool_depth(self) -> int:
+        """Events waiting in the spool."""
+        return len(self.spool)
+
+    @property
     def ok(self) -> bool:
         """The store takes events (nothing waits in the spool)."""
         return self.error is None and not len(self.spool)
 
-    def append(self, event: StorageEvent) -> None:
+    def retry(self) -> int:
+        """Deliver the spool if it is due: the store refused an event at
+        least ``retry_interval`` ago (or events wait from an earlier run).
+        The one retry policy, run by ``append`` and by the daemon's tick."""
         if len(self.spool) and time.monotonic() - self._last_failure >= self.retry_interval:
-            self.flush_spool()
+            return self.flush_spool()
+        return 0
+
+    def append(self, event: StorageEvent) -> None:
+        self.retry()
         if not len(self.spool):
             try:
                 self.store.append(event)

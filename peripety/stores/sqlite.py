@@ -30,6 +30,7 @@ from typing import Iterator
 
 from ..errors import EventFormatError, StoreError
 from ..event import StorageEvent
+from ..event_json import compact_json
 from ..safefiles import UnsafePathError, check_dir_chain, check_private_dir, open_private
 from .filter import EventFilter, to_usec
 
@@ -150,7 +151,7 @@ class SqliteStore:
         row = (
             event.event_id, to_usec(event.timestamp), int(event.severity), event.event_type,
             event.sub_system, event.kdev, info.wwid if info else "",
-            event.dev_num or (info.dev_num if info else ""), event.to_json(),
+            event.dev_num or (info.dev_num if info else ""), compact_json(event),
         )
         try:
             with self._db:  # one transaction: the event and its owners, or nothing

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from peripety.kmsg import parse_record
+from peripety.sources.kmsg import parse_record
 from peripety.rules import RuleSet
 
 RECORDED = Path(__file__).resolve().parents[1] / "fixtures" / "recorded"

@@ -47,7 +47,7 @@ cp -r /mnt/src/peripety /mnt/src/bpf /opt/peripety/
 # Launched the way the package's console scripts are (a python3 script named
 # after the tool), so journald records _COMM=peripetyd: readers trust stored
 # events only from that sender (`python3 -c` would make it _COMM=python3).
-for tool in peripetyd:peripety.daemon prpt:peripety.cli; do
+for tool in peripetyd:peripety.cli.peripetyd prpt:peripety.cli; do
     cat > "/usr/local/bin/${tool%%:*}" <<W
 #!/usr/bin/python3
 import sys

@@ -3,8 +3,8 @@
 Each ``read(2)`` on /dev/kmsg returns exactly one record. When the kernel
 has overwritten records we had not read yet, ``read`` fails once with EPIPE
 and the position jumps to the oldest record still kept; the number lost is
-the gap in sequence numbers, which :meth:`KmsgReader.take_missed` reports so
-the daemon can emit ``PERIPETY_KMSG_OVERRUN``.
+the gap in sequence numbers, which :meth:`KmsgReader.take_missed` counts and
+:meth:`KmsgReader.notices` reports as ``PERIPETY_KMSG_OVERRUN``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import errno
 import logging
 import os
 
-from ..record import LogRecord
+from ...record import LogRecord
+from ..base import RECORDS, Notice
 from .record import KmsgStats, parse_record
 
 log = logging.getLogger("peripety.kmsg")
@@ -25,7 +26,11 @@ _READ_SIZE = 16384
 
 
 class KmsgReader:
-    """Records from /dev/kmsg; poll :meth:`fileno` and call :meth:`read`."""
+    """Records from /dev/kmsg; poll :meth:`fileno` and call :meth:`read`
+    (a live source: sources/base.py)."""
+
+    name = "kmsg"
+    kind = RECORDS
 
     def __init__(self, path: str = KMSG_PATH, stats: KmsgStats | None = None):
         self.path = path
@@ -104,6 +109,16 @@ class KmsgReader:
         if limit is None or len(records) < limit:
             records += self._read_available(None if limit is None else limit - len(records))
         return records
+
+    def notices(self) -> list[Notice]:
+        """Records the kernel overwrote before they were read, since the last call."""
+        missed = self.take_missed()
+        if not missed:
+            return []
+        log.warning("kernel overwrote %d /dev/kmsg records before they were read", missed)
+        return [Notice("PERIPETY_KMSG_OVERRUN",
+                       f"{missed} kernel log records were overwritten before peripetyd read them",
+                       {"missed": str(missed)})]
 
     def take_missed(self) -> int:
         """Records lost to overruns since the last call."""

@@ -28,6 +28,7 @@ import time
 from typing import Callable
 
 from ..record import LogRecord
+from .base import RECORDS, Notice
 from ..stores.provenance import SenderPolicy, sender_from_entry
 
 log = logging.getLogger("peripety.journal")
@@ -37,6 +38,9 @@ _SENDER_EXTENSION = ("pid", "uid", "comm", "unit")
 
 
 class JournalSource:
+    name = "journal"
+    kind = RECORDS
+
     def __init__(self, identifiers=USERSPACE_IDENTIFIERS, cursor: str = "",
                  policy: Callable[[str], SenderPolicy] = SenderPolicy.for_daemon):
         from systemd import journal
@@ -136,6 +140,9 @@ class JournalSource:
             identifier=identifier,
             sender={f"sender_{k}": sender[k] for k in _SENDER_EXTENSION if k in sender},
         )
+
+    def notices(self) -> list[Notice]:
+        return []
 
     def close(self) -> None:
         self._reader.close()

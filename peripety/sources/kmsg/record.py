@@ -12,7 +12,7 @@ import logging
 import re
 from dataclasses import dataclass
 
-from ..record import KERNEL_FACILITY, LogRecord
+from ...record import KERNEL_FACILITY, LogRecord
 
 log = logging.getLogger("peripety.kmsg")
 

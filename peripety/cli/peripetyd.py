@@ -1,0 +1,86 @@
+"""The ``peripetyd`` command: options and exit codes at the edge, the
+daemon itself in ``peripety.daemon``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ..daemon import Daemon, DaemonOptions
+from ..daemon.check import check as run_check
+from ..daemon.service import DEFAULT_CONFIG
+from ..errors import PeripetyError
+from ..logsetup import setup_logging
+from ..position import DEFAULT_STATE_DIR
+from ..status import DEFAULT_STATUS_PATH
+from .entry import run_cli
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help=f"Configuration file (TOML). Default: {DEFAULT_CONFIG} if it exists, else built-in rules only.")
+@click.option("--store", default=None, metavar="SPEC",
+              help="Where events go (overrides the config's store): auto (journald when it runs, else SQLite at "
+                   "/var/lib/peripety/events.db), journal (alias journald), journal:NAMESPACE, sqlite or "
+                   "sqlite:PATH.")
+@click.option("--stdout", is_flag=True, help="Also print every event to stdout as pretty JSON.")
+@click.option("--no-blk-info-dump", is_flag=True, help="Do not emit PERIPETY_BLK_INFO events for every device at start.")
+@click.option("--bpf", type=click.Choice(["off", "auto", "on"]), default="off", is_flag=False, flag_value="auto",
+              help="Tracepoint probes (bcc) for exact device numbers and sectors. --bpf alone means auto: "
+                   "use them if they load; on: fail if they cannot.")
+@click.option("--from-start", is_flag=True, help="Read /dev/kmsg from the oldest record instead of the end "
+                                                  "(when there is no saved position for this boot).")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_STATE_DIR,
+              show_default=True, help="Read position and spool directory.")
+@click.option("--status-file", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_STATUS_PATH,
+              show_default=True, help="Status file read by `prpt top`.")
+@click.option("--replay", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Instead of /dev/kmsg, run a saved kernel log (any format `prpt parse` reads) through "
+                   "the pipeline into the store, then exit.")
+@click.option("--check", is_flag=True, help="Validate the config, print the sources and the probe attach plan, exit.")
+@click.option("-v", "--verbose", count=True, help="More logging to stderr (-vv for debug).")
+@click.version_option(package_name="peripety", prog_name="peripetyd")
+def main(config_path, store, stdout, no_blk_info_dump, bpf, from_start, state_dir, status_file, replay, check,
+         verbose):
+    """Peripety daemon: read kernel storage messages from /dev/kmsg (and
+    user-space storage daemons' logs from the journal), turn them into
+    structured storage events and store them (journald or SQLite).
+
+    Needs root (or CAP_SYSLOG for /dev/kmsg; CAP_BPF/CAP_PERFMON for --bpf).
+    SIGHUP reloads the config; SIGTERM stops after storing what is in flight.
+    """
+    setup_logging(verbose, prefix="peripetyd: ")
+    options = DaemonOptions(
+        config_path=config_path or DEFAULT_CONFIG,
+        config_explicit=config_path is not None,
+        store=store,
+        stdout=stdout,
+        blk_info_dump=False if no_blk_info_dump else None,
+        bpf=bpf,
+        from_start=from_start,
+        state_dir=state_dir,
+        status_path=status_file,
+        replay=replay,
+    )
+    try:
+        if check:
+            sys.exit(run_check(options))
+        daemon = Daemon(options)
+        if replay is not None:
+            sys.exit(daemon.replay())
+        daemon.open()
+        sys.exit(daemon.run())
+    except PermissionError as exc:
+        raise click.ClickException(f"{exc.filename or exc}: permission denied (run peripetyd as root)") from None
+    except PeripetyError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+cli_main = run_cli(main, needs_stdout=False)
+"""The ``peripetyd`` console script."""
+
+
+if __name__ == "__main__":  # pragma: no cover
+    cli_main()

@@ -1,0 +1,57 @@
+"""``peripetyd --check``: validate the config and the store, print the
+sources and the probe attach plan, write nothing."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from ..errors import PeripetyError
+from ..safefiles import check_dir_chain
+from ..stores import StoreError, parse_store_spec
+from ..stores.journald_socket import runtime_dir
+from ..stores.sqlite import DEFAULT_PATH as SQLITE_DEFAULT_PATH
+from ..tracepoints import describe_plan, plan_attach
+from .service import JOURNALD_SOCKET, Daemon, DaemonOptions
+
+
+def check(options: DaemonOptions) -> int:
+    """A problem is a PeripetyError: one line, exit 1."""
+    daemon = Daemon(options)
+    config = daemon.config
+    click.echo(f"config: {options.config_path if options.config_path.exists() else 'built-in rules only'}"
+               f" ({len(config.rules.rules)} rules)")
+    click.echo(f"store: {check_store(options.store or config.store)}")
+    click.echo(f"kmsg: {'readable' if os.access('/dev/kmsg', os.R_OK) else 'NOT readable (run as root)'}")
+    click.echo(f"journal: {'running' if JOURNALD_SOCKET.exists() else 'not running'}")
+    click.echo("user-space senders: " + "; ".join(
+        f"{i}: {config.sender_policy(i).describe()}" for i in config.user_space_identifiers))
+    try:
+        click.echo(describe_plan(plan_attach(options.bpf if options.bpf != "off" else "auto")))
+    except PeripetyError as exc:
+        click.echo(f"bpf: unavailable: {exc}")
+    return 0
+
+
+def check_store(spec: str) -> str:
+    """What ``spec`` would open, checked without writing anything."""
+    parsed = parse_store_spec(spec)
+    if parsed.kind == "auto":
+        running = (runtime_dir() / "socket").exists()
+        return f"auto: {'journal (journald runs)' if running else 'sqlite (no journald)'}"
+    if parsed.kind == "journal":
+        if parsed.directory is not None:
+            raise StoreError(f"store {parsed}: a journal directory can only be read, peripetyd cannot write there")
+        socket_path = runtime_dir(parsed.namespace) / "socket"
+        state = "journald running" if socket_path.exists() else f"journald NOT running (no {socket_path})"
+        return f"{parsed} ({state})"
+    path = Path(parsed.path or SQLITE_DEFAULT_PATH)
+    existing = path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    check_dir_chain(existing)
+    if os.path.islink(path):
+        raise StoreError(f"store {parsed}: {path} is a symbolic link; peripetyd does not write through links")
+    return f"{parsed} (directory checked)"

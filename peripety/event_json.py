@@ -1,0 +1,135 @@
+"""Fast JSON for events, apart from the model: the same bytes as
+``StorageEvent.to_json()`` (tests/test_event_json.py checks every path),
+built from templates instead of ``json.dumps``.
+
+They pay where events are written by the hundred thousand: ``prpt parse
+--jsonl`` (``fresh_event_json``: the event is never built) and writers of
+events with no device information yet (``compact_json``). An event with a
+``cur_blk_info`` takes the model's own path.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from json.encoder import ESCAPE as _JSON_ESCAPE  # what encode_basestring escapes
+from json.encoder import encode_basestring as _json_str
+
+from .event import StorageEvent, format_timestamp, new_event_id, output_zone
+
+_last_ts: tuple = (None, None)  # (timestamp, output zone) of _last_ts_text
+_last_ts_text = ""
+
+
+def _timestamp_json(ts: _dt.datetime) -> str:
+    # Events parsed from one chunk of a saved log share one timestamp object.
+    global _last_ts, _last_ts_text
+    zone = output_zone()
+    if ts is not _last_ts[0] or zone is not _last_ts[1]:
+        _last_ts, _last_ts_text = (ts, zone), _json_str(format_timestamp(ts))
+    return _last_ts_text
+
+
+_COMPACT = (
+    '{"hostname":%s,"severity":"%s","sub_system":%s,"timestamp":%s,"kernel_usec":%s,"event_id":%s,'
+    '"event_type":%s,"kdev":%s,"dev_num":%s,"cur_blk_info":null,"hierarchy_blk_info":[],'
+    '"msg":%s,"raw_msg":%s,"extension":{%s},"sources":[%s],"root_cause_event_id":%s,'
+    '"count":%d,"last_timestamp":%s}'
+)
+
+
+def compact_json(event: StorageEvent) -> str:
+    """``event.to_json()``, byte for byte (tests check): built directly for
+    the common event (no device information yet, string values), else by
+    the model's own ``json.dumps``."""
+    fast = _compact_json(event)
+    return event.to_json() if fast is None else fast
+
+
+def _compact_json(event: StorageEvent) -> str | None:
+    """The common event's JSON built from a template, 4x faster than
+    ``json.dumps``; None when the event needs the general path."""
+    usec = event.kernel_usec
+    if (event.cur_blk_info is not None or event.hierarchy_blk_info or type(event.count) is not int
+            or event.untrusted_writer is not None or not (usec is None or type(usec) is int)):
+        return None
+    enc = _json_str
+    root = event.root_cause_event_id
+    last = event.last_timestamp
+    try:  # encode_basestring raises TypeError on anything but str
+        return _COMPACT % (
+            enc(event.hostname),
+            event.severity.name,
+            enc(event.sub_system),
+            _timestamp_json(event.timestamp),
+            "null" if usec is None else str(usec),
+            enc(event.event_id),
+            enc(event.event_type),
+            enc(event.kdev),
+            enc(event.dev_num),
+            enc(event.msg),
+            enc(event.raw_msg),
+            _extension_json(event.extension),
+            ",".join([enc(x) for x in event.sources]),
+            "null" if root is None else enc(root),
+            event.count,
+            "null" if last is None else enc(format_timestamp(last)),
+        )
+    except (TypeError, AttributeError):
+        return None
+
+
+def _extension_json(extension: dict[str, str]) -> str:
+    enc = _json_str
+    return ",".join([enc(k) + ":" + enc(v) for k, v in extension.items()])
+
+
+# A fresh event's JSON with its per-line strings as plain "%s" slots: used when
+# none of them holds a character JSON escapes (nearly every kernel line), which
+# one regex search tells, instead of one encode call per string.
+_FRESH_PLAIN = _COMPACT.replace("%d", "1") % (
+    "%s", "%s", "%s", "%s", "%s", '"%s"', "%s", '"%s"', '""', '"%s"', '"%s"', "%s", "%s", "null", "null"
+)
+_FRESH_ENCODED = _COMPACT.replace("%d", "1") % (
+    "%s", "%s", "%s", "%s", "%s", '"%s"', "%s", "%s", '""', "%s", "%s", "%s", "%s", "null", "null"
+)
+_EXTENSION_PLAIN: dict[tuple[str, ...], str] = {}
+"""Extension keys (in order) -> '"key":"%s",...' for values needing no escape."""
+
+
+def fresh_event_json(
+    hostname_json: str,
+    severity_name: str,
+    sub_system_json: str,
+    timestamp: _dt.datetime,
+    event_type_json: str,
+    kdev: str,
+    msg: str,
+    raw_msg: str,
+    extension: dict[str, str],
+    sources_json: str,
+    kernel_usec: int | None = None,
+) -> str:
+    """``compact_json(StorageEvent(...))`` for a new event, device not resolved,
+    without building the event (``prpt parse --jsonl`` writes 100k a second).
+
+    Values that stay the same over many events come JSON-encoded:
+    ``hostname_json``, ``sub_system_json``, ``event_type_json`` (one
+    string each, as ``encode_basestring`` gives it) and ``sources_json``
+    (the list's items without brackets). The rest must be ``str``."""
+    values = tuple(extension.values())
+    if _JSON_ESCAPE.search("".join((kdev, msg, raw_msg) + values)) is None:
+        keys = tuple(extension)
+        template = _EXTENSION_PLAIN.get(keys)
+        if template is None:
+            template = _EXTENSION_PLAIN[keys] = ",".join(_json_str(k).replace("%", "%%") + ':"%s"' for k in keys)
+        return _FRESH_PLAIN % (
+            hostname_json, severity_name, sub_system_json, _timestamp_json(timestamp),
+            "null" if kernel_usec is None else kernel_usec, new_event_id(),
+            event_type_json, kdev, msg, raw_msg, template % values, sources_json,
+        )
+    enc = _json_str
+    return _FRESH_ENCODED % (
+        hostname_json, severity_name, sub_system_json, _timestamp_json(timestamp),
+        "null" if kernel_usec is None else kernel_usec, new_event_id(),
+        event_type_json, enc(kdev), enc(msg), enc(raw_msg), _extension_json(extension), sources_json,
+    )
