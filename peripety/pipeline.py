@@ -164,9 +164,7 @@ class Pipeline:
         # failures have been noted by then (see mapcounts).
         if self.ledger is None:
             return
-        events = self.ledger.settle(everything)
-        for event in events:
-            self._resolve(event)
+        events = [self._named(event) for event in self.ledger.settle(everything)]
         self.stats["map_counted"] += sum(e.count for e in events)
         self._finish(events)
 
@@ -198,6 +196,13 @@ class Pipeline:
             hierarchy_blk_info=hierarchy,
             mount_point=info.mount_point if sub_system in FS_SUB_SYSTEMS else None,
         )
+
+    def _named(self, event: StorageEvent) -> StorageEvent:
+        """A map-count event (named by device number) with its device as it
+        was at its first failure."""
+        device = self._device(event.kdev, event.dev_num, event.kernel_usec, event.sub_system, from_hit=True)
+        return replace(event, kdev=device.kdev or event.kdev, dev_num=device.dev_num or event.dev_num,
+                       cur_blk_info=device.cur_blk_info, hierarchy_blk_info=list(device.hierarchy_blk_info))
 
     def _name_suppressed(self, event: StorageEvent) -> None:
         """Give a waiting ratelimit summary of ``event``'s family (a kernel
