@@ -186,7 +186,7 @@ class Pipeline:
         # failures have been noted by then (see mapcounts).
         if self.ledger is None:
             return
-        events = [self._resolved(e) for e in self.ledger.settle(everything)]
+        events = [self._named(event) for event in self.ledger.settle(everything)]
         self.stats["map_counted"] += sum(e.count for e in events)
         self._finish(events)
 
@@ -219,9 +219,9 @@ class Pipeline:
             mount_point=info.mount_point if sub_system in FS_SUB_SYSTEMS else None,
         )
 
-    def _resolved(self, event: StorageEvent) -> StorageEvent:
-        """A map-counted event (named by number, as a hit) with its device
-        as it was at the event's kernel time."""
+    def _named(self, event: StorageEvent) -> StorageEvent:
+        """A map-count event (named by device number) with its device as it
+        was at its first failure."""
         device = self._device(event.kdev, event.dev_num, event.kernel_usec, event.sub_system, from_hit=True)
         return replace(event, kdev=device.kdev or event.kdev, dev_num=device.dev_num or event.dev_num,
                        cur_blk_info=device.cur_blk_info, hierarchy_blk_info=list(device.hierarchy_blk_info))

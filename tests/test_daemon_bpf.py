@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from tests.harness.daemon import PERIPETYD, DaemonProcess, prpt, since_now, wait_for_events
+from tests.harness.daemon import PERIPETYD, DaemonProcess, prpt, query, since_now, wait_for_events
 from tests.harness.faulty import FaultyDisk
 from tests.test_daemon_position import failed_sectors
 
