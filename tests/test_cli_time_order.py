@@ -24,10 +24,10 @@ from peripety.cli.monitor import write_batch
 from peripety.cli.output import EventWriter, event_line
 from peripety.event import Severity, StorageEvent, set_output_utc
 from peripety.stores import EventFilter, open_store
-from tests.harness.daemon import PRPT
+from tests.harness.daemon import PRPT, wait_for_line
 from tests.harness.senders import comm_of_this_process
 from tests.harness.services import ensure_journald, private_journald
-from tests.stores_support import full_event, namespace_name, read_follower
+from tests.stores_support import full_event, namespace_name
 
 LOGS = Path(__file__).parent / "fixtures" / "logs"
 UTC = dt.timezone.utc
@@ -162,31 +162,15 @@ def test_monitor_json_follows_the_zone_rule(sqlite_spec):
     proc = subprocess.Popen([PRPT, "monitor", "--store", sqlite_spec, "--jsonl", "-v"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=dict(os.environ, TZ="America/St_Johns"))
     try:
-        _wait_for(proc.stderr, "following")
+        wait_for_line(proc.stderr, "following")
         _store_events(sqlite_spec, [full_event("m", at=dt.datetime(2026, 7, 1, 12, 0, tzinfo=UTC))])
-        line = _wait_for(proc.stdout, '"msg"')
+        line = wait_for_line(proc.stdout, '"msg"')
         assert json.loads(line)["timestamp"] == "2026-07-01T09:30:00.000000-02:30"  # Newfoundland summer time
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
     finally:
         proc.kill()
 
-
-def _wait_for(stream, text: str, timeout: float = 20.0) -> str:
-    import selectors
-    import time
-
-    sel = selectors.DefaultSelector()
-    sel.register(stream, selectors.EVENT_READ)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if sel.select(max(0.0, deadline - time.monotonic())):
-            line = stream.readline().decode()
-            if text in line:
-                return line
-            if not line:
-                break
-    raise AssertionError(f"no line with {text!r}")
 
 
 def test_text_times_carry_the_date_unless_today():

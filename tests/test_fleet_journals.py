@@ -11,11 +11,9 @@ import itertools
 import json
 import re
 import os
-import selectors
 import shutil
 import tempfile
 import subprocess
-import time
 import uuid
 
 import pytest
@@ -23,7 +21,7 @@ import pytest
 from peripety.event import Severity, local_hostname
 from peripety.stores import open_store
 from tests.harness import journal_remote
-from tests.harness.daemon import PRPT
+from tests.harness.daemon import PRPT, wait_for_line
 from tests.harness.senders import AS_NOBODY, comm_of_this_process
 from tests.harness.services import ensure_journald, private_journald
 from tests.stores_support import full_event, namespace_name
@@ -231,7 +229,7 @@ def test_monitor_follows_a_directory_journal_remote_writes_into(fleet, tmp_path)
     proc = subprocess.Popen([PRPT, "monitor", "-D", str(directory), "--jsonl", "-v"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        _wait_for_line(proc.stderr, "following")
+        wait_for_line(proc.stderr, "following")
         late = full_event("late", kdev="sdz", wwid="naa.sdz", hostname=fleet.host, count=1, last_timestamp=None)
         with comm_of_this_process("peripetyd"):
             store = open_store(f"journal:{fleet.namespace}", write=True)
@@ -240,7 +238,7 @@ def test_monitor_follows_a_directory_journal_remote_writes_into(fleet, tmp_path)
             store.close()
         # A new file appears in the directory, as journal-remote starts one per sender.
         receive_by_pipe_kdevs(directory / "late.journal", fleet.namespace, ["sdz"])
-        line = _wait_for_line(proc.stdout, "sdz")
+        line = wait_for_line(proc.stdout, "sdz")
         assert json.loads(line)["event_id"] == late.event_id
         proc.terminate()
         assert proc.wait(10) == 0
@@ -249,16 +247,3 @@ def test_monitor_follows_a_directory_journal_remote_writes_into(fleet, tmp_path)
         proc.terminate()
         proc.wait(10)
 
-
-def _wait_for_line(stream, text: str, timeout: float = 20.0) -> str:
-    sel = selectors.DefaultSelector()
-    sel.register(stream, selectors.EVENT_READ)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if sel.select(max(0.0, deadline - time.monotonic())):
-            line = stream.readline().decode()
-            if text in line:
-                return line
-            if not line:
-                break
-    raise AssertionError(f"no line with {text!r}")

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import selectors
 import signal
 import subprocess
-import time
 
 import pytest
 from click.testing import CliRunner
@@ -16,7 +14,7 @@ from click.testing import CliRunner
 from peripety.cli import main
 from peripety.event import BlkInfo, Severity, StorageEvent
 from peripety.stores import open_store
-from tests.harness.daemon import PRPT
+from tests.harness.daemon import PRPT, wait_for_line
 
 T0 = _dt.datetime(2026, 11, 20, 10, 0, tzinfo=_dt.timezone.utc)
 
@@ -87,12 +85,12 @@ def test_monitor_follows_new_events_and_flushes_each(store_spec):
     proc = subprocess.Popen([PRPT, "monitor", "--store", store_spec, "--jsonl", "--severity", "error", "-v"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        _wait_for_line(proc.stderr, "following")
+        wait_for_line(proc.stderr, "following")
         store = open_store(store_spec, write=True)
         store.append(event("FS_MOUNTED", "sdd1", Severity.Info, 10))  # filtered out
         store.append(event("BLK_IO_ERROR", "sdd", Severity.Error, 11))
         store.close()
-        line = _wait_for_line(proc.stdout, "BLK_IO_ERROR")
+        line = wait_for_line(proc.stdout, "BLK_IO_ERROR")
         assert json.loads(line)["kdev"] == "sdd"  # the old events were not replayed
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
@@ -100,16 +98,3 @@ def test_monitor_follows_new_events_and_flushes_each(store_spec):
     finally:
         proc.kill()
 
-
-def _wait_for_line(stream, text: str, timeout: float = 20.0) -> str:
-    sel = selectors.DefaultSelector()
-    sel.register(stream, selectors.EVENT_READ)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if sel.select(max(0.0, deadline - time.monotonic())):
-            line = stream.readline().decode()
-            if text in line:
-                return line
-            if not line:
-                break
-    raise AssertionError(f"no line with {text!r}")

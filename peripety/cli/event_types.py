@@ -10,9 +10,8 @@ from dataclasses import dataclass
 
 import click
 
-from ..errors import PeripetyError
 from ..event_types import EVENT_TYPES
-from .options import OUTPUT_JSON, OUTPUT_JSONL, config_option, output_options, verbose_option
+from .options import OUTPUT_JSON, OUTPUT_JSONL, config_option, load_rules, output_options, verbose_option
 from .output import quiet_broken_pipe
 
 HELP = """List the event types peripety emits.
@@ -95,7 +94,7 @@ def _text(row: EventTypeRow) -> str:
 @config_option
 @verbose_option
 def command(sub_system, output_format, config_path):
-    rows = event_type_rows(_load_rules(config_path))
+    rows = event_type_rows(load_rules(config_path))
     if sub_system:
         wanted = sub_system.lower()
         rows = [r for r in rows if wanted in (s.lower() for s in r.sub_systems)]
@@ -114,15 +113,3 @@ def command(sub_system, output_format, config_path):
         quiet_broken_pipe()
         sys.exit(1)
 
-
-def _load_rules(config_path):
-    if config_path is None:
-        from ..rules import RuleSet
-
-        return RuleSet.builtin()
-    from ..config import load_config
-
-    try:
-        return load_config(config_path).rules
-    except PeripetyError as exc:
-        raise click.ClickException(str(exc)) from None

@@ -75,3 +75,19 @@ config_option = click.option(
     metavar="PATH",
     help="peripetyd.conf whose [[collector.regexs]] rules are tried before the built-in ones.",
 )
+
+
+def load_rules(config_path):
+    """The rules ``--config PATH`` gives (built-in ones without it); a bad
+    file is a clean error naming it."""
+    if config_path is None:
+        from ..rules import RuleSet
+
+        return RuleSet.builtin()
+    from ..config import load_config
+    from ..errors import PeripetyError
+
+    try:
+        return load_config(config_path).rules
+    except PeripetyError as exc:
+        raise click.ClickException(str(exc)) from None

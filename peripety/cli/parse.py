@@ -16,7 +16,8 @@ from ..sources.logfile import LogFile, LogFileStats
 from ..sources.logformats import FORMAT_NAMES, format_list
 from ..sources.parallel import default_workers, merge_stats, render_parts, worth_splitting
 from .filters import time_value
-from .options import OUTPUT_JSON, OUTPUT_JSONL, config_option, output_options, utc_option, verbose_option
+from .options import (OUTPUT_JSON, OUTPUT_JSONL, config_option, load_rules, output_options, utc_option,
+                      verbose_option)
 from .output import EventWriter, quiet_broken_pipe
 
 log = logging.getLogger("peripety.cli.parse")
@@ -116,7 +117,7 @@ def command(files, fmt, output_format, config_path, resolve, stats, jobs, boot_t
         if sys.stdin.isatty():
             raise click.UsageError("no FILE given (use - to read standard input)")
         files = ("-",)
-    ruleset = _load_rules(config_path)
+    ruleset = load_rules(config_path)
     # A pipe may be live (journalctl -f | prpt parse -): show each event at once.
     live = "-" in files
     writer = EventWriter(sys.stdout, output_format, flush_each=live)
@@ -247,18 +248,6 @@ def _open(name: str, fmt: str) -> LogFile:
     except PeripetyError as exc:
         raise click.ClickException(str(exc)) from None
 
-
-def _load_rules(config_path):
-    if config_path is None:
-        from ..rules import RuleSet
-
-        return RuleSet.builtin()
-    from ..config import load_config
-
-    try:
-        return load_config(config_path).rules
-    except PeripetyError as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 def _report(logfile: LogFile, stats: bool) -> bool:

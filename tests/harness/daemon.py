@@ -155,3 +155,20 @@ class Retrigger:
             result = self.disk.write_sectors(sector, 1)
         assert result[0].error == 5  # EIO, really
         self.sectors.append(sector)
+
+
+def wait_for_line(stream, text: str, timeout: float = 20.0) -> str:
+    """The first line of a child's binary ``stream`` that holds ``text``
+    (a command's "following" notice, its first event), waited for on the
+    pipe itself, never by sleeping."""
+    sel = selectors.DefaultSelector()
+    sel.register(stream, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sel.select(max(0.0, deadline - time.monotonic())):
+            line = stream.readline().decode()
+            if text in line:
+                return line
+            if not line:
+                break
+    raise AssertionError(f"no line with {text!r}")
