@@ -15,8 +15,8 @@ Time: ``kernel_usec`` is ``bpf_ktime_get_ns() // 1000``, CLOCK_MONOTONIC.
 clock: on this project's test VM (6.18, kvm-clock) kmsg usec ran ~2.1 ms
 *behind* CLOCK_MONOTONIC for the same failed request (the kernel prints the
 line just before the tracepoint fires), stable over a run but not zero and
-free to drift (NTP slews CLOCK_MONOTONIC, not sched_clock). Merge with a
-window, or measure the offset with ``clock.kmsg_offset_usec()``.
+free to drift (NTP slews CLOCK_MONOTONIC, not sched_clock): merge with a
+window, never by equal stamps.
 """
 
 from __future__ import annotations
