@@ -139,4 +139,5 @@ def test_every_decoded_kind_has_one_row_in_the_hit_kinds_table():
         with pytest.raises(Exception) as info:  # a decoder exists: it fails on fields, not on the kind
             decode.hit_from_fields(kind, {}, kernel_usec=1)
         assert not isinstance(info.value, decode.SampleError) or "no decoder" not in str(info.value)
-    assert PAIR_KEYS == {"BLK_IO_ERROR": ("sector",), "FS_ERROR": ("function", "line"), "FS_IO_ERROR": ("daddr",)}
+    assert PAIR_KEYS == {"BLK_IO_ERROR": ("sector",), "SCSI_CMD_FAILED": ("lba",), "NVME_IO_ERROR": ("sct", "sc"),
+                         "FS_ERROR": ("function", "line"), "FS_IO_ERROR": ("daddr",)}
