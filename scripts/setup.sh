@@ -12,16 +12,7 @@ APT_PACKAGES=(
     fio bpfcc-tools systemd-journal-remote
 )
 
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-    echo "setup: installing ${missing[*]}" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+scripts/apt-ensure.sh "${APT_PACKAGES[@]}"
 
 # qemu and mmdebstrap for the real-kernel lab (tests/lab), part of `make test`
 scripts/lab-setup.sh

@@ -413,13 +413,18 @@ class _UserIndex:
                 loose = [self._loose[i] for i in sorted(hits)] if hits else ()
             if loose:
                 candidates = sorted([*candidates, *loose], key=_first) if candidates else loose
-        for _, rule in candidates:
-            if rule.starts_with and not text.startswith(rule.starts_with):
-                continue
-            found = rule.match(text, level)
-            if found:
-                return found
-        return None
+        return _first_match((rule for _, rule in candidates), text, level)
+
+
+def _first_match(rules, text: str, level: int | None) -> Match | None:
+    """The first of ``rules`` (in order) whose prefix and regex match."""
+    for rule in rules:
+        if rule.starts_with and not text.startswith(rule.starts_with):
+            continue
+        found = rule.match(text, level)
+        if found:
+            return found
+    return None
 
 
 def _first(pair):
@@ -545,13 +550,7 @@ class RuleSet:
 
     def match_userspace(self, identifier: str, text: str, level: int | None = None) -> Match | None:
         """Match a line a user-space daemon logged under ``identifier``."""
-        for rule in self._by_identifier.get(identifier, ()):
-            if rule.starts_with and not text.startswith(rule.starts_with):
-                continue
-            found = rule.match(text, level)
-            if found:
-                return found
-        return None
+        return _first_match(self._by_identifier.get(identifier, ()), text, level)
 
     def match_record(self, record) -> Match | None:
         """Match a LogRecord, honouring where it came from: kernel rules fire
