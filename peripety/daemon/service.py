@@ -19,6 +19,7 @@ from ..devices import DeviceTimeline, list_devices
 from ..errors import PeripetyError
 from ..event import StorageEvent
 from ..mapcounts import MapLedger
+from ..outputs import Outputs
 from ..pipeline import Pipeline, daemon_event
 from ..position import DEFAULT_STATE_DIR, PositionFile, ReadPosition, already_stored, resume_point
 from ..safefiles import check_private_dir
@@ -79,6 +80,8 @@ class Daemon:
         self._last_save = 0.0
         self._started: str | None = None
         self._status_store: tuple | None = None
+        self.outputs = Outputs()
+        """What observes the stored events (outputs/): alerts, metrics, Varlink."""
 
     def load_config(self):
         path = self.options.config_path
@@ -117,6 +120,11 @@ class Daemon:
             self._add_source(udev, first=True)
         self._open_journal(position)
         self._open_bpf()
+        self._open_outputs()
+
+    def _open_outputs(self) -> None:
+        """The outputs the config and options ask for (outputs/); each one
+        that waits on a socket is polled by the loop too."""
 
     def _add_source(self, source: LiveSource, first: bool = False) -> None:
         self.loop.add(source.name, source, lambda: self._read(source), first=first)
@@ -214,6 +222,7 @@ class Daemon:
     # -- what each source's reading means --------------------------------------
     def _emit(self, event: StorageEvent) -> None:
         self.store.append(event)
+        self.outputs.on_event(event)
         if self.options.stdout or self.config.notify_stdout:
             sys.stdout.write(event.to_json(pretty=True) + "\n\n")
             sys.stdout.flush()
@@ -269,6 +278,7 @@ class Daemon:
         self._collect_map_counts()
         self.pipeline.tick()
         self.store.retry()
+        self.outputs.tick()
         if time.monotonic() - self._last_save >= POSITION_SAVE_INTERVAL:
             self._save_position()
         self._refresh_status()
@@ -307,6 +317,7 @@ class Daemon:
             self.pipeline.reconfigure(config.rules, storm_window=config.storm_window)
             if self.journal is not None:
                 self.journal.set_identifiers(config.user_space_identifiers, config.sender_policy)
+            self.outputs.reconfigure(config)
             log.info("config reloaded from %s (%d rules)", self.options.config_path, len(config.rules.rules))
         sd_notify("READY=1")
 
@@ -315,8 +326,13 @@ class Daemon:
         if self._started is None:
             self._started = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
         self._status_store = self._store_state()
-        ok, error, depth = self._status_store
-        write_status(self.options.status_path, {
+        write_status(self.options.status_path, self.status())
+
+    def status(self) -> dict:
+        """What the status file says (and outputs may report): the daemon,
+        its store's health, its sources and outputs."""
+        ok, error, depth = self._store_state()
+        return {
             "pid": os.getpid(),
             "started": self._started,
             "store": self.store.name,
@@ -324,8 +340,9 @@ class Daemon:
             "store_error": error,
             "spool_depth": depth,
             "sources": self.loop.names(),
+            "outputs": self.outputs.names(),
             "bpf": self.bpf_status,
-        })
+        }
 
     def _store_state(self) -> tuple[bool, str | None, int]:
         return self.store.ok, self.store.error, self.store.spool_depth
@@ -352,6 +369,7 @@ class Daemon:
                 self._collect_map_counts(flush=True)
             self.pipeline.drain()
             self._save_position()
+        self.outputs.close()
         if self.store is not None:
             self.store.close()
         self.loop.close_sources()
