@@ -65,7 +65,11 @@ def test_lines_from_other_senders_are_skipped_and_counted():
                                     f"journal.send('forged with my comm', SYSLOG_IDENTIFIER={ident!r}); "
                                     "time.sleep(0.5)"], check=True)
         journal.send("genuine", SYSLOG_IDENTIFIER=ident)  # the sentinel
-        records = read_until(source, lambda rs: any(r.text == "genuine" for r in rs))
+        # journald reads its syslog socket (logger) and native socket apart:
+        # a forged line may be stored after the sentinel. Read until both
+        # forged lines were judged; one accepted would never let that happen.
+        records = read_until(source, lambda rs: any(r.text == "genuine" for r in rs)
+                             and source.untrusted_skipped >= 2)
         assert [r.text for r in records] == ["genuine"]
         assert source.untrusted_skipped == 2
     finally:

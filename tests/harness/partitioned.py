@@ -48,8 +48,11 @@ def partitioned_loop(workdir: Path):
     mounts: list[Path] = []
     try:
         run("partx", "--add", disk)
-        run("udevadm", "settle")  # udev creates the partitions' /dev nodes
         p1, p2 = f"{disk}p1", f"{disk}p2"
+        # `udevadm settle` alone can return before udevd has even received
+        # the partitions' add uevents (then mkfs raced udev's probing, the
+        # flaky mkfs seen in earlier runs): wait for both to be initialized.
+        run("udevadm", "wait", "--settle", "--timeout=30", p1, p2)
         run("mkfs.ext4", "-q", p1)
         run("mkfs.xfs", "-q", p2)
         run("udevadm", "trigger", "--action=change", "--settle", disk, p1, p2)
