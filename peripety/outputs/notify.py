@@ -227,7 +227,7 @@ class NotifyOutput:
             fd = open_private(self.state_path, os.O_RDONLY)
         except FileNotFoundError:
             return
-        except OSError as exc:
+        except (OSError, PeripetyError) as exc:
             log.error("cannot read %s (%s): alerts start with no memory of what was sent", self.state_path, exc)
             return
         try:

@@ -128,7 +128,7 @@ def device_spellings(spec: str) -> set[str]:
     if _DEV_NUM.match(spec):
         return {spec}
     names = {spec}
-    if spec.startswith("/dev/"):
+    if spec.startswith("/"):
         names.add(os.path.basename(spec))
         real = os.path.realpath(spec)
         if real != spec and os.path.exists(real):
