@@ -10,6 +10,7 @@ APT_PACKAGES=(
     fuse3 libfuse3-dev pkg-config gcc make
     e2fsprogs xfsprogs btrfs-progs tmux fdisk
     fio bpfcc-tools systemd-journal-remote
+    curl
 )
 
 scripts/apt-ensure.sh "${APT_PACKAGES[@]}"
