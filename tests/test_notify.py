@@ -400,8 +400,10 @@ def test_device_key_prefers_the_wwid():
 
 def test_environment_carries_no_inherited_peripety_variables(monkeypatch):
     monkeypatch.setenv("PERIPETY_KDEV", "forged")
+    monkeypatch.setenv("NOTIFY_SOCKET", "/run/systemd/notify")
     action = action_with("")
     env = alert_env(disk_event(msg="bad\0byte"), action)
+    assert "NOTIFY_SOCKET" not in env and env["PATH"]
     assert env["PERIPETY_KDEV"] == "sdb"
     assert env["PERIPETY_MSG"] == "badbyte"
     assert env["PERIPETY_SUBJECT"].endswith("Error BLK_IO_ERROR on /dev/sdb")

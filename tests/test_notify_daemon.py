@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -329,3 +330,23 @@ def test_check_validates_notify_sections_naming_file_and_line(tmp_path):
         run = subprocess.run(command, capture_output=True, text=True, timeout=60)
         assert run.returncode == 1
         assert f"{config}: notify[0].repeat (line 3): repeat must be one of once, daily, diminishing" in run.stderr
+
+
+def test_sighup_adds_an_action_and_a_bad_reload_keeps_it(tmp_path, faulty_disk):
+    script = recorder(tmp_path)
+    config = write_config(tmp_path, "")
+    db = tmp_path / "events.db"
+    daemon = start(tmp_path, config, db)
+    try:
+        config.write_text(f'[[notify]]\nname = "added"\nexec = "{script}"\ndevices = ["{faulty_disk.name}"]\n')
+        daemon.signal(signal.SIGHUP)
+        wait_until(lambda: daemon.log_text().count("config reloaded") >= 1, "the reload")
+        config.write_text(f'[[notify]]\nname = "added"\nexec = "{script}"\nrepeat = "sometimes"\n')
+        daemon.signal(signal.SIGHUP)
+        wait_until(lambda: "config not reloaded" in daemon.log_text(), "the refused reload")
+        assert f"{config}: notify[0].repeat (line 4): repeat must be one of" in daemon.log_text()
+        fail_until_stored(faulty_disk, db, Retrigger(faulty_disk, first=70000))
+        got = wait_until(lambda: alerts(tmp_path), "the alert of the added action")
+    finally:
+        assert daemon.stop() == 0
+    assert len(got) == 1 and got[0]["env"]["PERIPETY_ACTION"] == "added"

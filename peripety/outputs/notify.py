@@ -47,6 +47,9 @@ CLOSE_GRACE = 2.0  # seconds running programs get at shutdown before they are ki
 SAVE_INTERVAL = 5.0  # seconds: suppressed-event counts are saved at most this often
 HOUR = 3600.0
 _ENV_MAX = 4096  # characters of one PERIPETY_* value
+# What systemd hands the service itself, not meant for its children.
+_SERVICE_ONLY = frozenset({"NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_PID",
+                           "WATCHDOG_USEC"})
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -58,9 +61,10 @@ def device_key(event: StorageEvent) -> str:
 
 
 def alert_env(event: StorageEvent, action: NotifyAction, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The program's environment: the daemon's own (less any PERIPETY_*),
-    then the event's main fields as ``PERIPETY_*``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PERIPETY_")}
+    """The program's environment: the daemon's own (less any PERIPETY_*
+    and systemd's service-only variables), then the event's main fields
+    as ``PERIPETY_*``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PERIPETY_") and k not in _SERVICE_ONLY}
     env.setdefault("PATH", DEFAULT_PATH)
     info = event.cur_blk_info
     blk_path = (info.preferred_blk_path or info.blk_path) if info else ""
