@@ -1,7 +1,7 @@
 """``prpt notify-test`` and the example actions in contrib/notify/: the
 webhook example posts through the real curl to a real HTTP server started
-here; the mail example is run with a stand-in sendmail that keeps the
-message (no MTA is installed here; SENDMAIL is the script's own switch)."""
+here; the mail example through the real sendmail of msmtp-mta to an SMTP
+server (aiosmtpd) started here."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import os
 import email.policy
 import json
 import shutil
+import socket
 import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -156,24 +157,58 @@ def test_notify_test_config_errors(tmp_path):
     assert run.returncode == 1 and "unknown event type 'NOT_A_TYPE'" in run.stderr
 
 
-def test_the_mail_example_writes_a_proper_message(tmp_path):
-    kept = tmp_path / "message"
-    sendmail = tmp_path / "sendmail"
-    sendmail.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" > {kept}.args\ncat > {kept}\n')
-    sendmail.chmod(0o755)
+class Mailbox:
+    """aiosmtpd handler: keeps each message it is handed."""
+
+    def __init__(self):
+        self.messages = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(envelope)
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp_server():
+    from aiosmtpd.controller import Controller
+
+    with socket.socket() as probe:  # a free port (aiosmtpd checks its own start on it)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mailbox = Mailbox()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield port, mailbox
+    controller.stop()
+
+
+def test_the_mail_example_sends_through_the_real_sendmail(tmp_path, smtp_server):
+    """/usr/sbin/sendmail here is msmtp's (msmtp-mta, set up by scripts/setup.sh),
+    relaying to an SMTP server started here: the mail goes the way it would
+    on a host whose sendmail submits to the site's smarthost."""
+    port, mailbox = smtp_server
+    assert os.path.realpath("/usr/sbin/sendmail").endswith("msmtp"), "scripts/setup.sh installs msmtp-mta"
+    home = tmp_path / "home"
+    home.mkdir()
+    rc = home / ".msmtprc"
+    rc.write_text(f"account default\nhost 127.0.0.1\nport {port}\nauth off\ntls off\nfrom peripety@localhost\n")
+    rc.chmod(0o600)
     config = tmp_path / "peripetyd.conf"
-    config.write_text(f'[[notify]]\nname = "mail"\nexec = ["{CONTRIB / "mail"}", "storage-team@example.com"]\n')
-    run = notify_test(config, env=dict(os.environ, SENDMAIL=str(sendmail)))
+    config.write_text(f'[[notify]]\nname = "mail"\nexec = ["{CONTRIB / "mail"}", "storage-team@example.com", "root@localhost"]\n')
+    env = {k: v for k, v in os.environ.items() if k != "SENDMAIL"}
+    run = notify_test(config, env=dict(env, HOME=str(home)))
     assert run.returncode == 0, run.stdout + run.stderr
-    assert kept.with_suffix(".args").read_text().split() == ["-oi", "--", "storage-team@example.com"]
-    raw = kept.read_bytes()
+    assert "mail: ok: exit status 0" in run.stdout
+    [envelope] = mailbox.messages
+    assert envelope.rcpt_tos == ["storage-team@example.com", "root@localhost"]
+    raw = envelope.original_content
     assert max(len(line) for line in raw.splitlines()) < 998
     message = email.message_from_bytes(raw, policy=email.policy.default)
-    assert message["To"] == "storage-team@example.com"
+    assert message["To"] == "storage-team@example.com, root@localhost"
     assert message["Subject"].startswith("[TEST] peripety on ")
     assert message["Subject"].endswith("Error BLK_IO_ERROR on /dev/sdz")
     assert message["Auto-Submitted"] == "auto-generated"
-    body = message.get_content()
+    body = message.get_content().replace("\r\n", "\n")  # SMTP carries CRLF lines
     assert "Device:       /dev/sdz (sdz, WWID peripety-notify-test)" in body
     event = json.loads(body.split("The event (JSON):\n", 1)[1])
     assert event["event_type"] == "BLK_IO_ERROR" and event["kdev"] == "sdz"
