@@ -163,7 +163,7 @@ def _check_schema(data: dict, path, lines: TomlLines) -> None:
         if section not in _SCHEMA:
             block = lines.table(section) or next((b for b in lines.blocks if b.name.startswith(section)), None)
             raise ConfigError(path, where(f"[{section}]", block.line if block else lines.key(None, section)),
-                              f"unknown section (expected {', '.join('[' + s + ']' for s in _SCHEMA)})")
+                              f"unknown section (expected {', '.join(_header(s) for s in _SCHEMA)})")
         if section == "notify":
             continue  # [[notify]]: outputs.notify_config
         if not isinstance(values, dict):
@@ -177,6 +177,10 @@ def _check_schema(data: dict, path, lines: TomlLines) -> None:
             types, described = _SCHEMA[section][key]
             if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
                 raise ConfigError(path, _at(lines, section, key), f"{key} must be {described}")
+
+
+def _header(section: str) -> str:
+    return "[[notify]]" if section == "notify" else f"[{section}]"
 
 
 def _at(lines: TomlLines, section: str, key: str) -> str:

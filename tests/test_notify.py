@@ -133,6 +133,10 @@ def test_two_actions_with_one_name_are_refused(tmp_path):
 def test_notify_must_be_an_array_of_tables(tmp_path):
     with pytest.raises(ConfigError, match="notify must be an array of tables"):
         load_config(conf(tmp_path, "notify = 3\n"))
+    with pytest.raises(ConfigError, match=r"notify \(line 2\): notify must be an array of tables: write each action as a \[\[notify\]\]"):
+        load_config(conf(tmp_path, '# one bracket too few\n[notify]\nexec = "/bin/true"\n'))
+    with pytest.raises(ConfigError, match=r"\[notfy\] \(line 1\): unknown section \(expected .*\[senders\], \[\[notify\]\]\)"):
+        load_config(conf(tmp_path, '[[notfy]]\nexec = "/bin/true"\n'))
 
 
 def test_a_user_rules_event_type_may_be_alerted_on():

@@ -154,7 +154,8 @@ def check_program(program: str, path, at: str) -> str:
 def parse_notify(sections, path, lines: TomlLines, known_types: set[str]) -> tuple[NotifyAction, ...]:
     """The ``[[notify]]`` array of tables, each section checked."""
     if not isinstance(sections, list) or not all(isinstance(s, dict) for s in sections):
-        raise ConfigError(path, where("notify", lines.key(None, "notify")),
+        table = lines.table("notify")
+        raise ConfigError(path, where("notify", table.line if table else lines.key(None, "notify")),
                           "notify must be an array of tables: write each action as a [[notify]] section")
     actions = [_action(i, s, path, lines, known_types) for i, s in enumerate(sections)]
     seen: dict[str, NotifyAction] = {}

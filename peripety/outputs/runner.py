@@ -67,7 +67,11 @@ class Finished:
         if self.timed_out:
             return f"timed out after {self.job.timeout:g} s (process group killed, status {self.status})"
         if self.status is not None and self.status < 0:
-            return f"killed by signal {signal.Signals(-self.status).name} after {self.duration:.2f} s"
+            try:
+                name = signal.Signals(-self.status).name
+            except ValueError:
+                name = str(-self.status)
+            return f"killed by signal {name} after {self.duration:.2f} s"
         return f"exit status {self.status} after {self.duration:.2f} s"
 
 
