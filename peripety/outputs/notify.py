@@ -35,7 +35,7 @@ from ..errors import ConfigError, PeripetyError
 from ..event import StorageEvent, format_timestamp
 from ..event_json import compact_json
 from ..safefiles import open_private, write_atomically
-from .notify_config import NotifyAction
+from .notify_config import NotifyAction, device_identities
 from .repeat import AlertRecord, is_due, sent
 from .runner import Finished, Job, Runner
 
@@ -142,8 +142,11 @@ class NotifyOutput:
     # -- the output interface ------------------------------------------------------
     def on_event(self, event: StorageEvent) -> None:
         decided = False
+        identities = None  # the event's device names: computed once, for the actions that filter on them
         for action in self.actions:
-            if action.matches(event):
+            if action.devices and identities is None:
+                identities = device_identities(event)
+            if action.matches(event, identities):
                 decided |= self._consider(action, event)
         if decided:
             self._save()

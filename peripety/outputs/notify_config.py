@@ -68,16 +68,18 @@ class NotifyAction:
     path: str | None = field(default=None, compare=False)
     """The config file (for messages)."""
 
-    def matches(self, event: StorageEvent) -> bool:
+    def matches(self, event: StorageEvent, identities: set[str] | None = None) -> bool:
         """The filter: severity at least ``min_severity`` (lower number is
-        worse), type, sub-system and device."""
+        worse), type, sub-system and device (``identities``: the event's
+        ``device_identities``, when the caller has them already)."""
         if event.severity > self.min_severity:
             return False
         if (self.event_types or self.event_type_patterns) and not self._type_matches(event.event_type):
             return False
         if self.sub_systems and event.sub_system not in self.sub_systems:
             return False
-        if self.devices and not (self.devices & device_identities(event)):
+        if self.devices and self.devices.isdisjoint(identities if identities is not None
+                                                    else device_identities(event)):
             return False
         return True
 
