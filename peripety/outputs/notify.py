@@ -291,6 +291,8 @@ class NotifyOutput:
                 log.info("alert %s for event %s: not finished before the stop, run again", action.name,
                          event.event_id)
             else:
+                log.warning("alert %s for event %s: not finished before the stop, and %d others already wait: "
+                            "dropped", action.name, event.event_id, self.runner.max_queued)
                 del self.pending[job_id]
         if self.pending:
             self._save()
