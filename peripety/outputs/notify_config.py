@@ -25,7 +25,7 @@ import shlex
 import shutil
 from dataclasses import dataclass, field
 
-from ..errors import ConfigError
+from ..errors import ConfigError, PeripetyError
 from ..event import Severity, StorageEvent, canonical_sub_system
 from ..rules.toml_lines import TomlLines, where
 from .repeat import POLICIES
@@ -135,9 +135,23 @@ def device_spellings(spec: str) -> set[str]:
         real = os.path.realpath(spec)
         if real != spec and os.path.exists(real):
             names.update((real, os.path.basename(real)))
+            if spec.startswith("/dev/disk/"):
+                names |= _stable_identity(spec)
     elif "/" not in spec:
         names.add("/dev/" + spec)
     return names
+
+
+def _stable_identity(link: str) -> set[str]:
+    """A /dev/disk/by-* link names the disk, not the kernel name it has
+    today: its WWID too, so a renamed disk still matches."""
+    from ..devices import resolve  # only here: config loading needs no udev otherwise
+
+    try:
+        wwid = resolve(link).wwid
+    except (PeripetyError, OSError):
+        return set()
+    return {wwid} if wwid else set()
 
 
 def check_program(program: str, path, at: str) -> str:
