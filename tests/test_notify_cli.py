@@ -110,7 +110,7 @@ event_types = ["FS_*"]
     run = notify_test(config, "--action", "only-fs")
     assert run.returncode == 1 and "no action ran" in run.stderr
     run = notify_test(config, "--action", "nope")
-    assert run.returncode == 1 and "no [[notify]] action named nope" in run.stderr
+    assert run.returncode == 2 and "Invalid value for '--action': no [[notify]] action named nope" in run.stderr
 
 
 def test_notify_test_gives_the_environment_and_times_out(tmp_path):
@@ -154,7 +154,9 @@ def test_notify_test_config_errors(tmp_path):
     assert run.returncode == 1 and f"{config}: notify[0].repeat (line 4): repeat must be one of" in run.stderr
     config.write_text('[[notify]]\nexec = "/bin/true"\n')
     run = notify_test(config, "--event-type", "NOT_A_TYPE")
-    assert run.returncode == 1 and "unknown event type 'NOT_A_TYPE'" in run.stderr
+    assert run.returncode == 2 and "Invalid value for '--event-type': unknown event type 'NOT_A_TYPE'" in run.stderr
+    run = notify_test(config, "--severity", "loud")
+    assert run.returncode == 2 and "Invalid value for '--severity': unknown severity 'loud'" in run.stderr
 
 
 class Mailbox:

@@ -81,7 +81,7 @@ def command(config_path, event_type, severity, sub_system, device, names, ignore
     (as peripetyd would: event JSON on stdin, PERIPETY_* variables, the
     action's timeout), wait for them and print each one's exit status.
     Programs also get PERIPETY_TEST=1. Exit status 1 when an action failed
-    or none ran."""
+    or none ran (or the config is invalid), 2 on invalid usage."""
     from ..config import load_config
     from ..outputs.notify import make_job
     from ..outputs.runner import Runner
@@ -93,12 +93,16 @@ def command(config_path, event_type, severity, sub_system, device, names, ignore
     if not config.notify:
         raise click.ClickException(f"{config_path}: no [[notify]] sections: nothing to test")
     if event_type not in EVENT_TYPES and not any(r.event_type == event_type for r in config.rules.rules):
-        raise click.ClickException(f"--event-type: unknown event type {event_type!r} (`prpt event-types` lists them)")
+        raise click.BadParameter(f"unknown event type {event_type!r} (`prpt event-types` lists them)",
+                                 param_hint="'--event-type'")
     try:
         level = Severity.parse(severity) if severity is not None else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--severity'") from None
+    try:
         sub = canonical_sub_system(sub_system) if sub_system is not None else None
     except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.BadParameter(str(exc), param_hint="'--sub-system'") from None
     event = sample_event(event_type, sub, level, device, config.rules)
 
     actions = list(enumerate(config.notify))
@@ -107,8 +111,8 @@ def command(config_path, event_type, severity, sub_system, device, names, ignore
         actions = [(i, a) for i, a in actions if a.name in wanted or f"notify[{i}]" in wanted]
         unknown = wanted - {a.name for _, a in actions} - {f"notify[{i}]" for i, _ in actions}
         if unknown:
-            raise click.ClickException(f"--action: no [[notify]] action named {', '.join(sorted(unknown))} "
-                                       f"(have: {', '.join(a.name for a in config.notify)})")
+            raise click.BadParameter(f"no [[notify]] action named {', '.join(sorted(unknown))} "
+                                     f"(have: {', '.join(a.name for a in config.notify)})", param_hint="'--action'")
     runner = Runner(max_children=len(actions) or 1)
     failed = ran = 0
     for index, action in actions:
