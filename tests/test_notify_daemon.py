@@ -355,3 +355,43 @@ def test_sighup_adds_an_action_and_a_bad_reload_keeps_it(tmp_path, faulty_disk):
     finally:
         assert daemon.stop() == 0
     assert len(got) == 1 and got[0]["env"]["PERIPETY_ACTION"] == "added"
+
+
+def test_an_alert_cut_by_kill_9_runs_at_the_next_start(tmp_path, faulty_disk):
+    """The alert was written to notify.json when it was decided: a daemon
+    killed with SIGKILL while the program runs leaves it pending, and the
+    next start runs it again (the program outlives the daemon in its own
+    session; the test ends it)."""
+    gate, pidfile, done = tmp_path / "gate", tmp_path / "pid", tmp_path / "done"
+    script = tmp_path / "slow-alert"
+    script.write_text(f"#!/bin/sh\n[ -e {gate} ] || {{ echo $$ > {pidfile}; exec sleep 600; }}\n"
+                      f"{{ echo \"$PERIPETY_RESUMED\"; cat; }} > {done}\n")
+    script.chmod(0o755)
+    config = write_config(tmp_path, f'[[notify]]\nname = "slow"\nexec = "{script}"\ndevices = ["{faulty_disk.name}"]\n'
+                                    "timeout = 300\n")
+    db = tmp_path / "events.db"
+    daemon = start(tmp_path, config, db)
+    orphan = None
+    try:
+        event = fail_until_stored(faulty_disk, db, Retrigger(faulty_disk, first=55000))[0]
+        orphan = int(wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), "the alert to start"))
+        assert [p["event"]["event_id"] for p in state(daemon)["pending"]] == [event["event_id"]]
+        daemon.kill()
+    finally:
+        if daemon.proc.poll() is None:
+            daemon.stop()
+        if orphan is not None:
+            try:
+                os.kill(orphan, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    assert not done.exists()
+    gate.touch()
+    restarted = start(tmp_path, config, db)
+    try:
+        text = wait_until(lambda: done.exists() and done.read_text(), "the alert to run again")
+    finally:
+        assert restarted.stop() == 0
+    resumed, stdin = text.split("\n", 1)
+    assert resumed == "1" and json.loads(stdin)["event_id"] == event["event_id"]
+    assert state(restarted)["pending"] == []
