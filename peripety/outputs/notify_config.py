@@ -3,7 +3,7 @@ which program (an action), how often (a repeat policy) and how fast.
 
     [[notify]]
     name = "mail-admin"                    # optional, for the log and the state
-    exec = ["/usr/share/peripety/contrib/notify/mail", "root"]   # or one string, split like a shell
+    exec = ["/usr/local/share/peripety/contrib/notify/mail", "root"]  # or one string, split like a shell
     min_severity = "Error"                 # default Error
     event_types = ["BLK_IO_ERROR", "FS_*"] # default: every type; glob patterns allowed
     sub_systems = ["block", "ext4"]        # default: every sub-system
