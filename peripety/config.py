@@ -6,6 +6,7 @@ The file is TOML with the original peripety's layout::
     [daemon]      blk_info_dump, store, storm_window, user_space_identifiers
     [senders.ID]  who may send user-space daemon ID's journal lines
     [collector]   regexs = [[collector.regexs]] user rules (see rules/)
+    [[notify]]    alert actions (see outputs/notify_config.py)
 
 A missing default file means built-in rules and defaults; a file named
 explicitly must exist. Anything unknown is an error naming the file and
@@ -19,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError, StoreError
+from .event_types import EVENT_TYPES
+from .outputs.notify_config import parse_notify
 from .rules import RuleSet
 from .stores.provenance import SenderPolicy
 from .rules.toml_lines import TomlLines, load_toml, where
@@ -46,6 +49,8 @@ class Config:
     """SYSLOG_IDENTIFIERs whose journal lines are read; rules add their own."""
     senders: dict[str, SenderPolicy] = field(default_factory=dict)
     """[senders.ID] overrides; ``sender_policy(ID)`` gives the one in force."""
+    notify: tuple = ()
+    """[[notify]] alert actions (outputs.notify_config.NotifyAction)."""
 
     def sender_policy(self, identifier: str) -> SenderPolicy:
         """Who may send ``identifier``'s lines: the [senders.ID] table, else
@@ -69,6 +74,7 @@ _SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
         "regexs": ((list,), "an array of tables ([[collector.regexs]])"),
     },
     "senders": {},  # one table per identifier, checked by _senders
+    "notify": {},  # an array of tables, checked by outputs.notify_config
 }
 _SENDER_KEYS = ("uids", "comms", "exes", "units")
 
@@ -124,6 +130,8 @@ def config_from_text(text: str, path: str | Path | None = None) -> Config:
         notify_stdout=main.get("notify_stdout", False),
         user_space_identifiers=tuple(identifiers) + tuple(extra),
         senders=_senders(data.get("senders", {}), path, lines),
+        notify=parse_notify(data.get("notify", []), path, lines,
+                            {r.event_type for r in rules.rules} | {t.name for t in EVENT_TYPES}),
     )
 
 
@@ -155,7 +163,9 @@ def _check_schema(data: dict, path, lines: TomlLines) -> None:
         if section not in _SCHEMA:
             block = lines.table(section) or next((b for b in lines.blocks if b.name.startswith(section)), None)
             raise ConfigError(path, where(f"[{section}]", block.line if block else lines.key(None, section)),
-                              f"unknown section (expected {', '.join('[' + s + ']' for s in _SCHEMA)})")
+                              f"unknown section (expected {', '.join(_header(s) for s in _SCHEMA)})")
+        if section == "notify":
+            continue  # [[notify]]: outputs.notify_config
         if not isinstance(values, dict):
             raise ConfigError(path, where(section, lines.key(None, section)), "must be a table")
         if section == "senders":
@@ -167,6 +177,10 @@ def _check_schema(data: dict, path, lines: TomlLines) -> None:
             types, described = _SCHEMA[section][key]
             if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
                 raise ConfigError(path, _at(lines, section, key), f"{key} must be {described}")
+
+
+def _header(section: str) -> str:
+    return "[[notify]]" if section == "notify" else f"[{section}]"
 
 
 def _at(lines: TomlLines, section: str, key: str) -> str:

@@ -44,6 +44,9 @@ done
 link "$VENV/share/man/man1/prpt.1" "$LINK_PREFIX/share/man/man1"
 link "$VENV/share/man/man8/peripetyd.8" "$LINK_PREFIX/share/man/man8"
 command -v mandb >/dev/null && mandb -q "$LINK_PREFIX/share/man" 2>/dev/null || true
+# example alert programs for [[notify]] (mail through sendmail, webhook through curl)
+install -d "$LINK_PREFIX/share/peripety/contrib/notify"
+install -m 755 contrib/notify/mail contrib/notify/webhook "$LINK_PREFIX/share/peripety/contrib/notify/"
 
 if [ -n "$SYSTEMD_DIR" ]; then
     install -d "$SYSTEMD_DIR"

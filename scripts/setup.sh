@@ -10,6 +10,7 @@ APT_PACKAGES=(
     fuse3 libfuse3-dev pkg-config gcc make
     e2fsprogs xfsprogs btrfs-progs tmux fdisk
     fio bpfcc-tools systemd-journal-remote
+    curl msmtp-mta python3-aiosmtpd   # contrib/notify examples' tests: webhook (curl), mail (a real sendmail)
 )
 
 scripts/apt-ensure.sh "${APT_PACKAGES[@]}"

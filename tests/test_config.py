@@ -34,9 +34,12 @@ def test_documented_sample_loads_and_its_rule_works():
 
 def _uncommented_sample(**replace: str) -> str:
     """The sample with every documented ``#key = value`` line made real
-    (values as shown, or as given in ``replace``)."""
+    (values as shown, or as given in ``replace``), its commented
+    ``[[notify]]`` examples too."""
     out = []
     for line in SAMPLE.read_text().splitlines():
+        if line == "#[[notify]]":
+            line = "[[notify]]"
         m = re.match(r"^#(\w+) = (.*)$", line)
         if m:
             key = m.group(1)

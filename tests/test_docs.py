@@ -143,13 +143,19 @@ def test_sample_config_keys_and_references_exist(tmp_path):
     from peripety.config import load_config
 
     text = (ROOT / "etc/peripetyd.conf").read_text()
-    # Every commented default, uncommented, is a valid setting with that default.
-    uncommented = re.sub(r"^#(\w+ = )", r"\1", text, flags=re.M)
+    # Every commented default, uncommented, is a valid setting with that default;
+    # the commented [[notify]] examples, uncommented, are valid actions.
+    uncommented = re.sub(r"^#(\w+ = |\[\[notify\]\]$)", r"\1", text, flags=re.M)
     (tmp_path / "all.conf").write_text(uncommented)
     every, sample = load_config(tmp_path / "all.conf"), load_config(ROOT / "etc/peripetyd.conf")
     for name in ("store", "blk_info_dump", "storm_window", "notify_stdout", "user_space_identifiers"):
         assert getattr(every, name) == getattr(sample, name), name
     assert tomllib.loads(uncommented)["daemon"]["store"] == "auto"
+    assert [a.name for a in every.notify] == ["mail-root", "webhook"] and sample.notify == ()
+    for action in every.notify:  # the programs scripts/install.sh puts there
+        installed = "/usr/local/share/peripety/contrib/notify/"
+        assert action.argv[0].startswith(installed)
+        assert os.access(ROOT / "contrib/notify" / action.argv[0][len(installed):], os.X_OK), action.argv[0]
     for command in re.findall(r"`prpt ([a-z-]+)", text):
         assert command in _COMMANDS, f"etc/peripetyd.conf names prpt {command}, which does not exist"
     assert "--event-types" not in text
@@ -191,6 +197,8 @@ def test_install_script_in_a_scratch_directory(tmp_path):
         assert (links / "share/zsh/site-functions" / f"_{program}").resolve().is_file()
     pages = subprocess.run(["man", "-w", "prpt", "peripetyd"], capture_output=True, text=True, env=env)
     assert pages.returncode == 0 and len(pages.stdout.split()) == 2, pages.stderr
+    for example in ("mail", "webhook"):  # the [[notify]] examples the README names
+        assert os.access(links / "share/peripety/contrib/notify" / example, os.X_OK), example
     unit = tmp_path / "peripetyd.service"
     unit.write_text(re.sub(r"^ExecStart=.*$", f"ExecStart={venv}/bin/peripetyd",
                            (src / "systemd/peripetyd.service").read_text(), flags=re.M))

@@ -1,7 +1,7 @@
 """``prpt``: query, follow and watch storage events.
 
 Commands live one per module (``parse``, ``info``, ``query``, ``summary``,
-``monitor``, ``top``, ``event-types``) and are loaded lazily, so ``prpt parse`` never imports pyudev or the
+``monitor``, ``top``, ``event-types``, ``notify-test``) and are loaded lazily, so ``prpt parse`` never imports pyudev or the
 journal bindings it does not need.
 """
 
@@ -17,6 +17,7 @@ _COMMANDS = {
     "event-types": "event_types",
     "info": "info",
     "monitor": "monitor",
+    "notify-test": "notify_test",
     "parse": "parse",
     "query": "query",
     "summary": "summary",

@@ -28,11 +28,33 @@ def check(options: DaemonOptions) -> int:
     click.echo(f"journal: {'running' if JOURNALD_SOCKET.exists() else 'not running'}")
     click.echo("user-space senders: " + "; ".join(
         f"{i}: {config.sender_policy(i).describe()}" for i in config.user_space_identifiers))
+    for line in describe_notify(config):
+        click.echo(line)
     try:
         click.echo(describe_plan(plan_attach(options.bpf if options.bpf != "off" else "auto")))
     except PeripetyError as exc:
         click.echo(f"bpf: unavailable: {exc}")
     return 0
+
+
+def describe_notify(config) -> list[str]:
+    """One line per [[notify]] action; a program that is missing or not
+    executable is a ConfigError naming the file and line."""
+    lines = [f"notify: {len(config.notify) or 'no'} alert action(s)"]
+    for action in config.notify:
+        program = action.program()
+        what = [f"min_severity {action.min_severity.name}"]
+        if action.event_types or action.event_type_patterns:
+            what.append("event_types " + ",".join(sorted(action.event_types) + list(action.event_type_patterns)))
+        if action.sub_systems:
+            what.append("sub_systems " + ",".join(sorted(action.sub_systems)))
+        if action.device_specs:
+            absent = [d for d in action.device_specs if d.startswith("/dev/") and not os.path.exists(d)]
+            what.append("devices " + ",".join(action.device_specs)
+                        + (f" ({', '.join(absent)} not present now)" if absent else ""))
+        lines.append(f"  {action.name}: {program} ({'; '.join(what)}; repeat {action.repeat}; "
+                     f"timeout {action.timeout:g} s; max_per_hour {action.max_per_hour or 'unlimited'})")
+    return lines
 
 
 def check_store(spec: str) -> str:

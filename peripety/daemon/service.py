@@ -20,6 +20,7 @@ from ..errors import PeripetyError
 from ..event import StorageEvent
 from ..mapcounts import MapLedger
 from ..outputs import Outputs
+from ..outputs.notify import open_notify
 from ..pipeline import Pipeline, daemon_event
 from ..position import DEFAULT_STATE_DIR, PositionFile, ReadPosition, already_stored, resume_point
 from ..safefiles import check_private_dir
@@ -125,6 +126,7 @@ class Daemon:
     def _open_outputs(self) -> None:
         """The outputs the config and options ask for (outputs/); each one
         that waits on a socket is polled by the loop too."""
+        self.outputs.add(open_notify(self.config, self.options.state_dir))
 
     def _add_source(self, source: LiveSource, first: bool = False) -> None:
         self.loop.add(source.name, source, lambda: self._read(source), first=first)
