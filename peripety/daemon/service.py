@@ -20,6 +20,8 @@ from ..errors import PeripetyError
 from ..event import StorageEvent
 from ..mapcounts import MapLedger
 from ..outputs import Outputs
+from ..outputs.metrics import open_metrics
+from ..outputs.metrics_options import ListenAddress
 from ..pipeline import Pipeline, daemon_event
 from ..position import DEFAULT_STATE_DIR, PositionFile, ReadPosition, already_stored, resume_point
 from ..safefiles import check_private_dir
@@ -59,6 +61,8 @@ class DaemonOptions:
     state_dir: Path = DEFAULT_STATE_DIR
     status_path: Path = DEFAULT_STATUS_PATH
     replay: Path | None = None
+    metrics_listen: ListenAddress | None = None
+    metrics_textfile: Path | None = None
 
 
 class Daemon:
@@ -125,6 +129,9 @@ class Daemon:
     def _open_outputs(self) -> None:
         """The outputs the config and options ask for (outputs/); each one
         that waits on a socket is polled by the loop too."""
+        metrics = open_metrics(self.options.metrics_listen, self.options.metrics_textfile, self.config, self.store)
+        if metrics is not None:
+            self.outputs.add(metrics)
 
     def _add_source(self, source: LiveSource, first: bool = False) -> None:
         self.loop.add(source.name, source, lambda: self._read(source), first=first)
