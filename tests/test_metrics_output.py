@@ -235,8 +235,8 @@ def test_port_in_use_is_a_clear_error():
         busy.listen()
         port = busy.getsockname()[1]
         out = MetricsOutput(listen=parse_listen_address(f"127.0.0.1:{port}"), store=FakeStore())
-        with pytest.raises(MetricsError, match=rf"127.0.0.1:{port}: cannot listen: Address already in use "
-                                               r"\(another program listens there"):
+        with pytest.raises(MetricsError, match=rf"127.0.0.1:{port}: cannot listen: Address already in use; "
+                                               r"another program listens there"):
             out.open()
 
 
@@ -252,3 +252,18 @@ def test_ipv6_loopback_is_served():
         assert samples(curl.stdout)[("peripety_up", ())] == 1
     finally:
         out.close()
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--metrics", "9877"], "'9877' has no address: write :9877 for every address"),
+    (["--metrics", "::1:9877"], "write an IPv6 address in brackets, e.g. [::1]:9877"),
+    (["--metrics-textfile", "/var/lib/prometheus/node-exporter/peripety.txt"], "must end in .prom"),
+    (["--metrics", ":9877", "--replay", "/etc/hostname"], "no meaning with --replay"),
+])
+def test_peripetyd_refuses_bad_metrics_options_before_starting(args, says):
+    from tests.harness.daemon import PERIPETYD
+
+    run = subprocess.run([PERIPETYD, *args], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2, run.stderr
+    assert says in run.stderr
+    assert "Traceback" not in run.stderr

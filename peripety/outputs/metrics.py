@@ -276,12 +276,11 @@ def serve_http(address: ListenAddress, registry: CollectorRegistry) -> _Server:
     except OSError as exc:
         server.server_close()
         hint = {
-            98: "another program listens there (ss -ltnp 'sport = :%d' shows which); choose another port"
-                % address.port,
+            98: f"another program listens there (ss -ltnp 'sport = :{address.port}' shows which): choose another port",
             99: "no interface of this host has that address",
             13: "ports below 1024 need root or CAP_NET_BIND_SERVICE",
-        }.get(exc.errno, "")
-        raise MetricsError(f"--metrics {address}: cannot listen: {exc.strerror}" + (f" ({hint})" if hint else "")) \
+        }.get(exc.errno)
+        raise MetricsError(f"--metrics {address}: cannot listen: {exc.strerror}" + (f"; {hint}" if hint else "")) \
             from None
     server.set_app(make_wsgi_app(registry))
     thread = threading.Thread(target=server.serve_forever, name="peripety-metrics", daemon=True)
