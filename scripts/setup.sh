@@ -9,7 +9,7 @@ APT_PACKAGES=(
     systemd udev util-linux kmod
     fuse3 libfuse3-dev pkg-config gcc make
     e2fsprogs xfsprogs btrfs-progs tmux fdisk
-    fio bpfcc-tools systemd-journal-remote python3-prometheus-client
+    fio bpfcc-tools systemd-journal-remote python3-prometheus-client python3-yaml
 )
 
 scripts/apt-ensure.sh "${APT_PACKAGES[@]}"

@@ -267,3 +267,24 @@ def test_peripetyd_refuses_bad_metrics_options_before_starting(args, says):
     assert run.returncode == 2, run.stderr
     assert says in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_contrib_prometheus_files_name_only_metrics_peripetyd_exports():
+    """The example alert rules and scrape config parse, and every peripety_*
+    name in them is one the daemon exports (a renamed metric breaks this)."""
+    import pathlib
+
+    import yaml
+
+    contrib = pathlib.Path(__file__).resolve().parent.parent / "contrib" / "prometheus"
+    out = MetricsOutput(store=FakeStore())
+    out.on_event(event(wwid="naa.1"))
+    exported = {s[0] for s in samples(text_of(out))}
+    rules = yaml.safe_load((contrib / "peripety-alerts.yml").read_text())
+    exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    assert len(exprs) >= 5
+    named = {n for e in exprs for n in re.findall(r"\bperipety_\w+", e)}
+    assert "peripety_events_total" in named
+    assert named <= exported, named - exported
+    scrape = yaml.safe_load((contrib / "peripety-scrape.yml").read_text())
+    assert scrape["scrape_configs"][0]["job_name"] == "peripety"
