@@ -7,6 +7,7 @@ store holds (a storm aggregate's count included)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import sqlite3
@@ -20,7 +21,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness.daemon import PERIPETYD, DaemonProcess
 from tests.harness.kmsg_tail import KmsgTail, record_text
+from tests.harness.senders import Sender, genuine_daemon_link
 from tests.test_daemon_position import io_lines, wait_ratelimit_release
+from tests.test_store_outage import stored_maps, tiny_fs  # noqa: F401 - tiny_fs is a fixture
 
 pytestmark = [pytest.mark.root, pytest.mark.usefixtures("journald", "udevd")]
 
@@ -192,3 +195,46 @@ def test_unsafe_textfile_directory_stops_the_daemon_with_a_clear_error(tmp_path)
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 1
     assert "group/world-writable" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_store_outage_shows_in_the_metrics(tmp_path, tiny_fs):
+    """The SQLite store on a real tmpfs that fills up: the scrape says the
+    store is down, how many events wait in the spool and that the store
+    refused; events are counted once each, spooled or not; when space is
+    back the spool drains and the counts still equal the store."""
+    db, port = tiny_fs / "events.db", free_port()
+    daemon = DaemonProcess(tmp_path / "d", store=f"sqlite:{db}", args=("--metrics", f"127.0.0.1:{port}")).start()
+    link = genuine_daemon_link(tmp_path, "multipathd")
+    senders = []
+
+    def fail_path(n: int) -> None:
+        senders.append(Sender("multipathd", f"checker failed path 8:{n} in map full{n}", via_link=link))
+
+    def failed_paths(text) -> float:
+        return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                   if s.name == "peripety_events_total" and s.labels["event_type"] == "DM_MPATH_PATH_FAILED")
+
+    try:
+        fail_path(1)
+        wait_scrape(port, lambda t: failed_paths(t) == 1, what="the first event counted")
+        assert value(scrape(port), "peripety_store_errors_total") == 0
+        filler = tiny_fs / "filler"
+        subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], capture_output=True)  # ENOSPC ends it
+        for n in range(2, 7):
+            fail_path(n)
+        text = wait_scrape(port, lambda t: value(t, "peripety_spool_depth") == 5, what="five events spooled")
+        assert [s.value for f in text_string_to_metric_families(text) for s in f.samples
+                if s.name == "peripety_store_up"] == [0]
+        assert value(text, "peripety_store_errors_total") >= 1
+        assert failed_paths(text) == 6  # spooled events are kept, so counted
+        os.unlink(filler)
+        text = wait_scrape(port, lambda t: value(t, "peripety_spool_depth") == 0, what="the spool delivered")
+        assert [s.value for f in text_string_to_metric_families(text) for s in f.samples
+                if s.name == "peripety_store_up"] == [1]
+        assert failed_paths(text) == 6
+        assert value(text, "peripety_spool_dropped_total") == 0
+    finally:
+        for sender in senders:
+            sender.close()
+        assert daemon.stop() == 0
+    assert sorted(stored_maps(db)) == [f"full{n}" for n in range(1, 7)]
