@@ -288,3 +288,13 @@ def test_contrib_prometheus_files_name_only_metrics_peripetyd_exports():
     assert named <= exported, named - exported
     scrape = yaml.safe_load((contrib / "peripety-scrape.yml").read_text())
     assert scrape["scrape_configs"][0]["job_name"] == "peripety"
+
+
+def test_a_refused_textfile_leaves_no_listener_behind(tmp_path):
+    port = free_port()
+    out = MetricsOutput(listen=parse_listen_address(f"127.0.0.1:{port}"),
+                        textfile=tmp_path / "missing" / "peripety.prom", store=FakeStore())
+    with pytest.raises(MetricsError, match="does not exist"):
+        out.open()
+    with socket.socket() as again:  # the port is free: the listener was closed
+        again.bind(("127.0.0.1", port))

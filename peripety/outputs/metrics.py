@@ -41,8 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector, generate_latest
-from prometheus_client import make_wsgi_app
+from prometheus_client import (CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector, generate_latest,
+                               make_wsgi_app)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 
 from .. import __version__
@@ -363,15 +363,19 @@ class MetricsOutput:
     def open(self) -> "MetricsOutput":
         """Listen and write the first textfile now: a port in use or an
         unsafe directory is an error at start, not a log line later."""
-        if self.textfile is not None:
-            write_textfile(self.textfile, self.textfile_registry)
-            self._next_write = self.clock() + TEXTFILE_INTERVAL
-            log.info("metrics: writing %s every %g s", self.textfile, TEXTFILE_INTERVAL)
         if self.listen is not None:
             self._server = serve_http(self.listen, self.http_registry)
             host, port = self._server.server_address[:2]
             shown = f"[{host}]" if ":" in host else host
             log.info("metrics: serving http://%s:%d/metrics", shown, port)
+        if self.textfile is not None:
+            try:
+                write_textfile(self.textfile, self.textfile_registry)
+            except MetricsError:
+                self._stop_server()
+                raise
+            self._next_write = self.clock() + TEXTFILE_INTERVAL
+            log.info("metrics: writing %s every %g s", self.textfile, TEXTFILE_INTERVAL)
         return self
 
     def snapshot(self) -> Snapshot:
@@ -406,12 +410,15 @@ class MetricsOutput:
         with self._lock:
             self._health = StoreHealth.of(self.store)
             self._up = False
+        self._stop_server()
+        if self.textfile is not None:
+            self._write()
+
+    def _stop_server(self) -> None:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
-        if self.textfile is not None:
-            self._write()
 
     def _write(self) -> None:
         try:
