@@ -298,3 +298,22 @@ def test_a_refused_textfile_leaves_no_listener_behind(tmp_path):
         out.open()
     with socket.socket() as again:  # the port is free: the listener was closed
         again.bind(("127.0.0.1", port))
+
+
+def test_without_prometheus_client_only_metrics_are_refused(tmp_path):
+    """A host without prometheus_client (the lab guest) runs peripetyd;
+    asking for metrics there is one clear line, exit 1."""
+    script = ("import sys; sys.modules['prometheus_client'] = None\n"
+              "from peripety.cli.peripetyd import main\n"
+              "main(sys.argv[1:])\n")
+    from tests.harness.daemon import PERIPETYD
+
+    python = os.path.join(os.path.dirname(PERIPETYD), "python")
+    plain = subprocess.run([python, "-c", script, "--check"], capture_output=True, text=True, timeout=60)
+    assert plain.returncode == 0, plain.stderr
+    assert "metrics: off" in plain.stdout
+    asked = subprocess.run([python, "-c", script, "--check", "--metrics", "127.0.0.1:9877"],
+                           capture_output=True, text=True, timeout=60)
+    assert asked.returncode == 1
+    assert "metrics need the Python package prometheus_client" in asked.stderr
+    assert "apt-get install python3-prometheus-client" in asked.stderr and "Traceback" not in asked.stderr

@@ -20,8 +20,7 @@ from ..errors import PeripetyError
 from ..event import StorageEvent
 from ..mapcounts import MapLedger
 from ..outputs import Outputs
-from ..outputs.metrics import open_metrics
-from ..outputs.metrics_options import ListenAddress
+from ..outputs.metrics_options import ListenAddress, load_metrics_output
 from ..pipeline import Pipeline, daemon_event
 from ..position import DEFAULT_STATE_DIR, PositionFile, ReadPosition, already_stored, resume_point
 from ..safefiles import check_private_dir
@@ -129,9 +128,10 @@ class Daemon:
     def _open_outputs(self) -> None:
         """The outputs the config and options ask for (outputs/); each one
         that waits on a socket is polled by the loop too."""
-        metrics = open_metrics(self.options.metrics_listen, self.options.metrics_textfile, self.config, self.store)
+        metrics = load_metrics_output(self.options.metrics_listen, self.options.metrics_textfile, self.config)
         if metrics is not None:
-            self.outputs.add(metrics)
+            self.outputs.add(metrics(self.options.metrics_listen, self.options.metrics_textfile, self.config,
+                                     self.store))
 
     def _add_source(self, source: LiveSource, first: bool = False) -> None:
         self.loop.add(source.name, source, lambda: self._read(source), first=first)

@@ -458,6 +458,4 @@ def describe_metrics(listen: ListenAddress | None, textfile: Path | None, config
         except UnsafePathError as exc:
             raise MetricsError(f"--metrics-textfile {textfile}: {exc}") from None
         said.append(f"textfile {textfile} (directory checked)")
-    if not said:
-        return "off"
     return "; ".join(said) + f"; at most {config.metrics.max_devices} device label sets"

@@ -93,3 +93,21 @@ def check_textfile_path(text: str | os.PathLike) -> Path:
         raise ValueError(f"{str(text)!r}: the name must end in .prom (node_exporter's textfile collector "
                          "reads only *.prom files), e.g. peripety.prom")
     return Path(os.path.normpath(path))
+
+
+def load_metrics_output(listen: ListenAddress | None, textfile: Path | None, config):
+    """``outputs.metrics.open_metrics`` when the options or the config ask
+    for metrics, else None: prometheus_client is imported only then, so a
+    host without it runs everything else (the lab guest has none)."""
+    if not (listen or textfile or config.metrics.listen or config.metrics.textfile):
+        return None
+    try:
+        from .metrics import open_metrics
+    except ImportError as exc:
+        raise MetricsUnavailable(f"metrics need the Python package prometheus_client ({exc}): "
+                                 "apt-get install python3-prometheus-client") from None
+    return open_metrics
+
+
+class MetricsUnavailable(PeripetyError):
+    """Metrics were asked for but prometheus_client is not installed."""
