@@ -7,6 +7,7 @@ The file is TOML with the original peripety's layout::
     [senders.ID]  who may send user-space daemon ID's journal lines
     [collector]   regexs = [[collector.regexs]] user rules (see rules/)
     [[notify]]    alert actions (see outputs/notify_config.py)
+    [metrics]     listen, textfile, max_devices (outputs/metrics.py)
 
 A missing default file means built-in rules and defaults; a file named
 explicitly must exist. Anything unknown is an error naming the file and
@@ -22,6 +23,8 @@ from pathlib import Path
 from .errors import ConfigError, StoreError
 from .event_types import EVENT_TYPES
 from .outputs.notify_config import parse_notify
+from .outputs.metrics_options import (DEFAULT_MAX_DEVICES, ListenAddress, ListenAddressError, check_textfile_path,
+                                      parse_listen_address)
 from .rules import RuleSet
 from .stores.provenance import SenderPolicy
 from .rules.toml_lines import TomlLines, load_toml, where
@@ -31,6 +34,18 @@ log = logging.getLogger("peripety.config")
 
 DEFAULT_PATH = Path("/etc/peripetyd.conf")
 DEFAULT_USER_SPACE_IDENTIFIERS = ("multipathd", "iscsid", "dmeventd", "lvm", "smartd", "mdadm")
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """[metrics]: where peripetyd serves or writes its Prometheus metrics."""
+
+    listen: ListenAddress | None = None
+    """``ADDR:PORT`` of the HTTP listener; None: none."""
+    textfile: Path | None = None
+    """node_exporter textfile-collector file (``*.prom``); None: none."""
+    max_devices: int = DEFAULT_MAX_DEVICES
+    """Device label sets in peripety_events_total before folding into one."""
 
 
 @dataclass
@@ -51,6 +66,8 @@ class Config:
     """[senders.ID] overrides; ``sender_policy(ID)`` gives the one in force."""
     notify: tuple = ()
     """[[notify]] alert actions (outputs.notify_config.NotifyAction)."""
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    """[metrics]: Prometheus metrics (``--metrics``/``--metrics-textfile`` win)."""
 
     def sender_policy(self, identifier: str) -> SenderPolicy:
         """Who may send ``identifier``'s lines: the [senders.ID] table, else
@@ -75,6 +92,11 @@ _SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
     },
     "senders": {},  # one table per identifier, checked by _senders
     "notify": {},  # an array of tables, checked by outputs.notify_config
+    "metrics": {
+        "listen": ((str,), "a string ADDR:PORT"),
+        "textfile": ((str,), "a string (an absolute path ending in .prom)"),
+        "max_devices": ((int,), "a whole number"),
+    },
 }
 _SENDER_KEYS = ("uids", "comms", "exes", "units")
 
@@ -132,7 +154,26 @@ def config_from_text(text: str, path: str | Path | None = None) -> Config:
         senders=_senders(data.get("senders", {}), path, lines),
         notify=parse_notify(data.get("notify", []), path, lines,
                             {r.event_type for r in rules.rules} | {t.name for t in EVENT_TYPES}),
+        metrics=_metrics(data.get("metrics", {}), path, lines),
     )
+
+
+def _metrics(table: dict, path, lines: TomlLines) -> MetricsConfig:
+    listen = textfile = None
+    if "listen" in table:
+        try:
+            listen = parse_listen_address(table["listen"])
+        except ListenAddressError as exc:
+            raise ConfigError(path, _at(lines, "metrics", "listen"), str(exc)) from None
+    if "textfile" in table:
+        try:
+            textfile = check_textfile_path(table["textfile"])
+        except ValueError as exc:
+            raise ConfigError(path, _at(lines, "metrics", "textfile"), str(exc)) from None
+    max_devices = table.get("max_devices", DEFAULT_MAX_DEVICES)
+    if max_devices < 1:
+        raise ConfigError(path, _at(lines, "metrics", "max_devices"), "max_devices must be at least 1")
+    return MetricsConfig(listen, textfile, max_devices)
 
 
 def _senders(tables: dict, path, lines: TomlLines) -> dict[str, SenderPolicy]:

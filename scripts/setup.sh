@@ -9,7 +9,7 @@ APT_PACKAGES=(
     systemd udev util-linux kmod
     fuse3 libfuse3-dev pkg-config gcc make
     e2fsprogs xfsprogs btrfs-progs tmux fdisk
-    fio bpfcc-tools systemd-journal-remote
+    fio bpfcc-tools systemd-journal-remote python3-prometheus-client python3-yaml
     curl msmtp-mta python3-aiosmtpd   # contrib/notify examples' tests: webhook (curl), mail (a real sendmail)
 )
 

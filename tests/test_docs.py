@@ -150,6 +150,8 @@ def test_sample_config_keys_and_references_exist(tmp_path):
     every, sample = load_config(tmp_path / "all.conf"), load_config(ROOT / "etc/peripetyd.conf")
     for name in ("store", "blk_info_dump", "storm_window", "notify_stdout", "user_space_identifiers"):
         assert getattr(every, name) == getattr(sample, name), name
+    assert every.metrics.max_devices == sample.metrics.max_devices
+    assert str(every.metrics.listen) == "127.0.0.1:9877"  # the example is valid
     assert tomllib.loads(uncommented)["daemon"]["store"] == "auto"
     assert [a.name for a in every.notify] == ["mail-root", "webhook"] and sample.notify == ()
     for action in every.notify:  # the programs scripts/install.sh puts there

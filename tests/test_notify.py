@@ -135,7 +135,7 @@ def test_notify_must_be_an_array_of_tables(tmp_path):
         load_config(conf(tmp_path, "notify = 3\n"))
     with pytest.raises(ConfigError, match=r"notify \(line 2\): notify must be an array of tables: write each action as a \[\[notify\]\]"):
         load_config(conf(tmp_path, '# one bracket too few\n[notify]\nexec = "/bin/true"\n'))
-    with pytest.raises(ConfigError, match=r"\[notfy\] \(line 1\): unknown section \(expected .*\[senders\], \[\[notify\]\]\)"):
+    with pytest.raises(ConfigError, match=r"\[notfy\] \(line 1\): unknown section \(expected .*\[senders\], \[\[notify\]\], \[metrics\]\)"):
         load_config(conf(tmp_path, '[[notfy]]\nexec = "/bin/true"\n'))
 
 

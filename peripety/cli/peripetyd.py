@@ -13,9 +13,30 @@ from ..daemon.check import check as run_check
 from ..daemon.service import DEFAULT_CONFIG
 from ..errors import PeripetyError
 from ..logsetup import setup_logging
+from ..outputs.metrics_options import ListenAddressError, check_textfile_path, parse_listen_address
 from ..position import DEFAULT_STATE_DIR
 from ..status import DEFAULT_STATUS_PATH
 from .entry import run_cli
+
+
+class ListenAddressType(click.ParamType):
+    name = "ADDR:PORT"
+
+    def convert(self, value, param, ctx):
+        try:
+            return parse_listen_address(value)
+        except ListenAddressError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class TextfilePathType(click.ParamType):
+    name = "PATH"
+
+    def convert(self, value, param, ctx):
+        try:
+            return check_textfile_path(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -39,11 +60,21 @@ from .entry import run_cli
 @click.option("--replay", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Instead of /dev/kmsg, run a saved kernel log (any format `prpt parse` reads) through "
                    "the pipeline into the store, then exit.")
+@click.option("--metrics", "metrics_listen", type=ListenAddressType(), default=None,
+              help="Serve Prometheus metrics over HTTP on ADDR:PORT: :PORT for every address, 127.0.0.1:PORT or "
+                   "[::1]:PORT for this host only. No port is reserved for peripety (the exporter ports of "
+                   "Prometheus' default port allocations are all taken); pick a free one, e.g. 127.0.0.1:9877. "
+                   "Overrides [metrics] listen.")
+@click.option("--metrics-textfile", type=TextfilePathType(), default=None,
+              help="Write the same metrics every 5 s (and at stop, with peripety_up 0) to PATH, a *.prom file in "
+                   "node_exporter's textfile-collector directory, e.g. "
+                   "/var/lib/prometheus/node-exporter/peripety.prom; atomically replaced. "
+                   "Overrides [metrics] textfile.")
 @click.option("--check", is_flag=True, help="Validate the config, print the sources and the probe attach plan, exit.")
 @click.option("-v", "--verbose", count=True, help="More logging to stderr (-vv for debug).")
 @click.version_option(package_name="peripety", prog_name="peripetyd")
-def main(config_path, store, stdout, no_blk_info_dump, bpf, from_start, state_dir, status_file, replay, check,
-         verbose):
+def main(config_path, store, stdout, no_blk_info_dump, bpf, from_start, state_dir, status_file, replay,
+         metrics_listen, metrics_textfile, check, verbose):
     """Peripety daemon: read kernel storage messages from /dev/kmsg (and
     user-space storage daemons' logs from the journal), turn them into
     structured storage events and store them (journald or SQLite).
@@ -52,6 +83,9 @@ def main(config_path, store, stdout, no_blk_info_dump, bpf, from_start, state_di
     SIGHUP reloads the config; SIGTERM stops after storing what is in flight.
     """
     setup_logging(verbose, prefix="peripetyd: ")
+    if replay is not None and (metrics_listen or metrics_textfile):
+        raise click.UsageError("--metrics and --metrics-textfile count what a running daemon stores; "
+                               "they have no meaning with --replay")
     options = DaemonOptions(
         config_path=config_path or DEFAULT_CONFIG,
         config_explicit=config_path is not None,
@@ -63,6 +97,8 @@ def main(config_path, store, stdout, no_blk_info_dump, bpf, from_start, state_di
         state_dir=state_dir,
         status_path=status_file,
         replay=replay,
+        metrics_listen=metrics_listen,
+        metrics_textfile=metrics_textfile,
     )
     try:
         if check:

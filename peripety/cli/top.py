@@ -68,7 +68,10 @@ def command(ctx, blk, severity, sub_systems, event_types, store_spec, directory,
 
     Journal files (--directory, --file: a sosreport, journal-remote's
     output) are shown without this host's live device state; the header
-    names the hosts whose events are shown (--host picks them).
+    names the hosts whose events are shown (--host picks them), and the
+    device and event lists have a Host column (shown too whenever the
+    events come from more than one host). A WWID is one row whichever
+    hosts saw it (a shared LUN); a device without one is a row per host.
     """
     from rich.console import Console
 
@@ -95,6 +98,7 @@ def command(ctx, blk, severity, sub_systems, event_types, store_spec, directory,
     try:
         model, follower = seed(store, flt, since, status_file)
         if offline:
+            model.show_hosts = True
             model.hostname = hosts_label(model, hosts)
             model.store_name = "journal files " + (directory or ", ".join(source))
         model.state_only_rows = not (blk or severity or sub_systems or event_types or offline)

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from ..errors import PeripetyError
+from ..outputs.metrics_options import load_metrics_output
 from ..safefiles import check_dir_chain
 from ..stores import StoreError, parse_store_spec
 from ..stores.journald_socket import runtime_dir
@@ -30,6 +31,12 @@ def check(options: DaemonOptions) -> int:
         f"{i}: {config.sender_policy(i).describe()}" for i in config.user_space_identifiers))
     for line in describe_notify(config):
         click.echo(line)
+    if load_metrics_output(options.metrics_listen, options.metrics_textfile, config) is None:
+        click.echo("metrics: off")
+    else:
+        from ..outputs.metrics import describe_metrics
+
+        click.echo(f"metrics: {describe_metrics(options.metrics_listen, options.metrics_textfile, config)}")
     try:
         click.echo(describe_plan(plan_attach(options.bpf if options.bpf != "off" else "auto")))
     except PeripetyError as exc:

@@ -21,6 +21,7 @@ from ..event import StorageEvent
 from ..mapcounts import MapLedger
 from ..outputs import Outputs
 from ..outputs.notify import open_notify
+from ..outputs.metrics_options import ListenAddress, load_metrics_output
 from ..pipeline import Pipeline, daemon_event
 from ..position import DEFAULT_STATE_DIR, PositionFile, ReadPosition, already_stored, resume_point
 from ..safefiles import check_private_dir
@@ -60,6 +61,8 @@ class DaemonOptions:
     state_dir: Path = DEFAULT_STATE_DIR
     status_path: Path = DEFAULT_STATUS_PATH
     replay: Path | None = None
+    metrics_listen: ListenAddress | None = None
+    metrics_textfile: Path | None = None
 
 
 class Daemon:
@@ -127,6 +130,10 @@ class Daemon:
         """The outputs the config and options ask for (outputs/); each one
         that waits on a socket is polled by the loop too."""
         self.outputs.add(open_notify(self.config, self.options.state_dir))
+        metrics = load_metrics_output(self.options.metrics_listen, self.options.metrics_textfile, self.config)
+        if metrics is not None:
+            self.outputs.add(metrics(self.options.metrics_listen, self.options.metrics_textfile, self.config,
+                                     self.store))
 
     def _add_source(self, source: LiveSource, first: bool = False) -> None:
         self.loop.add(source.name, source, lambda: self._read(source), first=first)

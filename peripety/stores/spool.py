@@ -216,6 +216,8 @@ class SpoolingStore:
         self._last_failure = float("-inf")
         self.error: str | None = None
         """Why the store last refused an event, while events are spooled; None when it takes them."""
+        self.refusals = 0
+        """Times the store refused an event since start (each refusal spools, never loses)."""
         if len(self.spool):
             log.info("%d event(s) waiting in %s from an earlier run", len(self.spool), self.spool.path)
 
@@ -251,6 +253,7 @@ class SpoolingStore:
             except StoreError as exc:
                 self._last_failure = time.monotonic()
                 self.error = str(exc)
+                self.refusals += 1
                 log.warning("%s; spooling events to %s until it is back", exc, self.spool.path)
         self.spool.put(event)
 
@@ -267,6 +270,7 @@ class SpoolingStore:
                 except StoreError as exc:
                     self._last_failure = time.monotonic()
                     self.error = str(exc)
+                    self.refusals += 1
                     log.debug("spool delivery stopped: %s", exc)
                     break
                 delivered += 1

@@ -157,7 +157,9 @@ class DeviceStats:
     """Everything top shows about one device, updated event by event."""
 
     key: str
-    """wwid when known, else the kernel name: stable across renames."""
+    """wwid when known (one disk, whichever hosts see it: a shared LUN is one
+    row), else the kernel name, prefixed ``HOST:`` for another host's
+    device (sdb there is not sdb here)."""
     kdev: str = ""
     path: str = ""
     wwid: str = ""
@@ -180,6 +182,8 @@ class DeviceStats:
     shutdown_at: _dt.datetime | None = None
     remounted_ro_at: _dt.datetime | None = None
     state: DeviceState | None = None
+    hosts: set[str] = field(default_factory=set)
+    """Hosts whose events are about this device (two or more: a shared LUN)."""
 
     @property
     def earlier_names(self) -> list[str]:
@@ -236,7 +240,8 @@ class DeviceStats:
         return [sum(raw[i : i + per_cell]) for i in range(0, len(raw), per_cell)]
 
     def matches(self, text: str) -> bool:
-        hay = (self.path, self.kdev, self.wwid, self.blk_type, self.mount_point, *self.names, *self.event_types)
+        hay = (self.path, self.kdev, self.wwid, self.blk_type, self.mount_point, *self.names, *self.event_types,
+               *self.hosts)
         return any(text in value.lower() for value in hay if value)
 
 
@@ -264,7 +269,7 @@ def kernel_name_of(event: StorageEvent) -> str:
 
 def event_matches(event: StorageEvent, text: str) -> bool:
     info = event.cur_blk_info
-    hay = [event.event_type, event.kdev, event.sub_system]
+    hay = [event.event_type, event.kdev, event.sub_system, event.hostname]
     if info is not None:
         hay += [info.wwid, info.preferred_blk_path, info.blk_path, info.mount_point or ""]
     return any(text in value.lower() for value in hay if value)
@@ -326,6 +331,13 @@ class DeviceRow:
 class TopModel:
     def __init__(self, hostname: str, store_name: str, daemon: DaemonStatus | None = None):
         self.hostname = hostname
+        """The header's host (the hosts read, for journal files)."""
+        self.local_host = hostname
+        """This machine: only its devices get live state, and their kernel
+        names need no host prefix."""
+        self.show_hosts = False
+        """Always show the host columns (journal files: the events may be
+        another host's); else only while the events span hosts."""
         self.store_name = store_name
         self.daemon = daemon or DaemonStatus(False, "daemon not running")
         self.view = ViewState()
@@ -399,8 +411,34 @@ class TopModel:
             self._seen.popitem(last=False)
         return count - (before or 0)
 
-    def _note_identity(self, event: StorageEvent) -> None:
+    def device_key(self, event: StorageEvent) -> tuple[str, str, str]:
+        """``device_identity`` with the host: a WWID names one disk
+        whichever host saw it; a kernel name only on its host."""
         key, kdev, path = device_identity(event)
+        info = event.cur_blk_info
+        if key and not (info is not None and info.wwid) and self._foreign(event):
+            key = f"{event.hostname}:{key}"
+        return key, kdev, path
+
+    def _foreign(self, event: StorageEvent) -> bool:
+        return bool(event.hostname) and event.hostname != self.local_host
+
+    def hosts(self) -> list[str]:
+        """The hosts of the events held."""
+        return sorted({e.hostname for e in self.recent if e.hostname}
+                      | {h for d in self.devices.values() for h in d.hosts})
+
+    def multi_host(self, events: Iterable[StorageEvent] | None = None) -> bool:
+        """Whether to show hosts: journal files, or ``events`` (default: all
+        held) from more than one host."""
+        if self.show_hosts:
+            return True
+        if events is None:
+            return len(self.hosts()) > 1
+        return len({e.hostname for e in events}) > 1
+
+    def _note_identity(self, event: StorageEvent) -> None:
+        key, kdev, path = self.device_key(event)
         stats = self.devices.get(key)
         if stats is not None and path and path not in stats.names:
             stats.names.append(path)
@@ -427,15 +465,19 @@ class TopModel:
             newest = max(self._per_second)
             for old in [s for s in self._per_second if s <= newest - 2 * RATE_WINDOW_SECONDS]:
                 del self._per_second[old]
-        key, kdev, path = device_identity(event)
+        key, kdev, path = self.device_key(event)
         if key:
             self._count_device(key, kdev, path, event, added, bucket, when)
 
     def _count_device(self, key, kdev, path, event, added, bucket, when) -> None:
         stats = self.devices.get(key)
+        # Live state is this machine's: another host's sdb is not ours.
+        kernel_name = "" if self._foreign(event) else kernel_name_of(event)
         if stats is None:
             stats = self.devices[key] = DeviceStats(key=key)
-            stats.state = self.states.get(kernel_name_of(event))
+            stats.state = self.states.get(kernel_name) if kernel_name else None
+        if event.hostname:
+            stats.hosts.add(event.hostname)
         info = event.cur_blk_info
         if path and path not in stats.names:
             stats.names.append(path)
@@ -453,7 +495,7 @@ class TopModel:
             stats.mount_point = mount or stats.mount_point
             stats.last_event_type = event.event_type
             stats.last_seen = when
-            stats.kernel_name = kernel_name_of(event) or stats.kernel_name
+            stats.kernel_name = kernel_name or stats.kernel_name
             if path in stats.names:  # the current name goes last
                 stats.names.remove(path)
                 stats.names.append(path)
@@ -501,7 +543,8 @@ class TopModel:
                 path = "/dev/mapper/" + state.multipath.map_name
             mount = state.mount.mount_point if state.mount is not None else ""
             rows["kdev:" + name] = DeviceStats(key="kdev:" + name, kdev=name, path=path, kernel_name=name,
-                                               mount_point=mount, names=[path], state=state)
+                                               mount_point=mount, names=[path], state=state,
+                                               hosts={self.local_host})
         self.state_rows = rows
 
     def all_devices(self) -> dict[str, DeviceStats]:
@@ -576,6 +619,7 @@ class TopModel:
         return {
             "time": now.isoformat(),
             "hostname": self.hostname,
+            "hosts": self.hosts(),
             "store": self.store_name,
             "filter": self.view.filter_text or None,
             "daemon": {
@@ -603,6 +647,7 @@ def _row_dict(row: DeviceRow) -> dict:
     return {
         "key": stats.key,
         "name": stats.path or stats.kdev,
+        "hosts": sorted(stats.hosts),
         "earlier_names": stats.earlier_names,
         "kernel_name": stats.kernel_name or None,
         "wwid": stats.wwid or None,

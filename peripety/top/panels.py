@@ -233,6 +233,15 @@ def _ioerr_cell(stats, ctx, width):
     return Text(f"+{state.ioerr_delta}", style="bold red") if state.ioerr_delta else Text("0", style="dim")
 
 
+def _hosts_label(stats: DeviceStats) -> str:
+    """The host of a device row; a shared LUN (one WWID) lists its hosts."""
+    return ",".join(sorted(stats.hosts))
+
+
+def _host_cell(stats, ctx, width):
+    return Text(distinguish(_hosts_label(stats), [], width, ctx.glyphs))
+
+
 def _wwid_cell(stats, ctx, width):
     return Text(distinguish(stats.wwid, ctx.wwids, width, ctx.glyphs), style="dim")
 
@@ -265,8 +274,11 @@ def _device_columns(rows: list[DeviceRow], model: TopModel, inner: int) -> list[
     name_width = max([10] + [len(short_path(s.path or s.kdev)) + 4 + 2 * r.depth for s, r in zip(stats, rows)])
     state_width = max([5] + [len(s.state_summary) for s in stats])
     minutes = TREND_SLOTS * SLOT_SECONDS // 60
+    host_width = max([4] + [len(_hosts_label(s)) for s in stats])
     candidates = [
         Column("Device", 0, min(name_width, 16), None, flex=3, max_width=min(name_width, 44)),
+        Column("Host", 1, min(host_width, 10), _host_cell, flex=1, max_width=min(host_width, 30))
+        if model.multi_host() else None,
         Column("State", 1, min(state_width, 18), _state_cell, flex=1, max_width=min(state_width, 30)) if has_state else None,
         Column("Earlier names", 1, 12, _names_cell, flex=2, max_width=40) if model.view.show_names else None,
         Column("err", 2, count_width, _err_cell, "right"),
@@ -409,10 +421,13 @@ def events_panel(model: TopModel, now: _dt.datetime, width: int, max_rows: int |
         shown = events
     wide = width >= WIDE
     show_device = wide or selected is None
+    show_host = model.multi_host(events)
     table = Table(box=None, expand=True, pad_edge=False, header_style="bold", show_edge=False)
     table.add_column("Time", no_wrap=True)
-    table.add_column("Severity" if wide else "Sev", no_wrap=True)
     overflow = "crop" if glyphs.ascii else "ellipsis"
+    if show_host:
+        table.add_column("Host", no_wrap=True, overflow=overflow, max_width=20 if wide else 10)
+    table.add_column("Severity" if wide else "Sev", no_wrap=True)
     if show_device:
         table.add_column("Device", no_wrap=True, overflow=overflow, max_width=24 if wide else 10)
     table.add_column("Type", no_wrap=True, overflow=overflow, max_width=28 if wide else 20)
@@ -423,19 +438,23 @@ def events_panel(model: TopModel, now: _dt.datetime, width: int, max_rows: int |
         style = SEVERITY_STYLES[event.severity]
         if focused and index == cursor:
             style = (style + " reverse").strip()
-        table.add_row(*_event_cells(event, now, wide, show_device, glyphs), style=style)
+        table.add_row(*_event_cells(event, now, wide, show_device, glyphs, show_host), style=style)
     subtitle = None
     if max_rows is not None and len(events) > len(shown):
         subtitle = f"{start + 1}-{start + len(shown)} of {len(events)}"
     return Panel(table, title=title, title_align="left", subtitle=subtitle, subtitle_align="right", box=glyphs.box)
 
 
-def _event_cells(event: StorageEvent, now: _dt.datetime, wide: bool, show_device: bool, glyphs: Glyphs) -> list[str]:
+def _event_cells(event: StorageEvent, now: _dt.datetime, wide: bool, show_device: bool, glyphs: Glyphs,
+                 show_host: bool = False) -> list[str]:
     _, kdev, path = device_identity(event)
     message = event.msg or event.raw_msg
     count = f"{glyphs.times}{event.count}" if event.count > 1 else ""
     severity = event.severity.name if wide else SHORT_SEVERITY[event.severity]
-    cells = [format_when(event_time(event), now), severity]
+    cells = [format_when(event_time(event), now)]
+    if show_host:
+        cells.append(event.hostname)
+    cells.append(severity)
     if show_device:
         cells.append(short_path(path))
     cells.append(event.event_type)
@@ -491,6 +510,7 @@ def detail_lines(model: TopModel, event: StorageEvent, now: _dt.datetime) -> lis
     lines = [Text.assemble(("Event ", "bold"), event.event_type, "  ", (event.severity.name, SEVERITY_STYLES[event.severity]))]
     fields = [
         ("time", format_when(event.timestamp, now)),
+        ("host", event.hostname),
         ("last", format_when(event.last_timestamp, now) if event.last_timestamp else ""),
         ("count", str(event.count) if event.count > 1 else ""),
         ("device", f"{event.kdev} {info.preferred_blk_path or info.blk_path if info else ''}".strip()),
