@@ -181,8 +181,7 @@ def test_workers_write_what_one_process_writes_in_order(tmp_path, monkeypatch, o
     path = _big_kmsg(tmp_path)
     serial = CliRunner().invoke(main, ["parse", output, "--stats", "-j", "1", str(path)])
     monkeypatch.setattr(parallel, "PARALLEL_MIN_SIZE", 0)
-    monkeypatch.setattr(parallel, "PART_SIZE", 3000)  # many parts, cut everywhere
-    split = CliRunner().invoke(main, ["parse", output, "--stats", "-j", "2", str(path)])
+    split = CliRunner().invoke(main, ["parse", output, "--stats", "-j", "7", str(path)])  # cut everywhere
     assert serial.exit_code == split.exit_code == 0, split.output
     assert serial.stderr == split.stderr
     assert "1 skipped (malformed)" in split.stderr and "format kmsg" in split.stderr
@@ -196,10 +195,9 @@ def test_workers_write_what_one_process_writes_in_order(tmp_path, monkeypatch, o
 
 def test_parts_are_cut_only_where_a_record_starts(tmp_path, monkeypatch):
     path = _big_kmsg(tmp_path)
-    monkeypatch.setattr(parallel, "PART_SIZE", 1000)
     data = path.read_bytes()
     with open(path, "rb") as stream:
-        ranges = parallel._ranges(stream, len(data), multiline=True)
+        ranges = parallel._ranges(stream, len(data), multiline=True, count=len(data) // 1000)
     assert ranges[0][0] == 0 and ranges[-1][1] == len(data) and len(ranges) > 50
     for (_, end), (start, _) in zip(ranges, ranges[1:]):
         assert end == start and data[start - 1 : start] == b"\n" and data[start : start + 1] != b" "

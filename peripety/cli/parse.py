@@ -215,16 +215,20 @@ def _write_parts(logfile: LogFile, ruleset, stats: bool, writer: EventWriter, wo
     encoding = getattr(out, "encoding", None) or "utf-8"
     errors = getattr(out, "errors", None) or "strict"
     render = functools.partial(_render_part, ruleset, writer.output_format, stats, boot_time)
+    first = writer.written == 0
     for part in render_parts(logfile, render, workers, encoding, errors):
         data = part.data
-        if writer.output_format == OUTPUT_JSON and writer.written == 0:
+        if writer.output_format == OUTPUT_JSON and first and data:
             data = data[1:]  # every part's events came with the blank line between events
-        if binary is not None:
-            binary.write(data)
-        else:
-            out.write(data.decode(encoding, errors))
-        writer.written += part.stats.matched
-        merge_stats(logfile.stats, part.stats)
+        if data:
+            first = False
+            if binary is not None:
+                binary.write(data)
+            else:
+                out.write(data.decode(encoding, errors))
+        if part.stats is not None:
+            writer.written += part.stats.matched
+            merge_stats(logfile.stats, part.stats)
 
 
 def _render_part(ruleset, output_format: str, stats: bool, boot_time, logfile: LogFile):

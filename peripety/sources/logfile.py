@@ -119,16 +119,21 @@ class LogFile:
         """A pipe, terminal or socket that may pause (journalctl -f | prpt parse -)."""
         self._regex_cache: tuple | None = None
         """(ruleset, lead, candidate regex) of the last chunk."""
+        self._remaining: int | None = None
+        """Bytes left to read in a part of a file (None: read to the end)."""
 
     @classmethod
-    def part(cls, stream: BinaryIO, name: str, fmt: str, start: int = 0) -> "LogFile":
-        """A later part of the regular file ``name`` whose head was checked
-        and format detected (see ``parallel``): it starts at a record
-        boundary, ``start`` bytes into the file."""
+    def part(cls, stream: BinaryIO, name: str, fmt: str, start: int = 0, end: int | None = None) -> "LogFile":
+        """A part of the regular file ``name`` whose head was checked and
+        format detected (see ``parallel``): ``stream`` is positioned
+        ``start`` bytes into the file, at a record boundary; the part ends
+        at ``end`` (another record boundary) or the end of the file."""
         logfile = cls(stream, name, fmt)
         logfile._head_checked = True
         logfile._base = start
         logfile._seekable_file = True
+        if end is not None:
+            logfile._remaining = end - start
         return logfile
 
     @classmethod
@@ -213,9 +218,16 @@ class LogFile:
 
     # -- chunks -------------------------------------------------------------
     def _read(self, size: int, where: tuple[int | None, int]) -> bytes:
+        if self._remaining is not None:
+            size = min(size, self._remaining)
+            if size <= 0:
+                return b""
         read1 = getattr(self.stream, "read1", None)
         try:
-            return read1(size) if read1 else self.stream.read(size)
+            data = read1(size) if read1 else self.stream.read(size)
+            if self._remaining is not None:
+                self._remaining -= len(data)
+            return data
         except (EOFError, lzma.LZMAError, zlib.error, OSError) as exc:
             if self.compressed is None or (isinstance(exc, OSError) and exc.errno is not None):
                 raise LogFormatError(f"{self.name}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
