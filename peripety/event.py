@@ -75,13 +75,14 @@ SUB_SYSTEMS = (
     "DM",
     "md",
     "ext4",
+    "ext3",
     "jbd2",
     "xfs",
     "btrfs",
     "Peripety",
 )
 _SUB_SYSTEM_BY_KEY = {s.lower(): s for s in SUB_SYSTEMS}
-_SUB_SYSTEM_BY_KEY.update({"fsext4": "ext4", "fsxfs": "xfs", "fsjbd2": "jbd2", "dm-thin": "LVM-ThinProvisioning",
+_SUB_SYSTEM_BY_KEY.update({"fsext4": "ext4", "fsext3": "ext3", "fsxfs": "xfs", "fsjbd2": "jbd2", "dm-thin": "LVM-ThinProvisioning",
                           "device-mapper": "DM"})
 
 
