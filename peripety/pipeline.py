@@ -128,7 +128,7 @@ class Pipeline:
         # The line names a kernel function, not a device (a ratelimit
         # summary; 6.1's "md: super_written gets error=-5"): it waits for
         # that family's next line to name the device.
-        suppressed = match.event_type in _WAITS_FOR_DEVICE and match.kdev == match.extension.get("function")
+        suppressed = match.event_type in _WAITS_FOR_DEVICE and not match.kdev
         device = DeviceAtEvent("") if suppressed else \
             self._device(match.kdev, "", record.kernel_usec, match.sub_system, from_hit=False)
         event = event_from_match(

@@ -39,7 +39,7 @@ KEY_LENGTH = 3
 built-in prefix that still says something."""
 
 RULE_KEYS = frozenset(
-    {"starts_with", "regex", "sub_system", "event_type", "severity", "identifier", "msg"}
+    {"starts_with", "regex", "sub_system", "event_type", "severity", "identifier", "msg", "no_device"}
 )
 _FIXED_FIELDS = frozenset({"kdev", "sub_system", "event_type"})
 
@@ -77,6 +77,10 @@ class Rule:
     generic event, severity from the record's level or the wording."""
     origin: str = ""
     """Where the rule came from, e.g. ``/etc/peripetyd.conf: collector.regexs[3] (line 12)``."""
+    no_device: bool = False
+    """The line names no device (``XFS: possible memory allocation
+    deadlock``, a ratelimit summary): the regex has no ``kdev`` group and
+    the event's ``kdev`` is empty."""
     compiled: object = field(default=None, repr=False, compare=False)
     template: Template = field(default=None, repr=False, compare=False)
 
@@ -87,8 +91,8 @@ class Rule:
         if m is None:
             return None
         groups = m.groupdict()
-        kdev = groups.pop("kdev", None)
-        if not kdev:
+        kdev = "" if self.no_device else groups.pop("kdev", None)
+        if not kdev and not self.no_device:
             return None
         extension = {k: v for k, v in groups.items() if v is not None}
         if self.generic:
@@ -147,15 +151,23 @@ def rule_from_table(entry: dict, origin: str, path=None, *, trusted: bool = Fals
         fail(str(exc), str(exc).split("'")[1])
     if not isinstance(entry.get("msg", ""), str):
         fail("'msg' must be a string", "msg")
+    no_device = entry.get("no_device", False)
+    if not isinstance(no_device, bool):
+        fail("'no_device' must be true or false", "no_device")
     compiled = _compile(entry["regex"], trusted, fail)
-    if "kdev" not in compiled.groupindex:
-        fail("regex has no 'kdev' named group: add (?P<kdev>...) around the device name", "regex")
+    if no_device and "kdev" in compiled.groupindex:
+        fail("a no_device rule's regex must have no 'kdev' group", "regex")
+    if not no_device and "kdev" not in compiled.groupindex:
+        fail("regex has no 'kdev' named group: add (?P<kdev>...) around the device name, "
+             "or set no_device = true for lines that name none", "regex")
     try:
-        default = "" if generic else _default_msg(entry["event_type"])
+        default = "" if generic else _default_msg(entry["event_type"], no_device)
         template = compile_template(entry.get("msg") or default)
     except TemplateError as exc:
         fail(str(exc), "msg")
     unknown_fields = template.fields - set(compiled.groupindex) - _FIXED_FIELDS
+    if no_device:
+        unknown_fields |= template.fields & {"kdev"}
     if unknown_fields:
         fail(f"msg uses {{{sorted(unknown_fields)[0]}}}, which is not a named group of the regex", "msg")
     return Rule(
@@ -168,6 +180,7 @@ def rule_from_table(entry: dict, origin: str, path=None, *, trusted: bool = Fals
         msg=entry.get("msg", ""),
         generic=generic,
         origin=(f"{path}: " if path is not None else "") + where(origin, block.line if block else None),
+        no_device=no_device,
         compiled=compiled,
         template=template,
     )
@@ -185,10 +198,11 @@ def _compile(pattern: str, trusted: bool, fail):
         fail(str(exc), "regex")
 
 
-def _default_msg(event_type: str) -> str:
+def _default_msg(event_type: str, no_device: bool = False) -> str:
     info = EVENT_TYPES.get(event_type)
     title = info.title if info else event_type
-    return title.replace("{", "{{").replace("}", "}}").replace("[", "[[").replace("]", "]]") + " on {kdev}"
+    title = title.replace("{", "{{").replace("}", "}}").replace("[", "[[").replace("]", "]]")
+    return title if no_device else title + " on {kdev}"
 
 
 def _strings(value, key) -> tuple[str, ...]:
@@ -221,7 +235,7 @@ def _combinable(rule: Rule) -> bool:
     return (
         isinstance(compiled, re.Pattern)
         and compiled.flags == re.UNICODE  # an inline global flag must stay first
-        and "kdev" in compiled.groupindex
+        and ("kdev" in compiled.groupindex or rule.no_device)
         # each "(?P<" is a real group, so renaming them renames nothing else
         and len(_NAMED_GROUP.findall(rule.regex)) == len(compiled.groupindex)
         and not _UNSAFE_TO_WRAP.search(rule.regex)
@@ -267,8 +281,10 @@ class _RuleRun:
             if any(self.regex.groupindex.get(k) != v for k, v in expected.items()):
                 raise ValueError(f"{rule.origin}: groups moved when combined")
             ext = tuple((name, g) for name, g in names.items() if name != "kdev")
-            # m.group(0, kdev, *ext) always returns a tuple, even with no extension.
-            indices = (0, wrapper + names["kdev"]) + tuple(wrapper + g for _, g in ext)
+            # m.group(0, kdev, *ext) always returns a tuple, even with no extension;
+            # a rule for lines naming no device takes group 0 there (never empty).
+            kdev_index = 0 if rule.no_device else wrapper + names["kdev"]
+            indices = (0, kdev_index) + tuple(wrapper + g for _, g in ext)
             severity = None if rule.generic else rule.severity or EVENT_TYPES.default_severity(rule.event_type)
             self.by_index[wrapper] = (n, rule, severity, indices, tuple(name for name, _ in ext))
 
@@ -286,7 +302,8 @@ class _RuleRun:
             extension = {k: v for k, v in extension.items() if v is not None}
         if severity is None:  # a grammar: the family's generic event
             severity = generic_severity(text, extension, level)
-        return Match(rule, values[1], rule.sub_system, rule.event_type, severity, extension)
+        return Match(rule, "" if rule.no_device else values[1], rule.sub_system, rule.event_type, severity,
+                     extension)
 
     def _after(self, n: int, text: str, level: int | None) -> Match | None:
         """The rules after rule ``n``, one by one (rare: an empty kdev)."""
