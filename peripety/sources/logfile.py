@@ -417,8 +417,12 @@ class LogFile:
             )
         if _looks_binary(head):
             raise LogFormatError(f"{self.name}: binary data, not a text log")
-        sample = _without(head, _nul_spans(head)).decode("utf-8", "replace").splitlines()[:40]
-        content = [l for l in sample if l.strip() and not l.startswith("-- ")]
+        # The head's whole lines (the last may be cut): short-monotonic
+        # journal output is told from dmesg by votes over many lines.
+        sample = _without(head, _nul_spans(head)).decode("utf-8", "replace").splitlines()
+        if len(head) == SNIFF_SIZE and len(sample) > 1:
+            sample.pop()
+        content = [l for l in sample[:40] if l.strip() and not l.startswith("-- ")]
         if not content:
             # Nothing but blank lines or journalctl's "-- No entries --": any
             # line-by-line format reads that (as nothing).
