@@ -292,7 +292,13 @@ class _DeviceCache:
 
         self._resolve = resolve
         self._here = local_hostname()
+        from ..devices.sysfs import logical_block_size
+        from ..rules.derived import sector_from_lba
+
+        self._logical_block_size = logical_block_size
+        self._sector_from_lba = sector_from_lba
         self._known: dict[str, object] = {}
+        self._block_sizes: dict[str, int | None] = {}
         self._elsewhere: set[str] = set()
 
     def resolved(self, event):
@@ -310,4 +316,16 @@ class _DeviceCache:
                 log.debug("%s: left unresolved: %s", event.kdev, exc)
                 self._known[event.kdev] = None
         info = self._known[event.kdev]
-        return event if info is None else replace(event, cur_blk_info=info, dev_num=info.dev_num)
+        if info is None:
+            return event
+        extension = event.extension
+        if "lba" in extension and "sector" not in extension:
+            # A printed CDB's LBA in 512-byte sectors, now the disk is known.
+            extension = dict(extension)
+            self._sector_from_lba(extension, self._block_size(event.kdev))
+        return replace(event, cur_blk_info=info, dev_num=info.dev_num, extension=extension)
+
+    def _block_size(self, kdev: str) -> int | None:
+        if kdev not in self._block_sizes:
+            self._block_sizes[kdev] = self._logical_block_size(kdev)
+        return self._block_sizes[kdev]

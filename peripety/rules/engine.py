@@ -26,6 +26,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..event import Severity, canonical_sub_system
 from ..event_types import EVENT_TYPES
+from .derived import derivers
 from .grammar import GRAMMARS, generic_severity, grammars_text
 from .template import Template, TemplateError, compile_template
 from .toml_lines import TomlLines, load_toml, where
@@ -83,6 +84,8 @@ class Rule:
     the event's ``kdev`` is empty."""
     compiled: object = field(default=None, repr=False, compare=False)
     template: Template = field(default=None, repr=False, compare=False)
+    derive: tuple = field(default=(), repr=False, compare=False)
+    """Functions adding fields derived from named groups (``derived.py``)."""
 
     def match(self, text: str, level: int | None = None) -> Match | None:
         """The match of ``text``; ``level`` (syslog 0-7) is the record's
@@ -95,6 +98,8 @@ class Rule:
         if not kdev and not self.no_device:
             return None
         extension = {k: v for k, v in groups.items() if v is not None}
+        for derive in self.derive:
+            derive(extension)
         if self.generic:
             severity = generic_severity(text, extension, level)
         else:
@@ -183,6 +188,7 @@ def rule_from_table(entry: dict, origin: str, path=None, *, trusted: bool = Fals
         no_device=no_device,
         compiled=compiled,
         template=template,
+        derive=derivers(compiled.groupindex),
     )
 
 
@@ -300,6 +306,8 @@ class _RuleRun:
         extension = dict(zip(names, found))
         if None in found:  # optional groups that took no part
             extension = {k: v for k, v in extension.items() if v is not None}
+        for derive in rule.derive:
+            derive(extension)
         if severity is None:  # a grammar: the family's generic event
             severity = generic_severity(text, extension, level)
         return Match(rule, "" if rule.no_device else values[1], rule.sub_system, rule.event_type, severity,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import io
+import itertools
 import logging
 import lzma
 import os
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from ..errors import LogFormatError
-from ..record import LogRecord
+from ..record import LogRecord, record_lines
 from ..rules import Match, RuleSet
 from .logformats import FORMAT_NAMES, FORMATS, LogFormat, detect_format, format_list, iso_stamped
 from .prefilter import candidate_regex, kernel_prefixes
@@ -214,6 +215,13 @@ class LogFile:
                 if count_malformed:
                     self._count_malformed(chunk, first_line)
             for record in records:
+                if "\n" in record.text:  # one record, several lines: each its own (as the daemon does)
+                    for _, line in record_lines(record):
+                        match = ruleset.match_record(line)
+                        if match is not None:
+                            self.stats.matched += 1
+                            yield line, match
+                    continue
                 match = ruleset.match_record(record)
                 if match is not None:
                     self.stats.matched += 1
@@ -479,7 +487,12 @@ class LogFile:
         if cache is None or cache[0] is not ruleset or cache[1] != lead:
             prefixes = kernel_prefixes(ruleset)
             regex = None if prefixes is None else candidate_regex(lead, prefixes)
-            cache = self._regex_cache = (ruleset, lead, regex)
+            # A /dev/kmsg record of several lines shows each newline as
+            # "\x0a": a second regex finds the later lines' prefixes (run
+            # only on chunks that hold one; an alternation in the first
+            # would cost 5x on every line).
+            escaped = candidate_regex(r"\\x0a", prefixes) if regex is not None and lead == ";" else None
+            cache = self._regex_cache = (ruleset, lead, regex, escaped)
         return cache[2]
 
     def _lead(self, chunk: bytes) -> str | None:
@@ -506,7 +519,11 @@ class LogFile:
             chunk = b"\n" + chunk  # the first line has no newline before it
         find, rfind = chunk.find, chunk.rfind
         done = -1
-        for m in regex.finditer(chunk):
+        hits = regex.finditer(chunk)
+        escaped = self._regex_cache[3] if self._regex_cache else None
+        if escaped is not None and b"\\x0a" in chunk:
+            hits = sorted(itertools.chain(hits, escaped.finditer(chunk)), key=_start)
+        for m in hits:
             pos = m.start()
             if pos < done:
                 continue  # a second hit inside a line already handled
@@ -540,6 +557,10 @@ class LogFile:
                 first_pos = m.start()
         if count:
             self.stats.add_malformed(count, first_line + text.count(b"\n", 0, first_pos))
+
+
+def _start(m: re.Match) -> int:
+    return m.start()
 
 
 class _Places:
