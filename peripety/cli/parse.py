@@ -217,10 +217,9 @@ def _write_parts(logfile: LogFile, ruleset, stats: bool, writer: EventWriter, wo
     render = functools.partial(_render_part, ruleset, writer.output_format, stats, boot_time)
     first = writer.written == 0
     for part in render_parts(logfile, render, workers, encoding, errors):
-        data = part.data
-        if writer.output_format == OUTPUT_JSON and first and data:
-            data = data[1:]  # every part's events came with the blank line between events
-        if data:
+        for data in part.chunks():
+            if writer.output_format == OUTPUT_JSON and first:
+                data = data[1:]  # every part's events came with the blank line between events
             first = False
             if binary is not None:
                 binary.write(data)

@@ -4,10 +4,11 @@ Records are independent of each other, so a large regular file is cut at
 record boundaries into one part per process, of about equal size. The
 calling process renders the first part itself, writing as it goes, while
 forked worker processes (they inherit the loaded rules, so nothing is
-compiled twice or pickled) each render one later part; their output comes
-back through a pipe and is written in file order once the parts before it
-are out. One part per process, rather than many small parts through a pool,
-keeps the cost of the split to a fork and one pipe per worker.
+compiled twice or pickled) each render one later part into a file in memory
+(memfd) as they go, and say through a pipe when they are done; the caller
+copies each worker's output in file order once the parts before it are out.
+One part per process, rather than many small parts through a pool, keeps
+the cost of the split to a fork, a pipe and one copy of the output.
 
 Only regular files of at least ``PARALLEL_MIN_SIZE`` bytes go this way:
 standard input may be a live pipe whose events must appear at once, and on a
@@ -16,6 +17,7 @@ small file starting workers costs more than it saves.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import pickle
@@ -39,11 +41,23 @@ Render = Callable[[LogFile], Iterable[str]]
 
 @dataclass
 class Part:
-    """Output of (a piece of) one part of the file; ``stats`` is what was
-    seen reading it, given with the part's last piece (else None)."""
+    """Output of (a piece of) one part of the file: ``data``, or, for a
+    worker's part, what it wrote to the memory file ``fd`` (``chunks()``
+    reads it; the caller closes it). ``stats`` is what was seen reading the
+    part, given with its last piece (else None)."""
 
     data: bytes
     stats: LogFileStats | None
+    fd: int | None = None
+
+    def chunks(self, size: int = 1 << 20) -> Iterator[bytes]:
+        if self.fd is None:
+            if self.data:
+                yield self.data
+            return
+        os.lseek(self.fd, 0, os.SEEK_SET)
+        while block := os.read(self.fd, size):
+            yield block
 
 
 def default_workers() -> int:
@@ -81,18 +95,21 @@ def render_parts(
     try:
         for span in ranges[1:]:
             receive, send = context.Pipe(duplex=False)
-            child = context.Process(target=_worker, args=(job, span, send), daemon=True)
+            output = os.memfd_create("prpt-parse-part", os.MFD_CLOEXEC)
+            children.append((None, receive, output))
+            child = context.Process(target=_worker, args=(job, span, send, output), daemon=True)
             child.start()
             send.close()
-            children.append((child, receive))
+            children[-1] = (child, receive, output)
         yield from _own_part(job, ranges[0])
-        for child, receive in children:
-            yield _received(receive, logfile.name)
+        for child, receive, output in children:
+            yield _received(receive, output, logfile.name)
             child.join()
     finally:
-        for child, receive in children:
+        for child, receive, output in children:
             receive.close()
-            if child.is_alive():  # the output went away (broken pipe): stop the rest
+            os.close(output)
+            if child is not None and child.is_alive():  # the output went away (broken pipe): stop the rest
                 child.terminate()
                 child.join()
 
@@ -151,14 +168,16 @@ def _own_part(job, span: tuple[int, int]) -> Iterator[Part]:
         yield Part(b"", part.stats)
 
 
-def _worker(job, span: tuple[int, int], send) -> None:
-    """A worker process: render one part, send (error, stats) then the output."""
+def _worker(job, span: tuple[int, int], send, output: int) -> None:
+    """A worker process: render one part into the memory file ``output``
+    a batch at a time, then send (error, stats)."""
     name, fmt_name, render, encoding, errors = job
     try:
-        with _open_part(name, fmt_name, span) as part:
-            data = "".join(render(part)).encode(encoding, errors)
+        with _open_part(name, fmt_name, span) as part, open(output, "wb", closefd=False) as out:
+            lines = iter(render(part))
+            while batch := list(itertools.islice(lines, _BATCH)):
+                out.write("".join(batch).encode(encoding, errors))
         send.send_bytes(pickle.dumps((None, part.stats)))
-        send.send_bytes(data)
     except PeripetyError as exc:
         send.send_bytes(pickle.dumps((str(exc), None)))
     except BrokenPipeError:
@@ -167,14 +186,14 @@ def _worker(job, span: tuple[int, int], send) -> None:
         send.close()
 
 
-def _received(receive, name: str) -> Part:
+def _received(receive, output: int, name: str) -> Part:
     try:
         error, stats = pickle.loads(receive.recv_bytes())
-        if error is not None:
-            raise LogFormatError(error)
-        return Part(receive.recv_bytes(), stats)
     except EOFError:
         raise LogFormatError(f"{name}: a worker process ended without its part of the output") from None
+    if error is not None:
+        raise LogFormatError(error)
+    return Part(b"", stats, output)
 
 
 def merge_stats(total: LogFileStats, part: LogFileStats) -> None:
