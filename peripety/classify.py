@@ -168,17 +168,18 @@ def json_lines_from_matches(pairs, hostname: str | None = None, boot_time: _dt.d
         if layout.generic:
             msg = text
         elif layout.message is not None:
-            args = (*values, kdev)
-            args = tuple([args[i] for i in layout.message_fields])
+            args = layout.pick((*values, kdev))
             msg = layout.message % args if "" not in args else (match.message() or text)
         else:
             msg = match.message() or text
         usec = record.kernel_usec
-        if _plain("".join((text, msg, kdev, *values))):
+        joined = "".join((text, msg, kdev, *values))
+        # (_plain, inline: this loop runs once per event)
+        if (joined.isprintable() and '"' not in joined and "\\" not in joined) or _JSON_ESCAPE.search(joined) is None:
             yield layout.json % (
                 host_json if host is None else enc(host), severity_names[match.severity],
                 _timestamp_json(timestamp), "null" if usec is None else usec, new_id(), kdev, msg, text,
-                *values, enc(record.source))
+                *values, encoded.get(record.source) or enc(record.source))
             continue
         yield fresh_event_json(
             host_json if host is None else enc(host), severity_names[match.severity], enc(match.sub_system),

@@ -11,6 +11,7 @@ events with no device information yet (``compact_json``). An event with a
 from __future__ import annotations
 
 import datetime as _dt
+import operator
 from json.encoder import ESCAPE as _JSON_ESCAPE  # what encode_basestring escapes
 from json.encoder import encode_basestring as _json_str
 
@@ -144,12 +145,12 @@ class FreshLayout:
     kernel line: one regex search tells), giving the bytes of
     ``fresh_event_json`` (tests check) for about half its cost.
 
-    ``message`` renders the rule's ``msg`` for a line: ``message_fields``
-    picks its values out of ``(*extension values, kdev)``; None when the
+    ``message`` renders the rule's ``msg`` for a line: ``pick`` takes its
+    values (a tuple) out of ``(*extension values, kdev)``; None when the
     sentence needs the general renderer (a field outside the match, an
     optional part it cannot decide from the keys alone, text to escape)."""
 
-    __slots__ = ("json", "message", "message_fields", "generic", "rule")
+    __slots__ = ("json", "message", "pick", "generic", "rule")
 
     def __init__(self, rule, keys: tuple[str, ...], sub_system_json: str, event_type_json: str):
         self.rule = rule
@@ -157,7 +158,7 @@ class FreshLayout:
         ext = ",".join(_json_str(k).replace("%", "%%") + ':"%s"' for k in keys)
         self.json = _FRESH_LAYOUT % (sub_system_json.replace("%", "%%"), event_type_json.replace("%", "%%"), ext)
         self.message = None
-        self.message_fields = None
+        self.pick = None
         if self.generic:
             return
         present = set(keys) | {"kdev", "sub_system", "event_type"}
@@ -185,7 +186,15 @@ class FreshLayout:
         if _JSON_ESCAPE.search(fmt % tuple("" for _ in picks)):
             return  # the sentence's own words need escaping: the general path
         self.message = fmt
-        self.message_fields = tuple(picks)
+        if len(picks) == 1:
+            index = picks[0]
+            self.pick = lambda values: (values[index],)
+        else:
+            self.pick = operator.itemgetter(*picks) if picks else _nothing
+
+
+def _nothing(values) -> tuple:
+    return ()
 
 
 _FRESH_LAYOUT = (

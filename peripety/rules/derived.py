@@ -19,13 +19,14 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..tracepoints.scsi import decode_cdb
-
 
 def _cdb_fields(extension: dict[str, str]) -> None:
     cdb = extension.get("cdb")
     if not cdb or "lba" in extension:
         return
+    # (late: the tracepoints package is not wanted by every rule user at start-up)
+    from ..tracepoints.scsi import decode_cdb
+
     try:
         parsed = decode_cdb(bytes.fromhex(cdb))
     except ValueError:
