@@ -226,3 +226,29 @@ def test_a_literal_guard_is_only_text_every_match_holds():
         rule = _trusted(regex, "X")
         assert _guard(rule)[0] == literal, regex
     assert _guard(_trusted(r"^a|disk (?P<kdev>\w+)", "X"))[1] is False  # not anchored: search
+
+
+@pytest.mark.parametrize("log", sorted(str(p.relative_to(FIXTURES)) for p in
+                                       [*LOGS.glob("*.kmsg"), *LOGS.glob("dmesg*.txt"),
+                                        *(FIXTURES / "recorded").glob("*.kmsg")]))
+def test_the_fast_path_finds_what_reading_every_record_finds(log):
+    """Searching the raw bytes for rule prefixes (and reading the usual kmsg
+    record in place) gives the records and matches that parsing every line
+    and matching each gives, in order, lines of multi-line records included."""
+    from peripety.record import record_lines
+    from peripety.sources.logfile import LogFile
+
+    rules = RuleSet.builtin()
+    path = FIXTURES / log
+    fmt = "kmsg" if path.suffix == ".kmsg" else "auto"  # recorded files open with comments
+    with LogFile.open(path, fmt) as logfile:
+        fast = [(r, m.rule, m.kdev, m.extension) for r, m in logfile.matches(rules, count_malformed=False)]
+    slow = []
+    with LogFile.open(path, fmt) as logfile:
+        for record in logfile.records():
+            for _, line in record_lines(record):
+                m = rules.match_record(line)
+                if m is not None:
+                    slow.append((line, m.rule, m.kdev, m.extension))
+    assert fast == slow
+    assert fast or "multiline" in log  # the fixtures hold storage lines
