@@ -14,7 +14,9 @@ times, in the same run:
              /dev/null: one process (-j 1) and the default (one worker per
              CPU for files of 16 MB or more)
 
-and prints lines/s and each one's ratio to the floor. Targets: >= 1,000,000
+and prints lines/s and each one's ratio to the floor (with --runs N: the
+floor and the commands N times, interleaved, and their medians; the ratios
+are to the median floor of the same runs). Targets: >= 1,000,000
 lines/s, within 4x of the floor. It also prints the size of the built-in
 rule set (specific rules and subsystem grammars) and how long 20,000 site
 rules take to load (half with a starts_with prefix, half without: target

@@ -113,15 +113,6 @@ def events_from_matches(pairs, hostname: str | None = None, boot_time: _dt.datet
         yield event_from_match(record, match, hostname, default_time, boot_time)
 
 
-def _plain(text: str) -> bool:
-    """Does ``text`` need no JSON escape (``encode_basestring``'s ESCAPE)?
-    Printable text without quote or backslash never does (isprintable is a
-    C loop, several times faster than the regex); other text asks the regex."""
-    if text.isprintable():
-        return '"' not in text and "\\" not in text
-    return _JSON_ESCAPE.search(text) is None
-
-
 def json_lines_from_matches(pairs, hostname: str | None = None, boot_time: _dt.datetime | None = None):
     """``event.to_json()`` of each event ``events_from_matches`` would yield,
     without building the events: the ``prpt parse --jsonl`` path, where the
@@ -174,7 +165,9 @@ def json_lines_from_matches(pairs, hostname: str | None = None, boot_time: _dt.d
             msg = match.message() or text
         usec = record.kernel_usec
         joined = "".join((text, msg, kdev, *values))
-        # (_plain, inline: this loop runs once per event)
+        # No JSON escape needed? Printable text without quote or backslash
+        # never needs one (isprintable is a C loop, several times faster than
+        # encode_basestring's ESCAPE regex, which decides other text).
         if (joined.isprintable() and '"' not in joined and "\\" not in joined) or _JSON_ESCAPE.search(joined) is None:
             yield layout.json % (
                 host_json if host is None else enc(host), severity_names[match.severity],

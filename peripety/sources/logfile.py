@@ -120,7 +120,8 @@ class LogFile:
         self._live = False
         """A pipe, terminal or socket that may pause (journalctl -f | prpt parse -)."""
         self._regex_cache: tuple | None = None
-        """(ruleset, lead, candidate regex) of the last chunk."""
+        """(ruleset, lead, candidate regex, the regex for "\\x0a"-continued
+        lines or None) of the last chunk."""
         self._remaining: int | None = None
         """Bytes left to read in a part of a file (None: read to the end)."""
 
