@@ -275,7 +275,7 @@ def _guard(rule: Rule) -> tuple[str | None, bool]:
 class _Bucket:
     """The rules a line with one prefix key may meet, tried in order."""
 
-    __slots__ = ("entries", "rules")
+    __slots__ = ("literals", "entries", "rules")
 
     def __init__(self, rules: list[Rule], guards: dict):
         self.rules = tuple(rules)
@@ -289,13 +289,18 @@ class _Bucket:
             # extension; a rule for lines naming no device takes group 0 there.
             indices = (0, 0 if rule.no_device else names["kdev"]) + tuple(g for _, g in ext)
             severity = None if rule.generic else rule.severity or EVENT_TYPES.default_severity(rule.event_type)
-            entries.append((literal or "", rule.starts_with or ("",), compiled.match if anchored else compiled.search,
+            entries.append((rule.starts_with or ("",), compiled.match if anchored else compiled.search,
                             rule, severity, indices, tuple(name for name, _ in ext)))
+        self.literals = tuple(guards[id(rule)][0] or "" for rule in rules)
         self.entries = tuple(entries)
 
     def __call__(self, text: str, level: int | None = None) -> Match | None:
-        for literal, prefixes, find, rule, severity, indices, names in self.entries:
-            if literal not in text or not text.startswith(prefixes):
+        entries = self.entries
+        for n, literal in enumerate(self.literals):  # most rules end here, cheaply
+            if literal not in text:
+                continue
+            prefixes, find, rule, severity, indices, names = entries[n]
+            if not text.startswith(prefixes):
                 continue
             m = find(text)
             if m is None:
