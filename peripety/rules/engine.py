@@ -354,14 +354,15 @@ class _PrefixIndex:
             if len(merged) > len(bucket):
                 merged.sort(key=lambda r: order[id(r)])
             self._by_key[key] = _Bucket(merged, guards)
-        self._fallback = _Bucket(loose, guards)
+        self._fallback = _Bucket(loose, guards) if loose else None
 
     # An RE2 set per bucket (one pass names the matching rules, then only
     # those run in Python) was measured slower: 3.6-4.1 us against 2.7-3.3
     # us a storage line for the alternations this replaced, the set's call
     # and encoding costing more than the alternatives it saves.
     def __call__(self, text: str, level: int | None = None) -> Match | None:
-        return self._by_key.get(text[:KEY_LENGTH], self._fallback)(text, level)
+        bucket = self._by_key.get(text[:KEY_LENGTH], self._fallback)
+        return None if bucket is None else bucket(text, level)  # most lines: no bucket at all
 
 
 _SET_MINIMUM = 4
