@@ -14,7 +14,9 @@ times, in the same run:
              /dev/null: one process (-j 1) and the default (one worker per
              CPU for files of 16 MB or more)
 
-and prints lines/s and each one's ratio to the floor. Targets: >= 1,000,000
+and prints lines/s and each one's ratio to the floor (with --runs N: the
+floor and the commands N times, interleaved, and their medians; the ratios
+are to the median floor of the same runs). Targets: >= 1,000,000
 lines/s, within 4x of the floor. It also prints the size of the built-in
 rule set (specific rules and subsystem grammars) and how long 20,000 site
 rules take to load (half with a starts_with prefix, half without: target
@@ -29,6 +31,8 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -221,7 +225,8 @@ def time_rule_load(path: Path, count: int = USER_RULES) -> None:
     """Built-in rule counts, then the load and match time of ``count`` site rules."""
     from peripety.rules import RuleSet, engine
 
-    engine._BUILTIN = None  # time a cold load of the shipped rules
+    engine._BUILTIN = None  # time a cold load of the shipped rules,
+    re.purge()  # with no regex left compiled in re's cache by the runs before
     start = time.perf_counter()
     builtin = RuleSet.builtin()
     builtin_load = time.perf_counter() - start
@@ -244,6 +249,13 @@ def time_rule_load(path: Path, count: int = USER_RULES) -> None:
           f"  ({found:,} of {len(texts):,} lines matched)")
 
 
+def _median(runs: int, measure):
+    """The median time of ``runs`` calls of ``measure`` (which returns
+    (seconds, count)), with the count of the last."""
+    results = [measure() for _ in range(runs)]
+    return statistics.median(t for t, _ in results), results[-1][1]
+
+
 def report(name: str, elapsed: float, lines: int, floor: float, cpu: float | None = None) -> None:
     line = f"{name:<28} {elapsed:7.3f} s  {lines / elapsed:12,.0f} lines/s  {elapsed / floor:5.2f}x floor"
     if cpu is not None:
@@ -255,28 +267,44 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.parse", description=__doc__.split("\n")[0])
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--keep", metavar="PATH", help="write the generated log here and keep it")
+    parser.add_argument("--runs", type=int, default=1, metavar="N",
+                        help="time the floor and the commands N times, interleaved, and print medians "
+                        "(on a shared machine: other work shifts single runs)")
     args = parser.parse_args(argv if argv is not None else [])
     with tempfile.TemporaryDirectory(prefix="peripety-bench-") as tmp:
         path = Path(args.keep) if args.keep else Path(tmp) / "kernel.kmsg"
         storage = generate(path, args.lines)
         size = path.stat().st_size
         print(f"log: {args.lines:,} lines, {size / 1e6:.1f} MB, {storage:,} storage records, prpt: {PRPT}")
-        floor, counted = time_floor(path)
+        floor, counted = _median(args.runs, lambda: time_floor(path))
         report("floor (read + split)", floor, counted, floor)
         elapsed, found = time_rules(path)
         print(f"{'rules, every line':<28} {elapsed:7.3f} s  {elapsed / counted * 1e9:12,.0f} ns/line"
               f"  ({found:,} matched, noise included)")
         for name, direct in (("library, StorageEvent", False), ("library, direct JSON", True)):
-            elapsed, events = time_library(path, direct)
+            elapsed, events = _median(args.runs, lambda: time_library(path, direct))
             report(name, elapsed, args.lines, floor)
             if events != storage:
                 print(f"  WRONG: {events:,} events for {storage:,} storage records")
         workers = default_workers()
-        for name, extra in (("prpt parse --jsonl -j 1", ("-j", "1")), (f"prpt parse --jsonl ({workers} cpu)", ())):
-            elapsed, _, cpu = time_cli(path, "--format", "kmsg", *extra)
-            report(name, elapsed, args.lines, floor, cpu)
-        elapsed, matched, cpu = time_cli(path, "--stats")
-        report("prpt parse --jsonl --stats", elapsed, args.lines, floor, cpu)
+        runs = {name: [] for name in ("-j 1", "cpus", "stats", "floor")}
+        for _ in range(args.runs):  # interleaved, so a burst of other work hits all alike
+            runs["floor"].append(time_floor(path)[0])
+            runs["-j 1"].append(time_cli(path, "--format", "kmsg", "-j", "1"))
+            runs["cpus"].append(time_cli(path, "--format", "kmsg"))
+            runs["stats"].append(time_cli(path, "--stats"))
+        floor = statistics.median(runs["floor"])
+        if args.runs > 1:
+            print(f"{'floor, median of the runs':<28} {floor:7.3f} s  (runs: "
+                  + ", ".join(f"{t:.3f}" for t in runs["floor"]) + ")")
+        for label, key in (("prpt parse --jsonl -j 1", "-j 1"), (f"prpt parse --jsonl ({workers} cpu)", "cpus"),
+                           ("prpt parse --jsonl --stats", "stats")):
+            elapsed = statistics.median(t for t, _, _ in runs[key])
+            cpu = statistics.median(c for _, _, c in runs[key])
+            report(label, elapsed, args.lines, floor, cpu)
+            if args.runs > 1:
+                print(f"{'':<28} runs: " + ", ".join(f"{t:.3f}" for t, _, _ in runs[key]))
+        matched = runs["stats"][-1][1]
         if matched != storage:
             print(f"  WRONG: {matched:,} matched for {storage:,} storage records")
         time_rule_load(path)

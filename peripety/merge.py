@@ -35,7 +35,7 @@ from .hit_kinds import PAIR_KEYS
 _ABSORBS_ALL_HITS = frozenset({"NVME_IO_ERROR"})
 
 DEVICE_LEVEL_SUB_SYSTEMS = frozenset({"block", "SCSI", "ata", "NVMe", "Multipath", "md"})
-FS_SUB_SYSTEMS = frozenset({"ext4", "jbd2", "xfs", "btrfs"})
+FS_SUB_SYSTEMS = frozenset({"ext4", "ext3", "jbd2", "xfs", "btrfs"})
 _COLLATERAL_TYPES = frozenset({"BLK_BUFFER_IO_ERROR"})
 _NOT_ERRORS = frozenset({"FS_MOUNTED", "FS_UNMOUNTED", "DM_MPATH_PATH_REINSTATED", "PERIPETY_BLK_INFO"})
 

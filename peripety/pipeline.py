@@ -6,7 +6,6 @@ record/hit → event → device identity at event time → correlate (kmsg + bpf
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import re
@@ -17,13 +16,14 @@ from dataclasses import replace
 from typing import Callable, Iterable
 
 from .classify import DeviceAtEvent, event_from_match
+from .devices.sysfs import logical_block_size
 from .event import Severity, StorageEvent, new_event_id, now
 from .event_types import EVENT_TYPES
 from .hit_kinds import HIT_KINDS
 from .merge import FS_SUB_SYSTEMS, Correlator, RootCauseLinker, StormAggregator
 from .position import InFlight, ResumeIndex, kmsg_event_id, storm_event_id
-from .record import LogRecord
-from .tracepoints.scsi import decode_cdb
+from .record import LogRecord, record_lines
+from .rules.derived import sector_from_lba
 
 log = logging.getLogger("peripety.pipeline")
 
@@ -107,17 +107,8 @@ class Pipeline:
         if record.seq is not None and record.source == "kmsg":
             self.in_flight.last_read = max(self.in_flight.last_read, record.seq)
         self.stats["records"] += 1
-        if record.trusted_kernel and "\n" in record.text:
-            # One printk call, several lines, one kmsg record: 6.1's raid1
-            # error() prints "Disk failure on sdb, disabling device." and
-            # "Operation continuing on 1 devices." in one pr_crit. Each line
-            # is a fact of its own (member failed; array degraded) with its
-            # own event type, so each line is matched as a record.
-            for n, line in enumerate(record.text.split("\n")):
-                if line.strip():
-                    self._add_line(dataclasses.replace(record, text=line), n)
-            return
-        self._add_line(record, 0)
+        for line_no, line in record_lines(record):
+            self._add_line(line, line_no)
 
     def _add_line(self, record: LogRecord, line_no: int) -> None:
         match = self.rules.match_record(record)
@@ -128,7 +119,7 @@ class Pipeline:
         # The line names a kernel function, not a device (a ratelimit
         # summary; 6.1's "md: super_written gets error=-5"): it waits for
         # that family's next line to name the device.
-        suppressed = match.event_type in _WAITS_FOR_DEVICE and match.kdev == match.extension.get("function")
+        suppressed = match.event_type in _WAITS_FOR_DEVICE and not match.kdev
         device = DeviceAtEvent("") if suppressed else \
             self._device(match.kdev, "", record.kernel_usec, match.sub_system, from_hit=False)
         event = event_from_match(
@@ -230,7 +221,9 @@ class Pipeline:
         """What a line or hit implies beyond its own device: the LBA of a
         printed CDB, an LVM device's VG/LV name, the map a multipath path
         line names by number (``dm_dev``), as of the same kernel time."""
-        _decode_cdb(event)
+        if "lba" in event.extension and event.kdev:
+            # A printed CDB's LBA (rules/derived.py) in 512-byte sectors too.
+            sector_from_lba(event.extension, logical_block_size(event.kdev))
         if event.cur_blk_info is not None:
             lv = lvm_name(event.cur_blk_info)
             if lv:
@@ -370,21 +363,6 @@ def lvm_name(info) -> str:
         return ""
     vg, lv = parts[0], parts[1]
     return f"{vg.replace('--', '-')}/{lv.replace('--', '-')}"
-
-
-def _decode_cdb(event: StorageEvent) -> None:
-    """A line printing a command's CDB names its LBA too (the same decoding
-    as a scsi tracepoint hit's ``cmnd``), so the two can be paired."""
-    cdb = event.extension.get("cdb")
-    if not cdb or "lba" in event.extension:
-        return
-    try:
-        parsed = decode_cdb(bytes.fromhex(cdb))
-    except ValueError:
-        return
-    if parsed.lba is not None:
-        event.extension["lba"] = str(parsed.lba)
-        event.extension["transfer_length"] = str(parsed.transfer_length)
 
 
 def _flatten(data: dict, skip=(), prefix="") -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 from dataclasses import dataclass, field
 
@@ -42,3 +43,18 @@ class LogRecord:
     hostname: str | None = None
     """The host that logged the line, where a saved log names it (syslog's
     host field, journal ``_HOSTNAME``); None: this host."""
+
+
+def record_lines(record: LogRecord) -> list[tuple[int, LogRecord]]:
+    """(line number, record) for each line of a kernel record that holds
+    several: one printk call, several lines, one kmsg record (6.1's raid1
+    error() prints "Disk failure on sdb, disabling device." and "Operation
+    continuing on 1 devices." in one pr_crit; /dev/kmsg shows the newline as
+    ``\\x0a``, dmesg as an indented line). Each line is a fact of its own
+    (member failed; array degraded) with its own event type, so each is
+    matched as a record; blank lines are skipped. Any other record is its
+    only line, number 0. The daemon and ``prpt parse`` both split here."""
+    if not (record.trusted_kernel and "\n" in record.text):
+        return [(0, record)]
+    return [(n, dataclasses.replace(record, text=line))
+            for n, line in enumerate(record.text.split("\n")) if line.strip()]

@@ -234,3 +234,18 @@ def test_help_states_order_and_zone():
         assert "--utc" in text and "local time" in text
     assert "several hosts" in CliRunner().invoke(main, ["query", "--help"]).output
     assert "arrives" in CliRunner().invoke(main, ["monitor", "--help"]).output
+
+
+def test_event_types_only_the_store_holds_are_known(sqlite_spec):
+    """Another host's rules made VENDOR_FAN_FAILED: this host's config does
+    not know it, the store does; any case is accepted, as for built-in types."""
+    _store_events(sqlite_spec, [StorageEvent(event_type="VENDOR_FAN_FAILED", sub_system="SCSI",
+                                             severity=Severity.Error, kdev="sdb", msg="fan", timestamp=_now())])
+    for spelling in ("VENDOR_FAN_FAILED", "vendor_fan_failed"):
+        result = CliRunner().invoke(main, ["query", "--store", sqlite_spec, "--jsonl", "--event-type", spelling])
+        assert result.exit_code == 0, result.output
+        assert [json.loads(l)["event_type"] for l in result.stdout.splitlines()] == ["VENDOR_FAN_FAILED"]
+    wrong = CliRunner().invoke(main, ["query", "--store", sqlite_spec, "--event-type", "VENDOR_FAN_FAILD"])
+    assert wrong.exit_code == 2
+    assert "no event of that type in sqlite" in wrong.stderr
+    assert "Did you mean VENDOR_FAN_FAILED?" in wrong.stderr

@@ -1,5 +1,5 @@
 """The fast paths of ``prpt parse`` give what the plain ones give:
-one regex per rule bucket, the direct JSON of fresh events, and large files
+guarded rule buckets, the direct JSON of fresh events, and large files
 parsed by worker processes with the output in file order."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import peripety.event_json as event_json_mod
 from peripety.cli import main
 from peripety.record import LogRecord
 from peripety.rules import Rule, RuleSet
-from peripety.rules.engine import _RuleRun, rule_from_table
+from peripety.rules.engine import _Bucket, _guard, rule_from_table
 from peripety.sources import from_text, parallel
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -45,11 +45,14 @@ def _one_by_one(rules: RuleSet, text: str):
     return None
 
 
-# -- one regex per bucket ------------------------------------------------------
+# -- buckets of guarded rules ---------------------------------------------------
 
 def test_bucket_regexes_match_exactly_as_rules_one_by_one():
     rules = RuleSet.builtin()
-    assert any(isinstance(s, _RuleRun) for steps in rules._by_key.values() for s in steps)
+    assert all(isinstance(bucket, _Bucket) for bucket in rules._by_key.values())
+    # Nearly every built-in rule has a literal guard beyond its prefix.
+    kernel = [rule for rule in rules.rules if not rule.identifier]
+    assert len([rule for rule in kernel if _guard(rule)[0]]) >= len(kernel) * 9 // 10
     for text in _fixture_texts():
         fast, slow = rules.match(text), _one_by_one(rules, text)
         if slow is None:
@@ -73,13 +76,13 @@ def test_an_empty_kdev_passes_the_line_to_the_next_rule_in_order():
         _trusted(r"^disk (?P<kdev>\w*) failed", "SECOND"),
         _trusted(r"^disk (?P<other>\w*) (?P<kdev>failed)", "THIRD"),
     ])
-    assert isinstance(rules._by_key["dis"][0], _RuleRun)
+    assert isinstance(rules._by_key["dis"], _Bucket)
     assert rules.match("disk sda failed badly").event_type == "FIRST"
     found = rules.match("disk  failed badly")  # kdev "": neither FIRST nor SECOND
     assert (found.event_type, found.kdev, found.extension) == ("THIRD", "failed", {"other": ""})
 
 
-def test_rules_that_cannot_share_a_regex_are_tried_alone_in_order():
+def test_rules_of_any_shape_are_tried_in_order():
     unanchored = _trusted(r"failed on (?P<kdev>\w+)", "UNANCHORED")
     branch = _trusted(r"^disk x|disk (?P<kdev>\w+) gone", "BRANCH")
     backref = _trusted(r"^disk (?P<kdev>(\w)\2\w*)", "BACKREF")
@@ -181,8 +184,7 @@ def test_workers_write_what_one_process_writes_in_order(tmp_path, monkeypatch, o
     path = _big_kmsg(tmp_path)
     serial = CliRunner().invoke(main, ["parse", output, "--stats", "-j", "1", str(path)])
     monkeypatch.setattr(parallel, "PARALLEL_MIN_SIZE", 0)
-    monkeypatch.setattr(parallel, "PART_SIZE", 3000)  # many parts, cut everywhere
-    split = CliRunner().invoke(main, ["parse", output, "--stats", "-j", "2", str(path)])
+    split = CliRunner().invoke(main, ["parse", output, "--stats", "-j", "7", str(path)])  # cut everywhere
     assert serial.exit_code == split.exit_code == 0, split.output
     assert serial.stderr == split.stderr
     assert "1 skipped (malformed)" in split.stderr and "format kmsg" in split.stderr
@@ -196,10 +198,9 @@ def test_workers_write_what_one_process_writes_in_order(tmp_path, monkeypatch, o
 
 def test_parts_are_cut_only_where_a_record_starts(tmp_path, monkeypatch):
     path = _big_kmsg(tmp_path)
-    monkeypatch.setattr(parallel, "PART_SIZE", 1000)
     data = path.read_bytes()
     with open(path, "rb") as stream:
-        ranges = parallel._ranges(stream, len(data), multiline=True)
+        ranges = parallel._ranges(stream, len(data), multiline=True, count=len(data) // 1000)
     assert ranges[0][0] == 0 and ranges[-1][1] == len(data) and len(ranges) > 50
     for (_, end), (start, _) in zip(ranges, ranges[1:]):
         assert end == start and data[start - 1 : start] == b"\n" and data[start : start + 1] != b" "
@@ -211,3 +212,43 @@ def test_small_files_and_standard_input_stay_in_one_process(tmp_path):
     assert not parallel.worth_splitting(str(path), 8)  # below PARALLEL_MIN_SIZE
     assert not parallel.worth_splitting(str(path), 1)
     assert not parallel.worth_splitting(str(tmp_path / "missing"), 8)
+
+
+def test_a_literal_guard_is_only_text_every_match_holds():
+    cases = {
+        r"^disk (?P<kdev>\w+) failed: (?P<why>timeout|reset) now": " failed: ",
+        r"^disk (?P<kdev>\w+)(?: lost)? gone for good": " gone for good",  # not " lost": optional
+        r"(?i)^disk (?P<kdev>\w+) LOST for good": None,  # case-insensitive: no literal
+        r"^disk (?P<kdev>\w+) (?i:GONE) away for good": " away for good",  # not "GONE": any case
+        r"^(?:disk|tape) (?P<kdev>\w+)": None,  # a branch: nothing sure but a space
+    }
+    for regex, literal in cases.items():
+        rule = _trusted(regex, "X")
+        assert _guard(rule)[0] == literal, regex
+    assert _guard(_trusted(r"^a|disk (?P<kdev>\w+)", "X"))[1] is False  # not anchored: search
+
+
+@pytest.mark.parametrize("log", sorted(str(p.relative_to(FIXTURES)) for p in
+                                       [*LOGS.glob("*.kmsg"), *LOGS.glob("dmesg*.txt"),
+                                        *(FIXTURES / "recorded").glob("*.kmsg")]))
+def test_the_fast_path_finds_what_reading_every_record_finds(log):
+    """Searching the raw bytes for rule prefixes (and reading the usual kmsg
+    record in place) gives the records and matches that parsing every line
+    and matching each gives, in order, lines of multi-line records included."""
+    from peripety.record import record_lines
+    from peripety.sources.logfile import LogFile
+
+    rules = RuleSet.builtin()
+    path = FIXTURES / log
+    fmt = "kmsg" if path.suffix == ".kmsg" else "auto"  # recorded files open with comments
+    with LogFile.open(path, fmt) as logfile:
+        fast = [(r, m.rule, m.kdev, m.extension) for r, m in logfile.matches(rules, count_malformed=False)]
+    slow = []
+    with LogFile.open(path, fmt) as logfile:
+        for record in logfile.records():
+            for _, line in record_lines(record):
+                m = rules.match_record(line)
+                if m is not None:
+                    slow.append((line, m.rule, m.kdev, m.extension))
+    assert fast == slow
+    assert fast or "multiline" in log  # the fixtures hold storage lines

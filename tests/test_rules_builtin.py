@@ -62,6 +62,8 @@ def test_fixture_line_matches_as_recorded(rules, entry):
         assert message == ""  # the event's msg is then the kernel line itself
     else:
         assert found.kdev in message and not re.search(r"\{\w+\}", message)
+    # A line that names no device gives an empty kdev, never a stand-in.
+    assert bool(found.kdev) != found.rule.no_device
 
 
 def test_every_builtin_rule_and_grammar_has_a_fixture_line(rules):

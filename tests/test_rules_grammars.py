@@ -148,7 +148,7 @@ def test_event_types_lists_every_type_with_sub_systems_severity_and_description(
         info = EVENT_TYPES.get(name)
         assert row["severity"] == info.severity.name and row["message_id"] == info.message_id
         assert row["description"] == info.description and row["sub_systems"], name
-    assert rows["FS_ERROR"]["sub_systems"] == ["btrfs", "ext4", "xfs"]
+    assert rows["FS_ERROR"]["sub_systems"] == ["btrfs", "ext3", "ext4", "xfs"]
     assert rows["SCSI_MESSAGE"]["generic"] and not rows["SCSI_CMD_FAILED"]["generic"]
     assert rows["PERIPETY_KMSG_OVERRUN"]["sub_systems"] == ["Peripety"]
 

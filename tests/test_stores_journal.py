@@ -113,3 +113,13 @@ def test_unprivileged_reader_is_told_about_the_journal_group():
         ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c", code],
         capture_output=True, text=True, cwd="/", check=True)
     assert "usermod -aG systemd-journal" in result.stdout
+
+
+def test_the_journal_lists_the_event_types_it_holds(journal):
+    """What ``prpt query --event-type`` accepts beyond the built-in and
+    configured types (another host's rule types, shipped by journal-remote)."""
+    kind = f"SITE_TYPE_{uuid.uuid4().hex[:8].upper()}"
+    assert kind not in journal.event_types()
+    journal.append(full_event("t", kdev=unique_kdev(), event_type=kind))
+    journal.sync()
+    assert kind in journal.event_types()

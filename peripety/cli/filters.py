@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import difflib
 import glob
@@ -35,6 +36,13 @@ def _sub_systems(ctx, param, values):
         raise click.BadParameter(str(exc), ctx, param) from None
 
 
+class UnresolvedType(str):
+    """An --event-type value neither built in nor from this host's
+    /etc/peripetyd.conf: it may still be in the store (a user rule's type
+    of another host's config, events read with --directory), which
+    ``resolve_event_types`` asks once the store is open."""
+
+
 def _event_types(ctx, param, values):
     if not values:
         return ()
@@ -45,13 +53,42 @@ def _event_types(ctx, param, values):
         # Built-in types are upper case; accept "fs_error". A user rule's own
         # type is matched as written first.
         name = value if value in known else upper.get(value.upper())
-        if name is None:
-            close = difflib.get_close_matches(value.upper(), list(upper), n=3, cutoff=0.75)
-            hint = f" Did you mean {' or '.join(upper[c] for c in close)}?" if close else ""
-            raise click.BadParameter(
-                f"unknown event type {value!r}.{hint} Known types: {', '.join(sorted(known))}", ctx, param)
-        chosen.append(name)
+        chosen.append(UnresolvedType(value) if name is None else name)
     return tuple(chosen)
+
+
+def resolve_event_types(ctx: click.Context, store, flt):
+    """``flt`` with each unresolved --event-type named as the store has it;
+    a usage error listing the closest known names when the store has none
+    of that name either."""
+    pending = [t for t in flt.event_types if isinstance(t, UnresolvedType)]
+    if not pending:
+        return flt
+    try:
+        stored = store.event_types()
+    except PeripetyError as exc:
+        log.warning("%s; cannot tell which event types it holds", exc)
+        stored = set()
+    stored_upper = {name.upper(): name for name in stored}
+    resolved = []
+    for value in flt.event_types:
+        if isinstance(value, UnresolvedType):
+            name = value if value in stored else stored_upper.get(value.upper())
+            if name is None:
+                raise click.BadParameter(_unknown_type(value, known_event_types() | stored, store),
+                                         ctx, param_hint="'--event-type'")
+            value = name
+        resolved.append(str(value))
+    return dataclasses.replace(flt, event_types=tuple(resolved))
+
+
+def _unknown_type(value: str, names: set[str], store) -> str:
+    upper = {name.upper(): name for name in names}
+    close = difflib.get_close_matches(value.upper(), list(upper), n=3, cutoff=0.75)
+    hint = f" Did you mean {' or '.join(upper[c] for c in close)}?" if close else ""
+    return (f"unknown event type {value!r}: not a built-in type, not a type of /etc/peripetyd.conf's rules, "
+            f"and no event of that type in {getattr(store, 'name', 'the store')}.{hint} "
+            f"Known types: {', '.join(sorted(names))}")
 
 
 def known_event_types() -> set[str]:
@@ -121,8 +158,9 @@ event_type_option = click.option(
     multiple=True,
     callback=_event_types,
     metavar="TYPE",
-    help="Only events of this type (FS_ERROR, BLK_IO_ERROR, ...; any case; an unknown type is "
-    "an error listing the known ones, built-in and from /etc/peripetyd.conf). Repeatable.",
+    help="Only events of this type (FS_ERROR, BLK_IO_ERROR, ...; any case). Built-in types, those "
+    "of /etc/peripetyd.conf's rules and any type the store holds (another host's rules) are known; "
+    "an unknown type is an error naming the closest ones. Repeatable.",
 )
 store_option = click.option(
     "--store",

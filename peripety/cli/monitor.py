@@ -8,7 +8,7 @@ import signal
 
 import click
 
-from .filters import (build_filter, filter_options, include_untrusted_option, journal_files_options, store_option,
+from .filters import (build_filter, resolve_event_types, filter_options, include_untrusted_option, journal_files_options, store_option,
                       store_to_read)
 from .options import output_options, utc_option, verbose_option
 from .output import EventWriter
@@ -66,6 +66,7 @@ def command(ctx, blk, severity, sub_systems, event_types, store_spec, directory,
     flt = build_filter(blk, severity, sub_systems, event_types, hosts=hosts)
     signal.signal(signal.SIGTERM, _raise_stop)
     with reading_store(source, include_untrusted) as store:
+        flt = resolve_event_types(ctx, store, flt)
         writer = EventWriter(output_format=output_format, flush_each=True, show_host=reads_journal_files(store))
         follower = store.follow(flt)
         log.info("following %s events (Ctrl-C to stop)", store.name)

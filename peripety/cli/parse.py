@@ -215,16 +215,19 @@ def _write_parts(logfile: LogFile, ruleset, stats: bool, writer: EventWriter, wo
     encoding = getattr(out, "encoding", None) or "utf-8"
     errors = getattr(out, "errors", None) or "strict"
     render = functools.partial(_render_part, ruleset, writer.output_format, stats, boot_time)
+    first = writer.written == 0
     for part in render_parts(logfile, render, workers, encoding, errors):
-        data = part.data
-        if writer.output_format == OUTPUT_JSON and writer.written == 0:
-            data = data[1:]  # every part's events came with the blank line between events
-        if binary is not None:
-            binary.write(data)
-        else:
-            out.write(data.decode(encoding, errors))
-        writer.written += part.stats.matched
-        merge_stats(logfile.stats, part.stats)
+        for data in part.chunks():
+            if writer.output_format == OUTPUT_JSON and first:
+                data = data[1:]  # every part's events came with the blank line between events
+            first = False
+            if binary is not None:
+                binary.write(data)
+            else:
+                out.write(data.decode(encoding, errors))
+        if part.stats is not None:
+            writer.written += part.stats.matched
+            merge_stats(logfile.stats, part.stats)
 
 
 def _render_part(ruleset, output_format: str, stats: bool, boot_time, logfile: LogFile):
@@ -288,7 +291,13 @@ class _DeviceCache:
 
         self._resolve = resolve
         self._here = local_hostname()
+        from ..devices.sysfs import logical_block_size
+        from ..rules.derived import sector_from_lba
+
+        self._logical_block_size = logical_block_size
+        self._sector_from_lba = sector_from_lba
         self._known: dict[str, object] = {}
+        self._block_sizes: dict[str, int | None] = {}
         self._elsewhere: set[str] = set()
 
     def resolved(self, event):
@@ -306,4 +315,16 @@ class _DeviceCache:
                 log.debug("%s: left unresolved: %s", event.kdev, exc)
                 self._known[event.kdev] = None
         info = self._known[event.kdev]
-        return event if info is None else replace(event, cur_blk_info=info, dev_num=info.dev_num)
+        if info is None:
+            return event
+        extension = event.extension
+        if "lba" in extension and "sector" not in extension:
+            # A printed CDB's LBA in 512-byte sectors, now the disk is known.
+            extension = dict(extension)
+            self._sector_from_lba(extension, self._block_size(event.kdev))
+        return replace(event, cur_blk_info=info, dev_num=info.dev_num, extension=extension)
+
+    def _block_size(self, kdev: str) -> int | None:
+        if kdev not in self._block_sizes:
+            self._block_sizes[kdev] = self._logical_block_size(kdev)
+        return self._block_sizes[kdev]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..event import StorageEvent
-from .filters import (build_filter, check_time_range, filter_options, include_untrusted_option,
+from .filters import (build_filter, resolve_event_types, check_time_range, filter_options, include_untrusted_option,
                       journal_files_options, since_option, store_option, store_to_read, until_option)
 from .options import output_options, utc_option, verbose_option
 from .output import EventWriter
@@ -67,6 +67,7 @@ def command(ctx, blk, severity, sub_systems, event_types, since, until, event_id
     flt = build_filter(blk, severity, sub_systems, event_types, since=since, until=until,
                        event_ids=event_ids, limit=limit, hosts=hosts)
     with reading_store(source, include_untrusted) as store:
+        flt = resolve_event_types(ctx, store, flt)
         events = in_time_order(store.query(flt))
         writer = EventWriter(output_format=output_format, flush_each=False,
                              show_host=reads_journal_files(store) or many_hosts(events))

@@ -12,7 +12,7 @@ import click
 from ..errors import PeripetyError
 from ..event import Severity, StorageEvent, format_timestamp, local_hostname
 from ..timespec import human_time
-from .filters import (build_filter, check_time_range, filter_options, include_untrusted_option,
+from .filters import (build_filter, resolve_event_types, check_time_range, filter_options, include_untrusted_option,
                       journal_files_options, since_option, store_option, store_to_read, until_option)
 from .options import OUTPUT_JSON, OUTPUT_JSONL, output_options, utc_option, verbose_option
 from .store_access import reading_store, reads_journal_files
@@ -237,6 +237,7 @@ def command(ctx, blk, severity, sub_systems, event_types, since, until, store_sp
     source = store_to_read(ctx, store_spec, directory, files)
     flt = build_filter(blk, severity, sub_systems, event_types, since=since, until=until, hosts=hosts)
     with reading_store(source, include_untrusted) as store:
+        flt = resolve_event_types(ctx, store, flt)
         rows = summarize(store.query(flt))
         offline = reads_journal_files(store)
         if not (offline or no_resolve):

@@ -96,6 +96,7 @@ def command(ctx, blk, severity, sub_systems, event_types, store_spec, directory,
     store = open_store_for_reading(source)
     sampler = StateSampler() if with_state else None
     try:
+        flt = filters.resolve_event_types(ctx, store, flt)
         model, follower = seed(store, flt, since, status_file)
         if offline:
             model.show_hosts = True

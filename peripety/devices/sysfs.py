@@ -83,6 +83,15 @@ class Sysfs:
         real = self.real_path(name)
         return os.path.basename(os.path.dirname(real)) if real else None
 
+    def logical_block_size(self, name: str) -> int | None:
+        """Bytes per logical block of disk or partition ``name`` (a
+        partition has no queue/: its disk's), or None when unknown."""
+        text = self.attr(name, "queue/logical_block_size")
+        if text is None:
+            parent = self.parent_of_partition(name)
+            text = self.attr(parent, "queue/logical_block_size") if parent else None
+        return int(text) if text and text.isdigit() else None
+
     def class_attr(self, cls: str, instance: str, attr: str) -> str | None:
         """``<root>/class/<cls>/<instance>/<attr>`` (fc_host, iscsi_session, ...)."""
         return read_text(os.path.join(self.root, "class", cls, instance, attr))
@@ -117,3 +126,8 @@ def read_text(path: str) -> str | None:
             log.debug("cannot read %s: %s", path, exc)
         return None
     return data.decode("utf-8", "replace").strip()
+
+
+def logical_block_size(name: str, root: str = "/sys") -> int | None:
+    """``Sysfs(root).logical_block_size(name)``."""
+    return Sysfs(root).logical_block_size(name)

@@ -79,6 +79,21 @@ class Template:
             found = tuple([v or MISSING for v in found])
         return fmt % found
 
+    def variant_for(self, present: set[str]) -> tuple[str, tuple[str, ...]] | None:
+        """(%-format, fields) that ``render`` uses when exactly the fields
+        in ``present`` have a non-empty value; None when a field outside
+        brackets would be missing (``?``) or the template has no variants."""
+        if not self._variants:
+            return None
+        mask = 0
+        for bit, fields in self._optional:
+            if all(f in present for f in fields):
+                mask |= bit
+        fmt, fields = self._variants[mask]
+        if not all(f in present for f in fields):
+            return None
+        return fmt, fields
+
     def _render_slowly(self, values: dict[str, str]) -> str:
         out = []
         for optional, parts in self.segments:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import io
+import itertools
 import logging
 import lzma
 import os
@@ -31,9 +32,10 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from ..errors import LogFormatError
-from ..record import LogRecord
+from ..record import KERNEL_FACILITY, LogRecord, record_lines
 from ..rules import Match, RuleSet
 from .logformats import FORMAT_NAMES, FORMATS, LogFormat, detect_format, format_list, iso_stamped
+from .logformats import SOURCE as FILE_SOURCE
 from .prefilter import candidate_regex, kernel_prefixes
 
 log = logging.getLogger("peripety.sources.logfile")
@@ -52,8 +54,8 @@ MAX_PROBLEMS = 100
 """Problem places kept per file (the count goes on)."""
 
 # Lines of a kmsg dump that are neither a record head nor a dictionary line.
-_KMSG_BAD_LINE = re.compile(r"\n(?!\d+,\d+,\d+,[^;\n]*;| |\n|\Z)")
-_DMESG_RAW_BAD_LINE = re.compile(r"\n(?!<\d+>| |\n|\Z)")
+_KMSG_BAD_LINE = re.compile(rb"\n(?!\d+,\d+,\d+,[^;\n]*;| |\n|\Z)")
+_DMESG_RAW_BAD_LINE = re.compile(rb"\n(?!<\d+>| |\n|\Z)")
 _NULS = re.compile(rb"\0+")
 _JOURNAL_FILE_MAGIC = b"LPKSHHRH"
 # Magic bytes -> (name, opener) of the compressed formats the stdlib reads.
@@ -118,17 +120,23 @@ class LogFile:
         self._live = False
         """A pipe, terminal or socket that may pause (journalctl -f | prpt parse -)."""
         self._regex_cache: tuple | None = None
-        """(ruleset, lead, candidate regex) of the last chunk."""
+        """(ruleset, lead, candidate regex, the regex for "\\x0a"-continued
+        lines or None) of the last chunk."""
+        self._remaining: int | None = None
+        """Bytes left to read in a part of a file (None: read to the end)."""
 
     @classmethod
-    def part(cls, stream: BinaryIO, name: str, fmt: str, start: int = 0) -> "LogFile":
-        """A later part of the regular file ``name`` whose head was checked
-        and format detected (see ``parallel``): it starts at a record
-        boundary, ``start`` bytes into the file."""
+    def part(cls, stream: BinaryIO, name: str, fmt: str, start: int = 0, end: int | None = None) -> "LogFile":
+        """A part of the regular file ``name`` whose head was checked and
+        format detected (see ``parallel``): ``stream`` is positioned
+        ``start`` bytes into the file, at a record boundary; the part ends
+        at ``end`` (another record boundary) or the end of the file."""
         logfile = cls(stream, name, fmt)
         logfile._head_checked = True
         logfile._base = start
         logfile._seekable_file = True
+        if end is not None:
+            logfile._remaining = end - start
         return logfile
 
     @classmethod
@@ -187,7 +195,7 @@ class LogFile:
     def records(self) -> Iterator[LogRecord]:
         """Every record of the file, in order; malformed lines are counted and skipped."""
         for chunk, first_line in self._chunks():
-            yield from self._parse_lines(chunk, first_line)
+            yield from self._parse_lines(chunk.decode("utf-8", "replace"), first_line)
 
     def matches(self, ruleset: RuleSet, count_malformed: bool = True) -> Iterator[tuple[LogRecord, Match]]:
         """Records a rule matches, with the match.
@@ -196,26 +204,45 @@ class LogFile:
         is a pass of its own (the kmsg and dmesg fast path: ~25 % of the time
         on a large file).
         """
+        # The fast path searches the raw bytes and decodes only the records
+        # found: UTF-8 decoding ("replace") of a line is the same alone as
+        # within its chunk, a newline byte being never part of a character.
         for chunk, first_line in self._chunks(count_lines=count_malformed):
             fast = self._candidate_regex(chunk, ruleset)
             if fast is None:
-                records = self._parse_lines(chunk, first_line)
+                records = self._parse_lines(chunk.decode("utf-8", "replace"), first_line)
             else:
                 self.stats.records_known = False
                 records = self._parse_candidates(chunk, fast)
                 if count_malformed:
                     self._count_malformed(chunk, first_line)
+            kernel_match, match_record = ruleset.match, ruleset.match_record
             for record in records:
-                match = ruleset.match_record(record)
+                if "\n" in record.text:  # one record, several lines: each its own (as the daemon does)
+                    for _, line in record_lines(record):
+                        match = match_record(line)
+                        if match is not None:
+                            self.stats.matched += 1
+                            yield line, match
+                    continue
+                # (ruleset.match_record, one call less: a kernel record meets the kernel rules)
+                match = kernel_match(record.text, record.level) if record.trusted_kernel else match_record(record)
                 if match is not None:
                     self.stats.matched += 1
                     yield record, match
 
     # -- chunks -------------------------------------------------------------
     def _read(self, size: int, where: tuple[int | None, int]) -> bytes:
+        if self._remaining is not None:
+            size = min(size, self._remaining)
+            if size <= 0:
+                return b""
         read1 = getattr(self.stream, "read1", None)
         try:
-            return read1(size) if read1 else self.stream.read(size)
+            data = read1(size) if read1 else self.stream.read(size)
+            if self._remaining is not None:
+                self._remaining -= len(data)
+            return data
         except (EOFError, lzma.LZMAError, zlib.error, OSError) as exc:
             if self.compressed is None or (isinstance(exc, OSError) and exc.errno is not None):
                 raise LogFormatError(f"{self.name}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
@@ -224,8 +251,8 @@ class LogFile:
                                                 "the rest of the file is lost")
             return b""
 
-    def _chunks(self, count_lines: bool = True) -> Iterator[tuple[str, int | None]]:
-        """Decoded text ending at a record boundary, with its first line
+    def _chunks(self, count_lines: bool = True) -> Iterator[tuple[bytes, int | None]]:
+        """Raw text ending at a record boundary, with its first line
         number. Lines are counted when ``count_lines``, or where a problem
         could not be placed afterwards (a pipe, a compressed stream), or the
         format is read line by line anyway; else the number is None (counting
@@ -291,7 +318,7 @@ class LogFile:
                 chunk_bytes = self._drop_nul_runs(chunk_bytes, line_number, offset)
             if len(chunk_bytes) > self._max_line():
                 chunk_bytes = self._drop_long_lines(chunk_bytes, line_number, offset)
-            yield chunk_bytes.decode("utf-8", "replace"), line_number
+            yield chunk_bytes, line_number
             if line_number is not None:
                 line_number += lines
             if eof:
@@ -402,8 +429,12 @@ class LogFile:
             )
         if _looks_binary(head):
             raise LogFormatError(f"{self.name}: binary data, not a text log")
-        sample = _without(head, _nul_spans(head)).decode("utf-8", "replace").splitlines()[:40]
-        content = [l for l in sample if l.strip() and not l.startswith("-- ")]
+        # The head's whole lines (the last may be cut): short-monotonic
+        # journal output is told from dmesg by votes over many lines.
+        sample = _without(head, _nul_spans(head)).decode("utf-8", "replace").splitlines()
+        if len(head) == SNIFF_SIZE and len(sample) > 1:
+            sample.pop()
+        content = [l for l in sample[:40] if l.strip() and not l.startswith("-- ")]
         if not content:
             # Nothing but blank lines or journalctl's "-- No entries --": any
             # line-by-line format reads that (as nothing).
@@ -452,7 +483,7 @@ class LogFile:
             self.stats.records += 1
             yield record
 
-    def _candidate_regex(self, chunk: str, ruleset: RuleSet) -> re.Pattern | None:
+    def _candidate_regex(self, chunk: bytes, ruleset: RuleSet) -> re.Pattern | None:
         lead = self._lead(chunk)
         if lead is None:
             return None
@@ -460,14 +491,19 @@ class LogFile:
         if cache is None or cache[0] is not ruleset or cache[1] != lead:
             prefixes = kernel_prefixes(ruleset)
             regex = None if prefixes is None else candidate_regex(lead, prefixes)
-            cache = self._regex_cache = (ruleset, lead, regex)
+            # A /dev/kmsg record of several lines shows each newline as
+            # "\x0a": a second regex finds the later lines' prefixes (run
+            # only on chunks that hold one; an alternation in the first
+            # would cost 5x on every line).
+            escaped = candidate_regex(r"\\x0a", prefixes) if regex is not None and lead == ";" else None
+            cache = self._regex_cache = (ruleset, lead, regex, escaped)
         return cache[2]
 
-    def _lead(self, chunk: str) -> str | None:
+    def _lead(self, chunk: bytes) -> str | None:
         """What precedes the message text in this chunk's lines, when it is
         uniform enough to search for (else None: parse every line)."""
         name = self.format.name
-        head = chunk[:200].lstrip("\n")
+        head = chunk[:200].decode("utf-8", "replace").lstrip("\n")
         if name == "kmsg":
             if head.startswith("<"):
                 return r"\] " if head[1:8].find(">[") >= 0 else ">"
@@ -480,39 +516,57 @@ class LogFile:
             return "\n"
         return None
 
-    def _parse_candidates(self, chunk: str, regex: re.Pattern) -> Iterator[LogRecord]:
+    def _parse_candidates(self, chunk: bytes, regex: re.Pattern) -> Iterator[LogRecord]:
         parse = self.format.parse
         multiline = self.format.multiline
-        if regex.pattern.startswith("\n"):
-            chunk = "\n" + chunk  # the first line has no newline before it
-        find, rfind = chunk.find, chunk.rfind
+        if regex.pattern.startswith(b"\n"):
+            chunk = b"\n" + chunk  # the first line has no newline before it
+        find, rfind, startswith = chunk.find, chunk.rfind, chunk.startswith
+        # The usual /dev/kmsg record ("prio,seq,usec,-;text", no escapes, no
+        # dictionary) is read right here, as parse_kmsg reads it: a large
+        # saved log spends much of its time on this line.
+        plain_kmsg = self.format.name == "kmsg" and regex.pattern.startswith(b";")
         done = -1
-        for m in regex.finditer(chunk):
+        hits = regex.finditer(chunk)
+        escaped = self._regex_cache[3] if self._regex_cache else None
+        if escaped is not None and b"\\x0a" in chunk:
+            hits = sorted(itertools.chain(hits, escaped.finditer(chunk)), key=_start)
+        for m in hits:
             pos = m.start()
             if pos < done:
                 continue  # a second hit inside a line already handled
-            start = pos + 1 if chunk[pos] == "\n" else rfind("\n", 0, pos) + 1
-            end = find("\n", pos + 1)
+            start = pos + 1 if chunk[pos] == 10 else rfind(b"\n", 0, pos) + 1
+            end = find(b"\n", pos + 1)
             if end < 0:
                 end = len(chunk)
+            if plain_kmsg and chunk[pos] == 59 and not startswith(b" ", end + 1) and find(b"\\", pos, end) < 0:
+                head = chunk[start:pos].split(b",")
+                if len(head) == 4 and head[3] == b"-" and head[0].isdigit() and head[1].isdigit() \
+                        and head[2].isdigit():
+                    done = end
+                    prio = int(head[0])
+                    yield LogRecord(chunk[pos + 1 : end].decode("utf-8", "replace"), FILE_SOURCE,
+                                    prio >> 3 == KERNEL_FACILITY, int(head[2]), None, int(head[1]), prio & 7,
+                                    prio >> 3)
+                    continue
             if multiline:
-                while chunk.startswith(" ", end + 1):
-                    nxt = find("\n", end + 1)
+                while chunk.startswith(b" ", end + 1):
+                    nxt = find(b"\n", end + 1)
                     end = nxt if nxt >= 0 else len(chunk)
             done = end
-            if chunk.startswith(" ", start):
+            if chunk.startswith(b" ", start):
                 continue  # inside a continuation line of a record not found
-            record = parse(chunk[start:end])
+            record = parse(chunk[start:end].decode("utf-8", "replace"))
             if record is not None:
                 yield record
 
-    def _count_malformed(self, chunk: str, first_line: int) -> None:
+    def _count_malformed(self, chunk: bytes, first_line: int) -> None:
         name = self.format.name
         if name != "kmsg":
             return  # any line is a dmesg message
-        head = chunk[:200].lstrip("\n")
-        bad = _DMESG_RAW_BAD_LINE if head.startswith("<") else _KMSG_BAD_LINE
-        text = "\n" + chunk
+        head = chunk[:200].lstrip(b"\n")
+        bad = _DMESG_RAW_BAD_LINE if head.startswith(b"<") else _KMSG_BAD_LINE
+        text = b"\n" + chunk
         count = 0
         first_pos = None
         for m in bad.finditer(text):
@@ -520,7 +574,11 @@ class LogFile:
             if first_pos is None:
                 first_pos = m.start()
         if count:
-            self.stats.add_malformed(count, first_line + text.count("\n", 0, first_pos))
+            self.stats.add_malformed(count, first_line + text.count(b"\n", 0, first_pos))
+
+
+def _start(m: re.Match) -> int:
+    return m.start()
 
 
 class _Places:

@@ -310,6 +310,27 @@ def _looks_like_syslog(line: str) -> bool:
     return bool(_SYSLOG.match(line))
 
 
+# "[stamp] HOST PROGRAM[PID]: " of journalctl -o short-monotonic, PID optional.
+_MONOTONIC_SHAPE = re.compile(r"\[ *\d+\.\d+\] (\S+) [^\s\[:]+(?:\[\d+\])?: ")
+
+
+def _monotonic_journal(lines: list[str]) -> bool:
+    """Is this ``journalctl -o short-monotonic`` rather than dmesg?
+
+    Both start with a kernel stamp. A journal line has the host, then a
+    program: the kernel's lines say "kernel:", user space's "name[pid]:" -
+    or, for a writer journald could not name, "unknown:", which reads just
+    like dmesg's "[stamp] usb 1-1: ...". So it is a vote over every line
+    given (the head of the file): at least one line names the kernel or a
+    pid, nine in ten stamped lines have the journal's shape, and they all
+    name the same host (dmesg's second word is the driver, which varies)."""
+    stamped = [l for l in lines if l.startswith("[")]
+    if not any(_SYSLOG_MONOTONIC.match(l) for l in stamped):
+        return False
+    hosts = [m.group(1) for m in map(_MONOTONIC_SHAPE.match, stamped) if m]
+    return len(hosts) * 10 >= len(stamped) * 9 and len(set(hosts)) == 1
+
+
 # Order matters for detection: the most specific shapes first, dmesg without
 # stamps (any text at all) never auto-detected.
 FORMATS: dict[str, LogFormat] = {
@@ -338,10 +359,14 @@ def format_list() -> str:
 
 
 def detect_format(lines: list[str]) -> str | None:
-    """The format most of the first non-empty lines fit, or None."""
+    """The format most of the first non-empty lines fit, or None.
+    ``journalctl -o short-monotonic`` is decided over all ``lines`` first
+    (see ``_monotonic_journal``)."""
     sample = [l for l in lines if l.strip() and not l.startswith("-- ")][:20]
     if not sample:
         return None
+    if sample[0].startswith("[") and _monotonic_journal(lines):
+        return "syslog"
     for fmt in FORMATS.values():
         fits = sum(1 for l in sample if fmt.looks_like(l) or (fmt.multiline and l.startswith(" ")))
         if fits * 2 > len(sample):

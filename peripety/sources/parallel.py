@@ -1,11 +1,14 @@
 """Large saved logs parsed on every core, output kept in input order.
 
-One Python process turns a large kernel log into events at about half a
-million lines a second; a file of a few hundred megabytes (a fleet's kern.log)
-then takes minutes. Records are independent of each other, so the file is cut
-at record boundaries into parts of ``PART_SIZE`` bytes, worker processes
-(forked: they inherit the loaded rules) each read and render their own part,
-and the parent writes the parts' output in file order.
+Records are independent of each other, so a large regular file is cut at
+record boundaries into one part per process, of about equal size. The
+calling process renders the first part itself, writing as it goes, while
+forked worker processes (they inherit the loaded rules, so nothing is
+compiled twice or pickled) each render one later part into a file in memory
+(memfd) as they go, and say through a pipe when they are done; the caller
+copies each worker's output in file order once the parts before it are out.
+One part per process, rather than many small parts through a pool, keeps
+the cost of the split to a fork, a pipe and one copy of the output.
 
 Only regular files of at least ``PARALLEL_MIN_SIZE`` bytes go this way:
 standard input may be a live pipe whose events must appear at once, and on a
@@ -14,21 +17,23 @@ small file starting workers costs more than it saves.
 
 from __future__ import annotations
 
-import io
+import itertools
 import multiprocessing
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from ..errors import LogFormatError
+from ..errors import LogFormatError, PeripetyError
 from .logfile import SNIFF_SIZE, LogFile, LogFileStats
 
 PARALLEL_MIN_SIZE = 16 << 20
-PART_SIZE = 4 << 20
 MAX_WORKERS = 8
 _BOUNDARY_PROBE = 64 << 10
 """Bytes read after a cut point to find the next record start."""
+_BATCH = 4096
+"""Events of the calling process's own part written per write call."""
 
 Render = Callable[[LogFile], Iterable[str]]
 """Turns a part of the log into output text (one string per event)."""
@@ -36,10 +41,23 @@ Render = Callable[[LogFile], Iterable[str]]
 
 @dataclass
 class Part:
-    """The output of one part of the file, with what was seen reading it."""
+    """Output of (a piece of) one part of the file: ``data``, or, for a
+    worker's part, what it wrote to the memory file ``fd`` (``chunks()``
+    reads it; the caller closes it). ``stats`` is what was seen reading the
+    part, given with its last piece (else None)."""
 
     data: bytes
-    stats: LogFileStats
+    stats: LogFileStats | None
+    fd: int | None = None
+
+    def chunks(self, size: int = 1 << 20) -> Iterator[bytes]:
+        if self.fd is None:
+            if self.data:
+                yield self.data
+            return
+        os.lseek(self.fd, 0, os.SEEK_SET)
+        while block := os.read(self.fd, size):
+            yield block
 
 
 def default_workers() -> int:
@@ -61,31 +79,51 @@ def worth_splitting(name: str, workers: int) -> bool:
 def render_parts(
     logfile: LogFile, render: Render, workers: int, encoding: str, errors: str
 ) -> Iterator[Part]:
-    """Each part of ``logfile``'s file rendered by ``render`` in a worker,
+    """The output of ``render`` over each part of ``logfile``'s file,
     encoded with ``encoding``/``errors`` (those of the output stream), in
-    file order. The format is detected (and the head checked) here first."""
+    file order: first the calling process's own part in pieces, then each
+    worker's. The format is detected (and the head checked) here first."""
     head = logfile.stream.read(SNIFF_SIZE)
     logfile.check_head(head)
     fmt = logfile.format
     size = os.fstat(logfile.stream.fileno()).st_size
-    ranges = _ranges(logfile.stream, size, fmt.multiline)
+    ranges = _ranges(logfile.stream, size, fmt.multiline, workers)
     job = (logfile.name, fmt.name, render, encoding, errors)
-    # fork: workers inherit the rules and render (closures cannot be pickled).
+    # fork: the workers inherit the rules and ``render`` (closures cannot be pickled).
     context = multiprocessing.get_context("fork")
-    with context.Pool(min(workers, len(ranges)), initializer=_init_worker, initargs=(job,)) as pool:
-        yield from pool.imap(_render_part, ranges)
+    children = []
+    try:
+        for span in ranges[1:]:
+            receive, send = context.Pipe(duplex=False)
+            output = os.memfd_create("prpt-parse-part", os.MFD_CLOEXEC)
+            children.append((None, receive, output))
+            child = context.Process(target=_worker, args=(job, span, send, output), daemon=True)
+            child.start()
+            send.close()
+            children[-1] = (child, receive, output)
+        yield from _own_part(job, ranges[0])
+        for child, receive, output in children:
+            yield _received(receive, output, logfile.name)
+            child.join()
+    finally:
+        for child, receive, output in children:
+            receive.close()
+            os.close(output)
+            if child is not None and child.is_alive():  # the output went away (broken pipe): stop the rest
+                child.terminate()
+                child.join()
 
 
-def _ranges(stream, size: int, multiline: bool) -> list[tuple[int, int]]:
-    """(start, end) byte ranges of about PART_SIZE, each cut just before a
-    record starts (for multi-line formats: a line not starting with a space)."""
+def _ranges(stream, size: int, multiline: bool, count: int) -> list[tuple[int, int]]:
+    """``count`` (start, end) byte ranges of about equal size (fewer when
+    records are long), each cut just before a record starts (for
+    multi-line formats: a line not starting with a space)."""
     cuts = [0]
-    target = PART_SIZE
-    while target < size:
+    for n in range(1, count):
+        target = max(size * n // count, cuts[-1])
         cut = _record_start_after(stream, target, multiline)
         if cut is not None and cuts[-1] < cut < size:
             cuts.append(cut)
-        target = max(cut or 0, target) + PART_SIZE
     cuts.append(size)
     return list(zip(cuts, cuts[1:]))
 
@@ -103,26 +141,59 @@ def _record_start_after(stream, offset: int, multiline: bool) -> int | None:
     return None
 
 
-_job = None
-
-
-def _init_worker(job) -> None:
-    global _job
-    _job = job
-
-
-def _render_part(span: tuple[int, int]) -> Part:
-    name, fmt_name, render, encoding, errors = _job
+def _open_part(name: str, fmt_name: str, span: tuple[int, int]) -> LogFile:
     start, end = span
     try:
-        with open(name, "rb") as f:
-            f.seek(start)
-            data = f.read(end - start)
+        stream = open(name, "rb")
+        stream.seek(start)
     except OSError as exc:
         raise LogFormatError(f"{name}: cannot read: {exc.strerror}") from None
-    part = LogFile.part(io.BytesIO(data), name, fmt_name, start)
-    text = "".join(render(part))
-    return Part(text.encode(encoding, errors), part.stats)
+    return LogFile.part(stream, name, fmt_name, start, end)
+
+
+def _own_part(job, span: tuple[int, int]) -> Iterator[Part]:
+    """The first part, rendered here and handed on a batch at a time."""
+    name, fmt_name, render, encoding, errors = job
+    with _open_part(name, fmt_name, span) as part:
+        lines = iter(render(part))
+        while True:
+            batch = []
+            for text in lines:
+                batch.append(text)
+                if len(batch) == _BATCH:
+                    break
+            if not batch:
+                break
+            yield Part("".join(batch).encode(encoding, errors), None)
+        yield Part(b"", part.stats)
+
+
+def _worker(job, span: tuple[int, int], send, output: int) -> None:
+    """A worker process: render one part into the memory file ``output``
+    a batch at a time, then send (error, stats)."""
+    name, fmt_name, render, encoding, errors = job
+    try:
+        with _open_part(name, fmt_name, span) as part, open(output, "wb", closefd=False) as out:
+            lines = iter(render(part))
+            while batch := list(itertools.islice(lines, _BATCH)):
+                out.write("".join(batch).encode(encoding, errors))
+        send.send_bytes(pickle.dumps((None, part.stats)))
+    except PeripetyError as exc:
+        send.send_bytes(pickle.dumps((str(exc), None)))
+    except BrokenPipeError:
+        pass  # the parent stopped reading
+    finally:
+        send.close()
+
+
+def _received(receive, output: int, name: str) -> Part:
+    try:
+        error, stats = pickle.loads(receive.recv_bytes())
+    except EOFError:
+        raise LogFormatError(f"{name}: a worker process ended without its part of the output") from None
+    if error is not None:
+        raise LogFormatError(error)
+    return Part(b"", stats, output)
 
 
 def merge_stats(total: LogFileStats, part: LogFileStats) -> None:

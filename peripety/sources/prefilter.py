@@ -27,27 +27,32 @@ def kernel_prefixes(ruleset: RuleSet) -> tuple[str, ...] | None:
     return tuple(sorted(prefixes))
 
 
-def candidate_regex(lead: str, prefixes: tuple[str, ...]) -> re.Pattern:
-    """``lead`` followed by any prefix; with no prefix (no kernel rule at
-    all) a regex that finds nothing."""
+def candidate_regex(lead: str, prefixes: tuple[str, ...]) -> re.Pattern | None:
+    """A regex over a log's raw (UTF-8) bytes: ``lead`` followed by any
+    prefix; with no prefix (no kernel rule at all) one that finds nothing.
+    None where the bytes cannot tell (a prefix with U+FFFD, which a
+    line's invalid bytes decode to): every line must then be decoded."""
+    if any("\ufffd" in p for p in prefixes):
+        return None
     if not prefixes:
         return _NOTHING
-    return re.compile(lead + _trie(sorted(set(prefixes))))
+    words = sorted({p.encode("utf-8") for p in prefixes})
+    return re.compile(lead.encode("ascii") + _trie(words))
 
 
-_NOTHING = re.compile(r"(?!x)x")
+_NOTHING = re.compile(rb"(?!x)x")
 
 
-def _trie(words: list[str]) -> str:
+def _trie(words: list[bytes]) -> bytes:
     """A regex matching any of ``words`` (sorted), shared beginnings written
     once: the regex engine tries alternatives one by one, so at each line a
     flat list of ~100 prefixes costs ~100 tries, a trie a handful (half the
     time of a whole-file scan)."""
-    if "" in words:
+    if b"" in words:
         # A word ends here: whatever follows, the line is a candidate.
-        return ""
-    branches: dict[str, list[str]] = {}
+        return b""
+    branches: dict[bytes, list[bytes]] = {}
     for word in words:
-        branches.setdefault(word[0], []).append(word[1:])
+        branches.setdefault(word[:1], []).append(word[1:])
     alternatives = [re.escape(first) + _trie(rest) for first, rest in branches.items()]
-    return alternatives[0] if len(alternatives) == 1 else "(?:" + "|".join(alternatives) + ")"
+    return alternatives[0] if len(alternatives) == 1 else b"(?:" + b"|".join(alternatives) + b")"

@@ -43,6 +43,10 @@ class EventStore(Protocol):
 
     def follow(self, flt: EventFilter) -> Follower: ...
 
+    def event_types(self) -> set[str]:
+        """Every event type the store holds (any writer's: it only names
+        types a query may ask for, the query itself checks the writer)."""
+
     def sync(self) -> None:
         """Return once every appended event is visible to readers."""
 

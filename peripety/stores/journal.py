@@ -172,6 +172,16 @@ class JournalStore:
         add_matches(reader, flt)
         return reader
 
+    def event_types(self) -> set[str]:
+        """EVENT_TYPE values in the journal (sd_journal_query_unique: one
+        pass over the field's index, not over the entries)."""
+        reader = self._open_reader(EventFilter())
+        try:
+            return {v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+                    for v in reader.query_unique("EVENT_TYPE")}
+        finally:
+            reader.close()
+
     def query(self, flt: EventFilter) -> Iterator[StorageEvent]:
         if flt.limit == 0:
             return iter(())

@@ -196,6 +196,12 @@ class SqliteStore:
     def follow(self, flt: EventFilter) -> "SqliteFollower":
         return SqliteFollower(self, flt)
 
+    def event_types(self) -> set[str]:
+        try:
+            return {row[0] for row in self._db.execute("SELECT DISTINCT event_type FROM events")}
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: query failed: {exc}") from exc
+
     def close(self) -> None:
         self._db.close()
 
