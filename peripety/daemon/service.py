@@ -185,6 +185,9 @@ class Daemon:
         found = self.bpf.collect(flush=flush)
         if not found:
             return
+        for agg in found.items:
+            log.info("bpf maps: %d %s failures on %s (%s)", agg.count, agg.kind, agg.kdev or agg.dev_num,
+                     agg.error or agg.op or "-")
         self.pipeline.add_aggregates(found)
         if found.missed:
             log.warning("the kernel skipped %d probe runs (another BPF program was running on that CPU)",
