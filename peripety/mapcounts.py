@@ -35,7 +35,7 @@ from __future__ import annotations
 import datetime as _dt
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 from .event import StorageEvent
 from .event_types import EVENT_TYPES
@@ -54,7 +54,7 @@ def ledger_key(event_type: str, device: str) -> tuple[str, str]:
     return (event_type, device)
 
 
-def _unit_of(event: StorageEvent) -> str:
+def _unit_of(event: StorageEvent, line_units: dict[tuple[str, str], str] = LINE_UNITS) -> str:
     """The unit the probe counted a detail event's failure under, whatever
     device resolution made of it: the SCSI target (``hctl``) or NVMe disk
     of its sample, else the dev_t; for a kernel line alone, the field its
@@ -62,13 +62,13 @@ def _unit_of(event: StorageEvent) -> str:
     ext = event.extension
     if "bpf" in event.sources:
         return ext.get("hctl") or ext.get("disk") or event.dev_num
-    return _line_unit(event)
+    return _line_unit(event, line_units)
 
 
-def _line_unit(event: StorageEvent) -> str:
+def _line_unit(event: StorageEvent, line_units: dict[tuple[str, str], str] = LINE_UNITS) -> str:
     """A kernel line's unit as the maps key it ("" when the probes do not
     count its lines one for one)."""
-    name = LINE_UNITS.get((event.event_type, event.sub_system))
+    name = line_units.get((event.event_type, event.sub_system))
     if name is None:
         return ""
     if name in ("dev_num", "kdev"):
@@ -86,9 +86,15 @@ class MapLedger:
     """Per (event type, device): map counts minus what detail events stored."""
 
     def __init__(self, *, hostname: str, hold: float = 0.25, attached_usec: int = 0,
+                 kinds: Iterable[str] | None = None,
                  to_wallclock: Callable[[int], _dt.datetime] | None = None,
                  clock: Callable[[], float] = time.monotonic):
         self.hostname = hostname
+        attached = set(KINDS) if kinds is None else set(kinds)
+        self.line_units = {(k.event_type, k.sub_system): k.line_unit for k in KINDS.values()
+                           if k.name in attached and k.line_unit}
+        """Kernel lines the attached probes count one for one -> their unit
+        field (kinds.toml ``line_unit``; ``kinds``: the attached kinds)."""
         self.hold = hold
         self.attached_usec = attached_usec
         """CLOCK_MONOTONIC usec when the probes were attached: kernel lines
@@ -107,14 +113,14 @@ class MapLedger:
     def covers(self, event: StorageEvent) -> bool:
         if "bpf" in event.sources:
             return True
-        return bool(_line_unit(event)) and (event.kernel_usec or 0) >= self.attached_usec
+        return bool(_line_unit(event, self.line_units)) and (event.kernel_usec or 0) >= self.attached_usec
 
     def note(self, event: StorageEvent) -> bool:
         """Count a detail event that enters the storm stage; True when the
         maps count its failure (it must then not be counted again)."""
         if not self.covers(event):
             return False
-        self._change(ledger_key(event.event_type, _unit_of(event)), -event.count)
+        self._change(ledger_key(event.event_type, _unit_of(event, self.line_units)), -event.count)
         return True
 
     def add(self, found: Aggregates) -> None:

@@ -173,7 +173,7 @@ class Daemon:
         self.pipeline.count_in_maps(MapLedger(
             hostname=self.hostname, hold=BPF_MERGE_HOLD,
             attached_usec=time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000,
-            to_wallclock=kernel_usec_to_wallclock))
+            kinds={p.spec.kind for p in plan.probes}, to_wallclock=kernel_usec_to_wallclock))
         self.bpf = bpf
         self._add_source(bpf)
 

@@ -248,6 +248,68 @@ def test_nvme_bpf_complete_rq_probe_loads_and_merges(scenario):
         "no NVMe event merges the nvme_complete_rq hit with the kernel line:\n" + scenario.summary()
 
 
+# -------------------------------------------------------------- counts --
+# Issue 14: with --bpf the kernel's maps count every failure. The oracle is
+# the workload's own count of failed reads (tests/lab/guest/failing_reads.py)
+# and, for SCSI, the midlayer's count of failed commands (ioerr_cnt delta).
+# "Counted" is what the daemon read from the maps: the -v log line of each
+# drained aggregate ("bpf maps: N KIND failures on UNIT"); "stored" is the
+# sum of `count` over the events it stored.
+
+def _workload(text: str) -> dict[str, str]:
+    return dict(part.split("=", 1) for part in text.split())
+
+
+def _map_counts() -> dict[tuple[str, str], int]:
+    counts: dict[tuple[str, str], int] = {}
+    for m in re.finditer(r"bpf maps: (\d+) (\w+) failures on (\S+) ", (OUT / "peripetyd-bpf.log").read_text()):
+        key = (m.group(2), m.group(3))
+        counts[key] = counts.get(key, 0) + int(m.group(1))
+    return counts
+
+
+def _stored(scenario, event_type: str, *names: str) -> int:
+    return sum(e["count"] for e in scenario.of_type(event_type)
+               if e["kdev"] in names or blk(e).get("dev_num") in names or e.get("dev_num") in names)
+
+
+@pytest.mark.lab("counts")
+def test_counts_scsi_one_command_at_a_time_exact(scenario):
+    f = scenario.facts
+    failed = int(_workload(f["scsi1_workload"])["failed"])
+    counted = _map_counts()
+    assert failed == 500 and int(f["scsi1_ioerr_cnt"]) == failed, f
+    assert counted.get(("scsi_cmd_done", f["scsi1_hctl"])) == failed, counted
+    assert counted.get(("block_rq_error", f["scsi1_devnum"])) == failed, counted
+    # the block layer's lines are taken off its map count: stored = counted
+    assert _stored(scenario, "BLK_IO_ERROR", f["scsi1_disk"], f["scsi1_devnum"]) == failed, scenario.summary()
+
+
+@pytest.mark.lab("counts")
+def test_counts_scsi_four_threads_block_exact(scenario):
+    f = scenario.facts
+    failed = int(_workload(f["scsi4_workload"])["failed"])
+    counted = _map_counts()
+    assert failed == 2000 and int(f["scsi4_ioerr_cnt"]) == failed, f
+    assert counted.get(("block_rq_error", f["scsi4_devnum"])) == failed, counted
+    assert _stored(scenario, "BLK_IO_ERROR", f["scsi4_disk"], f["scsi4_devnum"]) == failed, scenario.summary()
+
+
+@pytest.mark.lab("counts")
+def test_counts_nvme_exact(scenario):
+    """nvmet answers Internal Error without DNR; nvme_core sets
+    REQ_FAILFAST_DRIVER on every request, so no retry: one failed completion
+    per failed read, one kernel line at most, all taken off the map count."""
+    f = scenario.facts
+    failed = int(_workload(f["nvme_workload"])["failed"])
+    counted = _map_counts()
+    assert failed == 300, f
+    assert counted.get(("nvme_complete_rq", f["nvme_path"])) == failed, counted
+    assert counted.get(("block_rq_error", f["nvme_path_devnum"])) == failed, counted
+    assert _stored(scenario, "NVME_IO_ERROR", f["nvme_path"], f["nvme_ns"], f["nvme_devnum"]) == failed, \
+        scenario.summary()
+
+
 # --------------------------------------------------------------- stack --
 @pytest.mark.lab("stack")
 def test_stack_fs_root_cause_leads_down_the_stack(scenario):

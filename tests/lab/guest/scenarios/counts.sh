@@ -5,6 +5,7 @@
 #     ERROR / Unrecovered read error (opts=2): one failed command per read
 #     (asc 0x11 is final, scsi_check_sense: SUCCESS, no retry). The midlayer's
 #     own count of failed commands (ioerr_cnt) is read before and after.
+#     One disk is read one command at a time, the other by four threads.
 #  2. NVMe: nvmet over TCP on 127.0.0.1, namespace on a dm device switched to
 #     `error`; nvmet answers Internal Error without DNR, so the host retries
 #     each command nvme_core.max_retries times before the read fails.
@@ -15,6 +16,7 @@ NQN=nqn.2026-12.io.peripety:counts
 HOSTNQN=nqn.2014-08.org.nvmexpress:uuid:70657269-7065-7479-6c61-620000000012
 CFG=/sys/kernel/config/nvmet
 NS_UUID=70657269-7065-7479-6c61-620000000013
+SCSI_READS_ONE=${SCSI_READS_ONE:-500}
 SCSI_READS=${SCSI_READS:-2000}
 NVME_READS=${NVME_READS:-300}
 
@@ -47,20 +49,29 @@ settled() {
 case $1 in
 run)
     since=$(now_rfc3339)
-    # -- SCSI ------------------------------------------------------------
-    modprobe scsi_debug dev_size_mb=16 opts=2 medium_error_start=8192 medium_error_count=8192
+    # -- SCSI: two disks (targets 0 and 1 of one scsi_debug host) ---------
+    # Medium errors are switched on only once udev has probed both disks, so
+    # the workload's reads are the only failing commands.
+    modprobe scsi_debug dev_size_mb=16 num_tgts=2 medium_error_start=8192 medium_error_count=8192
     udevadm settle --timeout=60
-    disk=$(scsi_debug_disks | head -1)
-    fact scsi_disk "$disk"
-    fact scsi_devnum "$(cat /sys/block/$disk/dev)"
-    fact scsi_hctl "$(basename "$(readlink -f /sys/block/$disk/device)")"
-    fact scsi_wwid "$(cat /sys/block/$disk/device/wwid)"
-    before=$(cat /sys/block/$disk/device/ioerr_cnt)
-    out=$(python3 "$LAB/failing_reads.py" "/dev/$disk" $((8192 * 512)) $((8192 * 512)) "$SCSI_READS" 4)
-    echo "$out"
-    after=$(cat /sys/block/$disk/device/ioerr_cnt)
-    fact scsi_workload "$out"
-    fact scsi_ioerr_cnt $((after - before))
+    read -r one four < <(scsi_debug_disks | head -2 | xargs)
+    sd_opts=/sys/bus/pseudo/drivers/scsi_debug
+    echo 2 > "$sd_opts/opts"
+    # one read at a time, then four threads at once
+    for pair in "scsi1 $one 1 $SCSI_READS_ONE" "scsi4 $four 4 $SCSI_READS"; do
+        read -r tag disk threads reads <<< "$pair"
+        fact ${tag}_disk "$disk"
+        fact ${tag}_devnum "$(cat /sys/block/$disk/dev)"
+        fact ${tag}_hctl "$(basename "$(readlink -f /sys/block/$disk/device)")"
+        fact ${tag}_wwid "$(cat /sys/block/$disk/device/wwid)"
+        before=$(cat /sys/block/$disk/device/ioerr_cnt)
+        out=$(python3 "$LAB/failing_reads.py" "/dev/$disk" $((8192 * 512)) $((8192 * 512)) "$reads" "$threads")
+        echo "$out"
+        after=$(cat /sys/block/$disk/device/ioerr_cnt)
+        fact ${tag}_workload "$out"
+        fact ${tag}_ioerr_cnt $((after - before))
+    done
+    echo 0 > "$sd_opts/opts"
     # -- NVMe over TCP -------------------------------------------------------
     truncate -s 64M /tmp/counts.img
     loop=$(losetup -f --show /tmp/counts.img)
@@ -86,7 +97,9 @@ run)
     udevadm settle --timeout=60
     fact nvme_ns "$tns"
     fact nvme_ctrl "$ctrl"
-    fact nvme_path "$(basename "$(ls -d /sys/class/nvme/$ctrl/nvme*c*n* | head -1)")"
+    path=$(ls -d /sys/class/nvme/$ctrl/nvme*c*n* | head -1)
+    fact nvme_path "$(basename "$path")"
+    fact nvme_path_devnum "$(cat "$path/dev")"
     fact nvme_devnum "$(cat /sys/block/$tns/dev)"
     fact nvme_wwid "$(cat /sys/block/$tns/wwid)"
     fact nvme_max_retries "$(cat /sys/module/nvme_core/parameters/max_retries)"
