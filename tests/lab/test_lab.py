@@ -275,39 +275,59 @@ def _stored(scenario, event_type: str, *names: str) -> int:
 
 @pytest.mark.lab("counts")
 def test_counts_scsi_one_command_at_a_time_exact(scenario):
+    """One failing read at a time: the maps count every failed command
+    (ioerr_cnt, the midlayer's own count, since the disk appeared) and every
+    failed request; the stored BLK_IO_ERROR total equals the failures."""
     f = scenario.facts
     failed = int(_workload(f["scsi1_workload"])["failed"])
     counted = _map_counts()
     assert failed == 500 and int(f["scsi1_ioerr_cnt"]) == failed, f
-    assert counted.get(("scsi_cmd_done", f["scsi1_hctl"])) == failed, counted
+    assert counted.get(("scsi_cmd_done", f["scsi1_hctl"])) == int(f["scsi1_ioerr_total"]), counted
     assert counted.get(("block_rq_error", f["scsi1_devnum"])) == failed, counted
     # the block layer's lines are taken off its map count: stored = counted
     assert _stored(scenario, "BLK_IO_ERROR", f["scsi1_disk"], f["scsi1_devnum"]) == failed, scenario.summary()
 
 
 @pytest.mark.lab("counts")
-def test_counts_scsi_four_threads_block_exact(scenario):
+def test_counts_scsi_four_threads(scenario):
+    """Four threads: the block layer may merge two adjacent reads into one
+    request, so requests (= failed commands, ioerr_cnt) <= failed reads.
+    Every failed request is counted and stored exactly. scsi_dispatch_cmd_done
+    is not: on this 6.1 kernel a few completions are missed (1.2-1.8 % in the
+    runs so far) -- scsi_debug completes commands from an hrtimer (hard
+    irq); when that interrupts another BPF program on the same CPU (here the
+    block_rq_error probe, in the block softirq) trace_call_bpf skips the
+    nested program (bpf_prog_active), and 6.1 does not even count the skip
+    (recursion_misses stays 0). One command at a time never nests (above)."""
     f = scenario.facts
     failed = int(_workload(f["scsi4_workload"])["failed"])
+    requests = int(f["scsi4_ioerr_cnt"])
     counted = _map_counts()
-    assert failed == 2000 and int(f["scsi4_ioerr_cnt"]) == failed, f
-    assert counted.get(("block_rq_error", f["scsi4_devnum"])) == failed, counted
-    assert _stored(scenario, "BLK_IO_ERROR", f["scsi4_disk"], f["scsi4_devnum"]) == failed, scenario.summary()
+    assert failed == 2000 and 0 < requests <= failed, f
+    assert counted.get(("block_rq_error", f["scsi4_devnum"])) == requests, counted
+    assert _stored(scenario, "BLK_IO_ERROR", f["scsi4_disk"], f["scsi4_devnum"]) == requests, scenario.summary()
+    assert counted.get(("scsi_cmd_done", f["scsi4_hctl"]), 0) <= int(f["scsi4_ioerr_total"]), counted
 
 
 @pytest.mark.lab("counts")
 def test_counts_nvme_exact(scenario):
-    """nvmet answers Internal Error without DNR; nvme_core sets
-    REQ_FAILFAST_DRIVER on every request, so no retry: one failed completion
-    per failed read, one kernel line at most, all taken off the map count."""
+    """nvmet answers Internal Error without DNR, but nvme_core marks every
+    request REQ_FAILFAST_DRIVER: no retry, one failed completion per failed
+    read. nvme_complete_rq counts each; the kernel's lines about them are
+    taken off the count (kinds.toml line_unit), so the stored total is exact."""
     f = scenario.facts
     failed = int(_workload(f["nvme_workload"])["failed"])
     counted = _map_counts()
     assert failed == 300, f
     assert counted.get(("nvme_complete_rq", f["nvme_path"])) == failed, counted
-    assert counted.get(("block_rq_error", f["nvme_path_devnum"])) == failed, counted
+    # the hidden path disk has no dev attribute: the one other disk whose requests failed
+    scsi = {f["scsi1_devnum"], f["scsi4_devnum"]}
+    [(path_devnum, n)] = [(unit, n) for (kind, unit), n in counted.items()
+                          if kind == "block_rq_error" and unit not in scsi]
+    assert n == failed, counted
     assert _stored(scenario, "NVME_IO_ERROR", f["nvme_path"], f["nvme_ns"], f["nvme_devnum"]) == failed, \
         scenario.summary()
+    assert _stored(scenario, "BLK_IO_ERROR", path_devnum) == failed, scenario.summary()
 
 
 # --------------------------------------------------------------- stack --

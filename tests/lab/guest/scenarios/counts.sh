@@ -70,6 +70,9 @@ run)
         after=$(cat /sys/block/$disk/device/ioerr_cnt)
         fact ${tag}_workload "$out"
         fact ${tag}_ioerr_cnt $((after - before))
+        # every failed command since the disk appeared (its first command's
+        # UNIT ATTENTION included), as the probe sees them
+        fact ${tag}_ioerr_total $((after))
     done
     echo 0 > "$sd_opts/opts"
     # -- NVMe over TCP -------------------------------------------------------
@@ -97,9 +100,8 @@ run)
     udevadm settle --timeout=60
     fact nvme_ns "$tns"
     fact nvme_ctrl "$ctrl"
-    path=$(ls -d /sys/class/nvme/$ctrl/nvme*c*n* | head -1)
-    fact nvme_path "$(basename "$path")"
-    fact nvme_path_devnum "$(cat "$path/dev")"
+    # the hidden per-path disk (no dev node, no dev attribute) whose requests fail
+    fact nvme_path "$(basename "$(ls -d /sys/class/nvme/$ctrl/nvme*c*n* | head -1)")"
     fact nvme_devnum "$(cat /sys/block/$tns/dev)"
     fact nvme_wwid "$(cat /sys/block/$tns/wwid)"
     fact nvme_max_retries "$(cat /sys/module/nvme_core/parameters/max_retries)"
