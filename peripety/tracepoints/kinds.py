@@ -55,6 +55,8 @@ class ProbeSpec:
     why: str
     optional_define: str = ""
     optional_fields: tuple[str, ...] = ()
+    module: str = ""
+    """The kernel module that defines the tracepoint, when one does."""
 
     @property
     def slot(self) -> str:
@@ -138,7 +140,7 @@ def _build_kinds(rows: list[dict], layouts: dict[str, Layout]) -> dict[str, Kind
         probes = tuple(
             ProbeSpec(tracepoint=p["tracepoint"], define=p["define"], kind=name, fields=tuple(p["fields"]),
                       why=p["why"], optional_define=p.get("optional_define", ""),
-                      optional_fields=tuple(p.get("optional_fields", ())))
+                      optional_fields=tuple(p.get("optional_fields", ())), module=p.get("module", ""))
             for p in row.get("probe", ()))
         kinds[name] = Kind(
             name=name, number=row["number"], layout=layouts[row["layout"]], decoder=row["decoder"],

@@ -175,9 +175,8 @@ def _plan_probes(root: Path) -> tuple[list[PlannedProbe], list[SkippedProbe]]:
 
 
 def _absent_reason(spec: ProbeSpec) -> str:
-    if spec.category in ("scsi", "nvme", "xfs"):
-        module = {"scsi": "scsi_mod", "nvme": "nvme_core", "xfs": "xfs"}[spec.category]
-        return f"tracepoint does not exist on this kernel (module {module} not loaded or not built)"
+    if spec.module:
+        return f"tracepoint does not exist on this kernel (module {spec.module} not loaded or not built)"
     return "tracepoint does not exist on this kernel"
 
 
