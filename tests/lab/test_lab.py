@@ -311,10 +311,11 @@ def test_counts_scsi_four_threads(scenario):
 
 @pytest.mark.lab("counts")
 def test_counts_nvme_exact(scenario):
-    """nvmet answers Internal Error without DNR, but nvme_core marks every
-    request REQ_FAILFAST_DRIVER: no retry, one failed completion per failed
-    read. nvme_complete_rq counts each; the kernel's lines about them are
-    taken off the count (kinds.toml line_unit), so the stored total is exact."""
+    """nvmet answers Internal Error with DNR (status 0x6006: the lines say
+    "MORE DNR"), so the host does not retry: one failed completion per
+    failed read. nvme_complete_rq counts each; the kernel's lines about them
+    are taken off the count (kinds.toml line_unit), so the stored total is
+    exact (before that change: 309 stored for 300)."""
     f = scenario.facts
     failed = int(_workload(f["nvme_workload"])["failed"])
     counted = _map_counts()

@@ -7,8 +7,8 @@
 #     own count of failed commands (ioerr_cnt) is read before and after.
 #     One disk is read one command at a time, the other by four threads.
 #  2. NVMe: nvmet over TCP on 127.0.0.1, namespace on a dm device switched to
-#     `error`; nvmet answers Internal Error without DNR, so the host retries
-#     each command nvme_core.max_retries times before the read fails.
+#     `error`; nvmet answers Internal Error with DNR (no retry): one failed
+#     completion per failed read.
 # Reads: tests/lab/guest/failing_reads.py (O_DIRECT, 4 threads).
 . "$LAB/lib.sh"
 set -x
@@ -104,7 +104,6 @@ run)
     fact nvme_path "$(basename "$(ls -d /sys/class/nvme/$ctrl/nvme*c*n* | head -1)")"
     fact nvme_devnum "$(cat /sys/block/$tns/dev)"
     fact nvme_wwid "$(cat /sys/block/$tns/wwid)"
-    fact nvme_max_retries "$(cat /sys/module/nvme_core/parameters/max_retries)"
     dmsetup --noudevsync suspend countsback
     dmsetup --noudevsync load countsback --table "0 131072 error"
     dmsetup --noudevsync resume countsback
