@@ -310,6 +310,20 @@ def test_counts_scsi_four_threads(scenario):
 
 
 @pytest.mark.lab("counts")
+def test_counts_scsi_four_threads_completed_in_queuecommand_exact(scenario):
+    """The same four threads with scsi_debug's delay=0: the command completes
+    inside queuecommand, in the submitting task, and the block layer's
+    completion follows in the same context -- no interrupt nests one probe
+    inside another, and every failed command is counted."""
+    f = scenario.facts
+    requests = int(f["scsi4d0_ioerr_cnt"])
+    counted = _map_counts()
+    assert 0 < requests <= int(_workload(f["scsi4d0_workload"])["failed"]) == 2000, f
+    assert counted.get(("block_rq_error", f["scsi4d0_devnum"])) == requests, counted
+    assert counted.get(("scsi_cmd_done", f["scsi4d0_hctl"])) == int(f["scsi4d0_ioerr_total"]), counted
+
+
+@pytest.mark.lab("counts")
 def test_counts_nvme_exact(scenario):
     """nvmet answers Internal Error with DNR (status 0x6006: the lines say
     "MORE DNR"), so the host does not retry: one failed completion per
@@ -322,7 +336,7 @@ def test_counts_nvme_exact(scenario):
     assert failed == 300, f
     assert counted.get(("nvme_complete_rq", f["nvme_path"])) == failed, counted
     # the hidden path disk has no dev attribute: the one other disk whose requests failed
-    scsi = {f["scsi1_devnum"], f["scsi4_devnum"]}
+    scsi = {f["scsi1_devnum"], f["scsi4_devnum"], f["scsi4d0_devnum"]}
     [(path_devnum, n)] = [(unit, n) for (kind, unit), n in counted.items()
                           if kind == "block_rq_error" and unit not in scsi]
     assert n == failed, counted

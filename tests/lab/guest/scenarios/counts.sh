@@ -5,7 +5,8 @@
 #     ERROR / Unrecovered read error (opts=2): one failed command per read
 #     (asc 0x11 is final, scsi_check_sense: SUCCESS, no retry). The midlayer's
 #     own count of failed commands (ioerr_cnt) is read before and after.
-#     One disk is read one command at a time, the other by four threads.
+#     One disk is read one command at a time, one by four threads, one by
+#     four threads with scsi_debug's delay=0 (completion inside queuecommand).
 #  2. NVMe: nvmet over TCP on 127.0.0.1, namespace on a dm device switched to
 #     `error`; nvmet answers Internal Error with DNR (no retry): one failed
 #     completion per failed read.
@@ -49,17 +50,20 @@ settled() {
 case $1 in
 run)
     since=$(now_rfc3339)
-    # -- SCSI: two disks (targets 0 and 1 of one scsi_debug host) ---------
-    # Medium errors are switched on only once udev has probed both disks, so
+    # -- SCSI: three disks (targets 0-2 of one scsi_debug host) ----------
+    # Medium errors are switched on only once udev has probed the disks, so
     # the workload's reads are the only failing commands.
-    modprobe scsi_debug dev_size_mb=16 num_tgts=2 medium_error_start=8192 medium_error_count=8192
+    modprobe scsi_debug dev_size_mb=16 num_tgts=3 medium_error_start=8192 medium_error_count=8192
     udevadm settle --timeout=60
-    read -r one four < <(scsi_debug_disks | head -2 | xargs)
+    read -r one four inline < <(scsi_debug_disks | head -3 | xargs)
     sd_opts=/sys/bus/pseudo/drivers/scsi_debug
     echo 2 > "$sd_opts/opts"
-    # one read at a time, then four threads at once
-    for pair in "scsi1 $one 1 $SCSI_READS_ONE" "scsi4 $four 4 $SCSI_READS"; do
-        read -r tag disk threads reads <<< "$pair"
+    # one read at a time, then four threads at once; then four threads with
+    # scsi_debug answering inside queuecommand (delay=0: no timer interrupt
+    # completes the command)
+    for pair in "scsi1 $one 1 $SCSI_READS_ONE 1" "scsi4 $four 4 $SCSI_READS 1" "scsi4d0 $inline 4 $SCSI_READS 0"; do
+        read -r tag disk threads reads delay <<< "$pair"
+        echo "$delay" > "$sd_opts/delay"
         fact ${tag}_disk "$disk"
         fact ${tag}_devnum "$(cat /sys/block/$disk/dev)"
         fact ${tag}_hctl "$(basename "$(readlink -f /sys/block/$disk/device)")"
@@ -75,6 +79,7 @@ run)
         fact ${tag}_ioerr_total $((after))
     done
     echo 0 > "$sd_opts/opts"
+    echo 1 > "$sd_opts/delay"
     # -- NVMe over TCP -------------------------------------------------------
     truncate -s 64M /tmp/counts.img
     loop=$(losetup -f --show /tmp/counts.img)
