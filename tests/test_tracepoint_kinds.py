@@ -30,7 +30,7 @@ def test_every_kind_the_c_names_has_exactly_one_row():
     in_c = set(re.findall(r"\bPRPT_KIND_([A-Z0-9_]+)\b", C_CODE)) - {"COUNT"}
     rows = [k.name.upper() for k in kinds.KINDS.values()]
     assert len(rows) == len(set(rows))
-    assert sorted(in_c) == sorted(rows), "a kind in bpf/scsi_trace.c without its kinds.toml row, or a row no probe fills"
+    assert sorted(in_c) == sorted(rows), "a kind in bpf/scsi_trace.c without its row, or a row no probe fills"
     numbers = [k.number for k in kinds.KINDS.values()]
     assert len(numbers) == len(set(numbers)) and min(numbers) >= 1
     assert kinds.KIND_COUNT == max(numbers) + 1

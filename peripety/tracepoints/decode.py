@@ -5,8 +5,9 @@ lacks) go through the same decoding as live samples:
 
 1. ``sample_fields(raw)``: the C struct (its kind's layout in kinds.toml,
    built into ctypes by kinds.py) -> the kind and a dict keyed by the
-   *tracepoint's* field names (``host_no``, ``rtn``, ``status``...). ``tracefs.unpack_record`` produces the same kind
-   of dict from a raw tracepoint record.
+   *tracepoint's* field names (``host_no``, ``rtn``, ``status``...).
+   ``tracefs.unpack_record`` produces the same kind of dict from a raw
+   tracepoint record.
 2. ``hit_from_fields(kind, fields, kernel_usec)``: field values -> hit, with
    every number decoded (errno, host byte, sense key, NVMe status...) by the
    decoder the kind's row names (``DECODERS``).
