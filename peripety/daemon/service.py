@@ -186,8 +186,8 @@ class Daemon:
         if not found:
             return
         for agg in found.items:
-            log.info("bpf maps: %d %s failures on %s (%s)", agg.count, agg.kind, agg.kdev or agg.dev_num,
-                     agg.error or agg.op or "-")
+            log.info("bpf maps: %d %s failures on %s (%s) at %d-%d usec", agg.count, agg.kind,
+                     agg.kdev or agg.dev_num, agg.error or agg.op or "-", agg.first_usec, agg.last_usec)
         self.pipeline.add_aggregates(found)
         if found.missed:
             log.warning("the kernel skipped %d probe runs (another BPF program was running on that CPU)",

@@ -5,8 +5,10 @@ scenario (tests/lab/guest/scenarios/counts.sh).
 
     failing_reads.py DEV OFFSET LENGTH COUNT [THREADS] [BS]
 
-COUNT reads of BS bytes at BS-aligned offsets cycling through
-[OFFSET, OFFSET+LENGTH), shared among THREADS threads. Prints
+COUNT reads of BS bytes at every other BS-aligned offset, cycling through
+[OFFSET, OFFSET+LENGTH), shared among THREADS threads: reads in flight at
+once are never adjacent, so the block layer cannot merge two into one
+request (one failed read = one failed request = one failed command). Prints
 ``reads=N failed=F eio=E`` (F counts every OSError; E those with EIO).
 """
 
@@ -34,7 +36,7 @@ def main() -> int:
             for i in range(n, count, threads):
                 reads += 1
                 try:
-                    os.preadv(fd, [buf], offset + (i % blocks) * bs)
+                    os.preadv(fd, [buf], offset + (2 * i % blocks) * bs)
                 except OSError as exc:
                     failed += 1
                     if exc.errno == errno.EIO:
