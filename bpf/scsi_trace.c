@@ -11,22 +11,28 @@
  * any rate; only the first few failures per unit and interval also go out
  * as full samples through the ring buffer.
  *
+ * Every kind of sample has one row in peripety/tracepoints/kinds.toml: its
+ * number, the struct below it fills (a [layout.*] there, field for field),
+ * its decoder, event type and merge key, and the probes below that produce
+ * it. Adding a probe = a TRACEPOINT_PROBE here plus that one row
+ * (doc/design.md, "Adding a probe").
+ *
  * The loader (peripety/tracepoints/loader.py) compiles a probe in only when
  * the attach plan defines its macro (-DPRPT_BLOCK_RQ_ERROR, ...), because bcc
  * cannot compile a TRACEPOINT_PROBE for a tracepoint this kernel lacks. It
  * also defines the kind numbers (PRPT_KIND_*), the ring buffer size, the map
  * bounds and sample budget (PRPT_AGG_ENTRIES, PRPT_SAMPLE_BUDGET, ...: see
  * Tuning in loader.py) and the expected struct sizes (PRPT_SIZEOF_*), all
- * from Python-side tables, so the
- * C structs below and the ctypes mirrors in decode.py cannot drift apart
- * silently: a mismatch fails the compile.
+ * from kinds.toml, so the C structs below and the layouts there cannot
+ * drift apart silently: a size mismatch fails the compile, and
+ * tests/test_tracepoint_kinds.py compares every field's name and type.
  *
  * Only tracepoint fields (args->...) are read, whose layout bcc takes from
  * the running kernel's tracefs format files: no kernel struct is touched.
  *
  * Time: bpf_ktime_get_ns() is CLOCK_MONOTONIC. /dev/kmsg stamps records with
  * local_clock(), a different clock; the offset measured between the two is
- * documented in peripety/tracepoints/decode.py and clock.py.
+ * documented in peripety/tracepoints/decode.py.
  */
 
 #ifndef PRPT_KIND_COUNT
@@ -96,11 +102,12 @@ struct prpt_xfs_event {
 	u64 caller_ip;
 };
 
-_Static_assert(sizeof(struct prpt_block_event) == PRPT_SIZEOF_BLOCK, "block layout differs from decode.py");
-_Static_assert(sizeof(struct prpt_scsi_event) == PRPT_SIZEOF_SCSI, "scsi layout differs from decode.py");
-_Static_assert(sizeof(struct prpt_nvme_event) == PRPT_SIZEOF_NVME, "nvme layout differs from decode.py");
-_Static_assert(sizeof(struct prpt_ext4_event) == PRPT_SIZEOF_EXT4, "ext4 layout differs from decode.py");
-_Static_assert(sizeof(struct prpt_xfs_event) == PRPT_SIZEOF_XFS, "xfs layout differs from decode.py");
+_Static_assert(sizeof(struct prpt_head) == PRPT_SIZEOF_HEAD, "head layout differs from kinds.toml");
+_Static_assert(sizeof(struct prpt_block_event) == PRPT_SIZEOF_BLOCK, "block layout differs from kinds.toml");
+_Static_assert(sizeof(struct prpt_scsi_event) == PRPT_SIZEOF_SCSI, "scsi layout differs from kinds.toml");
+_Static_assert(sizeof(struct prpt_nvme_event) == PRPT_SIZEOF_NVME, "nvme layout differs from kinds.toml");
+_Static_assert(sizeof(struct prpt_ext4_event) == PRPT_SIZEOF_EXT4, "ext4 layout differs from kinds.toml");
+_Static_assert(sizeof(struct prpt_xfs_event) == PRPT_SIZEOF_XFS, "xfs layout differs from kinds.toml");
 
 BPF_RINGBUF_OUTPUT(events, PRPT_RINGBUF_PAGES);
 
@@ -181,10 +188,10 @@ struct prpt_sector_bits {
 	u64 w[PRPT_BUCKET_WORDS];
 };
 
-/* The size of each is checked against decode.py like the samples'. */
-_Static_assert(sizeof(struct prpt_agg_key) == PRPT_SIZEOF_AGG_KEY, "agg key layout differs from aggregates.py");
-_Static_assert(sizeof(struct prpt_agg_val) == PRPT_SIZEOF_AGG_VAL, "agg value layout differs from aggregates.py");
-_Static_assert(sizeof(struct prpt_sector_key) == PRPT_SIZEOF_SECTOR_KEY, "sector key layout differs from aggregates.py");
+/* The size of each is checked against kinds.toml like the samples'. */
+_Static_assert(sizeof(struct prpt_agg_key) == PRPT_SIZEOF_AGG_KEY, "agg key layout differs from kinds.toml");
+_Static_assert(sizeof(struct prpt_agg_val) == PRPT_SIZEOF_AGG_VAL, "agg value layout differs from kinds.toml");
+_Static_assert(sizeof(struct prpt_sector_key) == PRPT_SIZEOF_SECTOR_KEY, "sector key layout differs from kinds.toml");
 
 BPF_ARRAY(ctl, u32, 1);
 BPF_PERCPU_HASH(agg0, struct prpt_agg_key, struct prpt_agg_val, PRPT_AGG_ENTRIES);

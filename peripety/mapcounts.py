@@ -23,10 +23,11 @@ that (the daemon fell behind by more than ``hold``) makes the key's total
 run ahead by one until the key's next drained count absorbs it.
 
 Covered detail events: those with a sample (``bpf`` in ``sources``), and
-kernel lines of the types a probe counts one for one (``BLK_IO_ERROR`` from
+kernel lines of the types a probe counts one for one, dated after the probes
+were attached: a kind's ``line_unit`` in kinds.toml (``BLK_IO_ERROR`` from
 the block layer: the line and ``block_rq_error`` sit under the same
 condition; ext4's ``FS_ERROR`` and xfs's ``FS_IO_ERROR`` are paired with
-their tracepoints the same way) dated after the probes were attached.
+their tracepoints the same way).
 """
 
 from __future__ import annotations
@@ -34,40 +35,45 @@ from __future__ import annotations
 import datetime as _dt
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 from .event import StorageEvent
 from .event_types import EVENT_TYPES
 from .merge import MAX_SECTOR_RANGES, SectorRanges
 from .tracepoints.aggregates import Aggregate, Aggregates
+from .tracepoints.kinds import KINDS, LINE_UNITS
 
-# Aggregate kind -> (event_type, sub_system), as for single hits.
-KIND_EVENT_TYPES = {
-    "block_rq_error": ("BLK_IO_ERROR", "block"),
-    "scsi_cmd_error": ("SCSI_CMD_FAILED", "SCSI"),
-    "scsi_cmd_done": ("SCSI_CMD_FAILED", "SCSI"),
-    "scsi_cmd_timeout": ("SCSI_CMD_TIMEOUT", "SCSI"),
-    "nvme_complete_rq": ("NVME_IO_ERROR", "NVMe"),
-    "ext4_error": ("FS_ERROR", "ext4"),
-    "xfs_buf_ioerror": ("FS_IO_ERROR", "xfs"),
-}
 
-# Kernel lines a probe counts one for one: (event_type, sub_system).
-_COUNTED_LINES = frozenset({("BLK_IO_ERROR", "block"), ("FS_ERROR", "ext4"), ("FS_IO_ERROR", "xfs")})
+def _event_type(kind: str) -> str | None:
+    """The event type a kind's counts become (kinds.toml); None: none."""
+    row = KINDS.get(kind)
+    return row.event_type if row is not None else None
 
 
 def ledger_key(event_type: str, device: str) -> tuple[str, str]:
     return (event_type, device)
 
 
-def _unit_of(event: StorageEvent) -> str:
+def _unit_of(event: StorageEvent, line_units: dict[tuple[str, str], str] = LINE_UNITS) -> str:
     """The unit the probe counted a detail event's failure under, whatever
     device resolution made of it: the SCSI target (``hctl``) or NVMe disk
-    of its sample, else the dev_t."""
+    of its sample, else the dev_t; for a kernel line alone, the field its
+    kind's ``line_unit`` names (kinds.toml)."""
     ext = event.extension
     if "bpf" in event.sources:
         return ext.get("hctl") or ext.get("disk") or event.dev_num
-    return event.dev_num
+    return _line_unit(event, line_units)
+
+
+def _line_unit(event: StorageEvent, line_units: dict[tuple[str, str], str] = LINE_UNITS) -> str:
+    """A kernel line's unit as the maps key it ("" when the probes do not
+    count its lines one for one)."""
+    name = line_units.get((event.event_type, event.sub_system))
+    if name is None:
+        return ""
+    if name in ("dev_num", "kdev"):
+        return getattr(event, name) or ""
+    return event.extension.get(name, "")
 
 
 @dataclass
@@ -80,9 +86,15 @@ class MapLedger:
     """Per (event type, device): map counts minus what detail events stored."""
 
     def __init__(self, *, hostname: str, hold: float = 0.25, attached_usec: int = 0,
+                 kinds: Iterable[str] | None = None,
                  to_wallclock: Callable[[int], _dt.datetime] | None = None,
                  clock: Callable[[], float] = time.monotonic):
         self.hostname = hostname
+        attached = set(KINDS) if kinds is None else set(kinds)
+        self.line_units = {(k.event_type, k.sub_system): k.line_unit for k in KINDS.values()
+                           if k.name in attached and k.line_unit}
+        """Kernel lines the attached probes count one for one -> their unit
+        field (kinds.toml ``line_unit``; ``kinds``: the attached kinds)."""
         self.hold = hold
         self.attached_usec = attached_usec
         """CLOCK_MONOTONIC usec when the probes were attached: kernel lines
@@ -99,19 +111,16 @@ class MapLedger:
 
     # -- inputs -----------------------------------------------------------
     def covers(self, event: StorageEvent) -> bool:
-        if not event.dev_num and "bpf" not in event.sources:
-            return False
         if "bpf" in event.sources:
             return True
-        return ((event.event_type, event.sub_system) in _COUNTED_LINES
-                and (event.kernel_usec or 0) >= self.attached_usec)
+        return bool(_line_unit(event, self.line_units)) and (event.kernel_usec or 0) >= self.attached_usec
 
     def note(self, event: StorageEvent) -> bool:
         """Count a detail event that enters the storm stage; True when the
         maps count its failure (it must then not be counted again)."""
         if not self.covers(event):
             return False
-        self._change(ledger_key(event.event_type, _unit_of(event)), -event.count)
+        self._change(ledger_key(event.event_type, _unit_of(event, self.line_units)), -event.count)
         return True
 
     def add(self, found: Aggregates) -> None:
@@ -127,14 +136,14 @@ class MapLedger:
         while self._waiting and (everything or self._waiting[0].ready_at <= now):
             drained = self._waiting.pop(0)
             for agg in drained.aggregates.items:
-                if agg.kind not in KIND_EVENT_TYPES:
+                event_type = _event_type(agg.kind)
+                if event_type is None:
                     continue  # counted, but no event type of its own (scsi_eh_wakeup)
-                event_type, _ = KIND_EVENT_TYPES[agg.kind]
                 key = ledger_key(event_type, agg.dev_num or agg.kdev)
                 self._change(key, agg.count)
                 described.setdefault(key, []).append(agg)
             for kind, n in drained.aggregates.untracked.items():
-                if kind in KIND_EVENT_TYPES:
+                if _event_type(kind) is not None:
                     self.untracked[kind] = self.untracked.get(kind, 0) + n
         out = []
         for key, aggs in described.items():
@@ -163,7 +172,7 @@ class MapLedger:
     def _untracked_events(self) -> list[StorageEvent]:
         out = []
         for kind, n in self.untracked.items():
-            event_type, sub_system = KIND_EVENT_TYPES.get(kind, (kind, ""))
+            event_type, sub_system = KINDS[kind].event_type, KINDS[kind].sub_system
             event = StorageEvent(
                 event_type=event_type, sub_system=sub_system, severity=EVENT_TYPES.default_severity(event_type),
                 msg=f"{n} failures ({kind}) counted in the kernel on devices beyond its key map's bound",
@@ -181,7 +190,7 @@ def aggregate_event(aggs: list[Aggregate], count: int, *, hostname: str,
     the map aggregates they were counted in (op, error, sectors, times)."""
     first = min(aggs, key=lambda a: a.first_usec)
     last = max(aggs, key=lambda a: a.last_usec)
-    event_type, sub_system = KIND_EVENT_TYPES.get(first.kind, (first.kind, ""))
+    event_type, sub_system = KINDS[first.kind].event_type, KINDS[first.kind].sub_system
     ranges = SectorRanges(MAX_SECTOR_RANGES)
     for agg in aggs:
         for lo, hi in agg.sectors:

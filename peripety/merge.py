@@ -27,7 +27,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 
 from .event import Severity, StorageEvent, new_event_id
-from .hit_kinds import PAIR_KEYS
+from .tracepoints.kinds import PAIR_KEYS
 
 # nvme_complete_rq fires on every completion, retries included, while the
 # kernel prints one line for the command's final failure: that line takes

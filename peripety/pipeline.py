@@ -19,11 +19,11 @@ from .classify import DeviceAtEvent, event_from_match
 from .devices.sysfs import logical_block_size
 from .event import Severity, StorageEvent, new_event_id, now
 from .event_types import EVENT_TYPES
-from .hit_kinds import HIT_KINDS
 from .merge import FS_SUB_SYSTEMS, Correlator, RootCauseLinker, StormAggregator
 from .position import InFlight, ResumeIndex, kmsg_event_id, storm_event_id
 from .record import LogRecord, record_lines
 from .rules.derived import sector_from_lba
+from .tracepoints.kinds import KINDS
 
 log = logging.getLogger("peripety.pipeline")
 
@@ -135,7 +135,7 @@ class Pipeline:
         self.correlator.add(event, self.clock())
 
     def add_hit(self, hit) -> None:
-        row = HIT_KINDS.get(hit.kind)
+        row = KINDS.get(hit.kind)
         self.stats["hits"] += 1
         if row is None or row.event_type is None:
             return

@@ -140,3 +140,36 @@ def test_map_counts_fold_into_a_storm_slice_with_all_their_sectors():
     assert agg.count == 42
     assert agg.extension["sectors"] == "0-39,100-107,4096-4103"
     assert "sectors_truncated" not in agg.extension
+
+
+def _nvme_line(disk="nvme1c1n1", kernel_usec=5_000):
+    event = StorageEvent(event_type="NVME_IO_ERROR", sub_system="NVMe", kdev=disk, dev_num="",
+                         msg="I/O Error", sources=["kmsg"], extension={"sct": "0x0", "sc": "0x6"})
+    event.kernel_usec = kernel_usec
+    return event
+
+
+def test_nvme_lines_are_taken_off_the_count_of_their_disk():
+    """nvme_log_error prints a line for a failed completion nvme_complete_rq
+    counted (kinds.toml line_unit = kdev): a line beyond the sample budget
+    is one of the map's failures, not one more (the lab measured 309 stored
+    for 300 failures before)."""
+    clock = Clock()
+    ledger = _ledger(clock)
+    lines = [_nvme_line() for _ in range(9)]
+    assert all(ledger.note(line) for line in lines)
+    sample = _nvme_line()
+    sample.sources = ["kmsg", "bpf"]
+    sample.extension["disk"] = "nvme1c1n1"
+    assert ledger.note(sample)
+    ledger.add(Aggregates(items=[Aggregate(kind="nvme_complete_rq", count=300, first_usec=1, last_usec=9,
+                                           kdev="nvme1c1n1", status=6, error="Internal Error")]))
+    [event] = ledger.settle(everything=True)
+    assert event.count == 300 - 10 and event.event_type == "NVME_IO_ERROR" and event.kdev == "nvme1c1n1"
+
+
+def test_lines_of_a_kind_not_attached_are_not_covered():
+    ledger = MapLedger(hostname="h", attached_usec=1_000, kinds={"block_rq_error"}, clock=Clock())
+    assert not ledger.note(_nvme_line())
+    assert ledger.note(_detail(["kmsg"]))  # block lines still are
+    assert ledger.tracked() == 1

@@ -7,14 +7,14 @@ from __future__ import annotations
 import ctypes as ct
 
 from peripety.tracepoints import aggregates as agg
-from peripety.tracepoints.decode import kinds
+from peripety.tracepoints.kinds import KINDS
 from peripety.tracepoints.loader import DEFAULT_TUNING, defines
 from peripety.tracepoints.plan import AttachPlan
 
 
 def _key(kind: str, *, status=0, op=0, dev=0, hctl=(0, 0, 0, 0), disk=b"") -> agg.AggKey:
     key = agg.AggKey()
-    key.kind = kinds()[kind]
+    key.kind = KINDS[kind].number
     key.status, key.op, key.dev = status, op, dev
     key.host_no, key.channel, key.id, key.lun = hctl
     key.disk = disk

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from peripety.tracepoints import decode, scsi, tracefs
+from peripety.tracepoints.kinds import KINDS
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tracepoints"
 
@@ -88,10 +89,10 @@ def test_sample_decode_refuses_garbage():
 
 
 def test_scsi_sample_layout_round_trip():
-    """A ScsiSample as the C program fills it decodes with tracepoint names:
+    """A scsi sample as the C program fills it decodes with tracepoint names:
     result -> rtn for cmd_error, cdb cut to cmd_len, sense only when present."""
-    s = decode.ScsiSample()
-    s.head.kind = decode.kinds()["scsi_cmd_timeout"]
+    s = KINDS["scsi_cmd_timeout"].layout.struct()
+    s.head.kind = KINDS["scsi_cmd_timeout"].number
     s.head.ktime_ns = 5_000_000
     s.host_no, s.channel, s.id, s.lun = 2, 0, 1, 3
     s.result = (0x03 << 16)  # DID_TIME_OUT
@@ -128,16 +129,3 @@ def test_kernel_dev_t_split():
     # 259:65536 cannot be expressed with glibc's encoding; the kernel's can.
     assert decode.dev_num_of((259 << 20) | 65536) == "259:65536"
     assert decode.dev_num_of((7 << 20) | 3) == "7:3"
-
-
-def test_every_decoded_kind_has_one_row_in_the_hit_kinds_table():
-    """Adding a probe: the C, its decoder and one row (peripety/hit_kinds.py)."""
-    from peripety.hit_kinds import HIT_KINDS, PAIR_KEYS
-
-    assert set(HIT_KINDS) == set(decode.kinds())
-    for kind in decode.kinds():
-        with pytest.raises(Exception) as info:  # a decoder exists: it fails on fields, not on the kind
-            decode.hit_from_fields(kind, {}, kernel_usec=1)
-        assert not isinstance(info.value, decode.SampleError) or "no decoder" not in str(info.value)
-    assert PAIR_KEYS == {"BLK_IO_ERROR": ("sector",), "SCSI_CMD_FAILED": ("lba",), "NVME_IO_ERROR": ("sct", "sc"),
-                         "FS_ERROR": ("function", "line"), "FS_IO_ERROR": ("daddr",)}

@@ -182,7 +182,7 @@ class Daemon:
         self.pipeline.count_in_maps(MapLedger(
             hostname=self.hostname, hold=BPF_MERGE_HOLD,
             attached_usec=time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000,
-            to_wallclock=kernel_usec_to_wallclock))
+            kinds={p.spec.kind for p in plan.probes}, to_wallclock=kernel_usec_to_wallclock))
         self.bpf = bpf
         self._add_source(bpf)
 
@@ -194,6 +194,9 @@ class Daemon:
         found = self.bpf.collect(flush=flush)
         if not found:
             return
+        for agg in found.items:
+            log.info("bpf maps: %d %s failures on %s (%s) at %d-%d usec", agg.count, agg.kind,
+                     agg.kdev or agg.dev_num, agg.error or agg.op or "-", agg.first_usec, agg.last_usec)
         self.pipeline.add_aggregates(found)
         if found.missed:
             log.warning("the kernel skipped %d probe runs (another BPF program was running on that CPU)",

@@ -45,52 +45,22 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Sequence
 
 from . import scsi as codes
-from .decode import _kind_names, dev_num_of, kinds
+from .decode import dev_num_of
+from .kinds import BY_NUMBER, KINDS, LAYOUTS, KindTableError
 
 log = logging.getLogger("peripety.tracepoints.aggregates")
 
 NO_SECTOR = (1 << 64) - 1
 
+# The maps' C structs, from kinds.toml (sizes checked by _Static_assert at compile).
+AggKey = LAYOUTS["agg_key"].struct
+AggValue = LAYOUTS["agg_val"].struct
+SectorKey = LAYOUTS["sector_key"].struct
 
-# -- the C structs, mirrored (sizes checked by _Static_assert at compile) -------
-
-
-class AggKey(ct.Structure):
-    _fields_ = [
-        ("kind", ct.c_uint32),
-        ("status", ct.c_int32),
-        ("op", ct.c_uint32),
-        ("dev", ct.c_uint32),
-        ("host_no", ct.c_uint32),
-        ("channel", ct.c_uint32),
-        ("id", ct.c_uint32),
-        ("lun", ct.c_uint32),
-        ("disk", ct.c_char * 32),
-    ]
+_KEY_FIELDS = tuple(name for name, _ in LAYOUTS["agg_key"].fields)
 
 
-class AggValue(ct.Structure):
-    _fields_ = [
-        ("count", ct.c_uint64),
-        ("first_ns", ct.c_uint64),
-        ("last_ns", ct.c_uint64),
-        ("min_sector", ct.c_uint64),
-        ("max_sector_end", ct.c_uint64),
-        ("unmapped", ct.c_uint64),
-    ]
-
-
-class SectorKey(ct.Structure):
-    _fields_ = [("bucket", ct.c_uint64), ("agg", AggKey)]
-
-
-# -DPRPT_SIZEOF_<key> -> struct
-MAP_STRUCTS = {"AGG_KEY": AggKey, "AGG_VAL": AggValue, "SECTOR_KEY": SectorKey}
-
-_KEY_FIELDS = tuple(name for name, _ in AggKey._fields_)
-
-
-def key_tuple(key: AggKey) -> tuple:
+def key_tuple(key) -> tuple:
     """A hashable copy of a key (ctypes structures compare by identity)."""
     return tuple(getattr(key, name) for name in _KEY_FIELDS)
 
@@ -205,33 +175,65 @@ def _op_letters(op: int) -> str:
     return bytes(b for b in op.to_bytes(4, "little") if b).decode("ascii", "replace")
 
 
-def _describe(kind: str, key: AggKey) -> dict:
-    """Unit, op and status of a key in words."""
-    status = key.status
-    if kind in ("block_rq_error", "ext4_error", "xfs_buf_ioerror"):
-        dev_num = dev_num_of(key.dev)
-        out: dict = {"dev_num": dev_num, "kdev": dev_num, "status": status}
-        if kind == "ext4_error":
-            out["line"] = key.op
-            return out
-        err = abs(status)
-        out.update(errno=err, error=codes.errno_name(err), blk_status=codes.blk_status(err)[1])
-        if kind == "block_rq_error":
-            out["op"] = codes.rwbs_op(_op_letters(key.op))
-        return out
-    if kind == "nvme_complete_rq":
-        disk = key.disk.decode("ascii", "replace")
-        return {"kdev": disk or f"nvme{key.host_no}", "status": status,
-                "error": codes.decode_nvme_status(status & 0xFFFF).status_name}
-    if kind == "scsi_eh_wakeup":
-        return {"kdev": f"host{key.host_no}"}
-    hctl = f"{key.host_no}:{key.channel}:{key.id}:{key.lun}"
-    if kind == "scsi_cmd_error":
-        error = codes.mlqueue_name(status)
-    else:
-        res = codes.decode_result(status)
-        error = res.host_byte_name or res.driver_byte_name or res.sam_status_name or f"result 0x{res.result:x}"
-    return {"kdev": hctl, "status": status, "error": error, "op": codes.decode_cdb(b"", key.op).opcode_name}
+# A map key -> its unit, op and status in words, per kinds.toml ``describe``.
+
+def _errno_words(status: int) -> dict:
+    err = abs(status)
+    return {"errno": err, "error": codes.errno_name(err), "blk_status": codes.blk_status(err)[1]}
+
+
+def _describe_block(key) -> dict:
+    dev_num = dev_num_of(key.dev)
+    return {"dev_num": dev_num, "kdev": dev_num, "status": key.status, "op": codes.rwbs_op(_op_letters(key.op)),
+            **_errno_words(key.status)}
+
+
+def _describe_xfs(key) -> dict:
+    dev_num = dev_num_of(key.dev)
+    return {"dev_num": dev_num, "kdev": dev_num, "status": key.status, **_errno_words(key.status)}
+
+
+def _describe_ext4(key) -> dict:
+    """ext4_error's key carries the reporting line in ``op``."""
+    dev_num = dev_num_of(key.dev)
+    return {"dev_num": dev_num, "kdev": dev_num, "status": key.status, "line": key.op}
+
+
+def _describe_nvme(key) -> dict:
+    disk = key.disk.decode("ascii", "replace")
+    return {"kdev": disk or f"nvme{key.host_no}", "status": key.status,
+            "error": codes.decode_nvme_status(key.status & 0xFFFF).status_name}
+
+
+def _describe_scsi_host(key) -> dict:
+    return {"kdev": f"host{key.host_no}"}
+
+
+def _scsi_command(key, error: str) -> dict:
+    return {"kdev": f"{key.host_no}:{key.channel}:{key.id}:{key.lun}", "status": key.status, "error": error,
+            "op": codes.decode_cdb(b"", key.op).opcode_name}
+
+
+def _describe_scsi_rtn(key) -> dict:
+    """scsi_dispatch_cmd_error: the status is the queuecommand return."""
+    return _scsi_command(key, codes.mlqueue_name(key.status))
+
+
+def _describe_scsi_result(key) -> dict:
+    res = codes.decode_result(key.status)
+    return _scsi_command(key, res.host_byte_name or res.driver_byte_name or res.sam_status_name
+                         or f"result 0x{res.result:x}")
+
+
+DESCRIBERS = {
+    "block": _describe_block, "xfs": _describe_xfs, "ext4": _describe_ext4, "nvme": _describe_nvme,
+    "scsi_host": _describe_scsi_host, "scsi_rtn": _describe_scsi_rtn, "scsi_result": _describe_scsi_result,
+}
+"""kinds.toml ``describe`` -> function(map key) -> Aggregate fields."""
+
+for _kind in KINDS.values():
+    if _kind.describe not in DESCRIBERS:
+        raise KindTableError(f"kind {_kind.name}: no describe function {_kind.describe!r} in aggregates.py")
 
 
 def aggregate_from_maps(key: AggKey, per_cpu: Sequence[AggValue],
@@ -242,12 +244,12 @@ def aggregate_from_maps(key: AggKey, per_cpu: Sequence[AggValue],
     used = [v for v in per_cpu if v.count]
     if not used:
         return None
-    kind = _kind_names().get(key.kind, f"kind {key.kind}")
+    row = BY_NUMBER.get(key.kind)
     lows = [v.min_sector for v in used if v.min_sector != NO_SECTOR]
     highs = [v.max_sector_end for v in used if v.max_sector_end]
     ranges = [r for bucket, words in buckets.items() for r in bitmap_ranges(bucket, words, bucket_sectors)]
     return Aggregate(
-        kind=kind,
+        kind=row.name if row else f"kind {key.kind}",
         count=sum(v.count for v in used),
         first_usec=min(v.first_ns for v in used) // 1000,
         last_usec=max(v.last_ns for v in used) // 1000,
@@ -255,7 +257,7 @@ def aggregate_from_maps(key: AggKey, per_cpu: Sequence[AggValue],
         sector_min=min(lows) if lows else None,
         sector_max=max(highs) - 1 if highs else None,
         unmapped=sum(v.unmapped for v in used),
-        **_describe(kind, key),
+        **(DESCRIBERS[row.describe](key) if row else {}),
     )
 
 
@@ -368,8 +370,8 @@ class MapReader:
     def _take_full(self, gen: int) -> dict[str, int]:
         table = self._full[gen]
         out = {}
-        for name, number in kinds().items():
-            key = table.Key(number)
+        for name, kind in KINDS.items():
+            key = table.Key(kind.number)
             n = int(table.sum(key).value)
             if n:
                 out[name] = n
@@ -381,8 +383,8 @@ class MapReader:
         table = self._bpf[name.encode()]
         seen = self._seen[name]
         out = {}
-        for kind, number in kinds().items():
-            now = int(table.sum(table.Key(number)).value)
+        for kind, row in KINDS.items():
+            now = int(table.sum(table.Key(row.number)).value)
             if now > seen.get(kind, 0):
                 out[kind] = now - seen.get(kind, 0)
                 seen[kind] = now

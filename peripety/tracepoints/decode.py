@@ -3,12 +3,14 @@
 Two steps, so recorded tracepoint records (SCSI/NVMe, which this machine
 lacks) go through the same decoding as live samples:
 
-1. ``sample_fields(raw)``: the C struct (mirrored here with ctypes) -> the
-   kind and a dict keyed by the *tracepoint's* field names (``host_no``,
-   ``rtn``, ``status``...). ``tracefs.unpack_record`` produces the same kind
-   of dict from a raw tracepoint record.
+1. ``sample_fields(raw)``: the C struct (its kind's layout in kinds.toml,
+   built into ctypes by kinds.py) -> the kind and a dict keyed by the
+   *tracepoint's* field names (``host_no``, ``rtn``, ``status``...).
+   ``tracefs.unpack_record`` produces the same kind of dict from a raw
+   tracepoint record.
 2. ``hit_from_fields(kind, fields, kernel_usec)``: field values -> hit, with
-   every number decoded (errno, host byte, sense key, NVMe status...).
+   every number decoded (errno, host byte, sense key, NVMe status...) by the
+   decoder the kind's row names (``DECODERS``).
 
 Time: ``kernel_usec`` is ``bpf_ktime_get_ns() // 1000``, CLOCK_MONOTONIC.
 /dev/kmsg stamps records with local_clock() (sched_clock), a different
@@ -22,136 +24,10 @@ window, never by equal stamps.
 from __future__ import annotations
 
 import ctypes as ct
-import logging
-import tomllib
 from dataclasses import asdict, dataclass, field
-from functools import cache
-from importlib import resources
 
 from . import scsi as codes
-
-log = logging.getLogger("peripety.tracepoints.decode")
-
-
-@cache
-def kinds() -> dict[str, int]:
-    """Kind name -> number, the C/Python contract from probes.toml."""
-    text = resources.files(__package__).joinpath("probes.toml").read_text()
-    return dict(tomllib.loads(text)["kinds"])
-
-
-@cache
-def _kind_names() -> dict[int, str]:
-    return {v: k for k, v in kinds().items()}
-
-
-# -- the C structs, mirrored ---------------------------------------------------
-# Field for field as in bpf/scsi_trace.c. The loader passes ct.sizeof() of
-# each as -DPRPT_SIZEOF_*, and the C program's _Static_asserts refuse to
-# compile when a size differs, so the two cannot drift apart unnoticed.
-
-
-class _Head(ct.Structure):
-    _fields_ = [("kind", ct.c_uint32), ("dev", ct.c_uint32), ("ktime_ns", ct.c_uint64)]
-
-
-class BlockSample(ct.Structure):
-    _fields_ = [
-        ("head", _Head),
-        ("sector", ct.c_uint64),
-        ("nr_sector", ct.c_uint32),
-        ("error", ct.c_int32),
-        ("rwbs", ct.c_char * 16),
-        ("from_complete", ct.c_uint32),
-        ("_pad", ct.c_uint32),
-    ]
-
-
-class ScsiSample(ct.Structure):
-    _fields_ = [
-        ("head", _Head),
-        ("host_no", ct.c_uint32),
-        ("channel", ct.c_uint32),
-        ("id", ct.c_uint32),
-        ("lun", ct.c_uint32),
-        ("result", ct.c_int32),
-        ("opcode", ct.c_uint32),
-        ("cmd_len", ct.c_uint32),
-        ("sense_key", ct.c_uint8),
-        ("asc", ct.c_uint8),
-        ("ascq", ct.c_uint8),
-        ("has_sense", ct.c_uint8),
-        ("cdb", ct.c_uint8 * 16),
-    ]
-
-
-class NvmeSample(ct.Structure):
-    _fields_ = [
-        ("head", _Head),
-        ("disk", ct.c_char * 32),
-        ("ctrl_id", ct.c_int32),
-        ("qid", ct.c_int32),
-        ("cid", ct.c_int32),
-        ("status", ct.c_uint16),
-        ("retries", ct.c_uint8),
-        ("flags", ct.c_uint8),
-        ("result", ct.c_uint64),
-    ]
-
-
-class Ext4Sample(ct.Structure):
-    _fields_ = [
-        ("head", _Head),
-        ("line", ct.c_uint32),
-        ("_pad", ct.c_uint32),
-        ("function", ct.c_char * 48),
-    ]
-
-
-class XfsSample(ct.Structure):
-    _fields_ = [
-        ("head", _Head),
-        ("bno", ct.c_int64),
-        ("length", ct.c_uint32),
-        ("flags", ct.c_uint32),
-        ("error", ct.c_int32),
-        ("_pad", ct.c_uint32),
-        ("caller_ip", ct.c_uint64),
-    ]
-
-
-# -DPRPT_SIZEOF_<key> -> struct
-SAMPLE_STRUCTS = {
-    "BLOCK": BlockSample,
-    "SCSI": ScsiSample,
-    "NVME": NvmeSample,
-    "EXT4": Ext4Sample,
-    "XFS": XfsSample,
-}
-
-_STRUCT_OF_KIND = {
-    "block_rq_error": BlockSample,
-    "scsi_cmd_error": ScsiSample,
-    "scsi_cmd_timeout": ScsiSample,
-    "scsi_eh_wakeup": ScsiSample,
-    "scsi_cmd_done": ScsiSample,
-    "nvme_complete_rq": NvmeSample,
-    "ext4_error": Ext4Sample,
-    "xfs_buf_ioerror": XfsSample,
-}
-
-# kind -> tracepoint when the sample does not say otherwise
-_TRACEPOINT_OF_KIND = {
-    "block_rq_error": "block:block_rq_error",
-    "scsi_cmd_error": "scsi:scsi_dispatch_cmd_error",
-    "scsi_cmd_timeout": "scsi:scsi_dispatch_cmd_timeout",
-    "scsi_eh_wakeup": "scsi:scsi_eh_wakeup",
-    "scsi_cmd_done": "scsi:scsi_dispatch_cmd_done",
-    "nvme_complete_rq": "nvme:nvme_complete_rq",
-    "ext4_error": "ext4:ext4_error",
-    "xfs_buf_ioerror": "xfs:xfs_buf_ioerror",
-}
-
+from .kinds import BY_NUMBER, HEAD, KINDS, KindTableError
 
 class SampleError(ValueError):
     """A ring buffer sample that does not decode (wrong size, unknown kind)."""
@@ -222,8 +98,7 @@ class TracepointHit:
     """One error the kernel reported through a tracepoint."""
 
     kind: str
-    """block_rq_error, scsi_cmd_error, scsi_cmd_timeout, scsi_eh_wakeup,
-    scsi_cmd_done, nvme_complete_rq, ext4_error, xfs_buf_ioerror"""
+    """A kind of kinds.toml: block_rq_error, scsi_cmd_done, nvme_complete_rq..."""
     tracepoint: str
     """The event attached, e.g. ``block:block_rq_complete`` for the fallback."""
     kernel_usec: int
@@ -259,44 +134,54 @@ def dev_num_of(dev: int) -> str:
 
 
 def sample_fields(raw: bytes) -> tuple[str, dict[str, object]]:
-    """Kind and tracepoint-named fields of one ring buffer sample."""
-    if len(raw) < ct.sizeof(_Head):
+    """Kind and tracepoint-named fields of one ring buffer sample, read with
+    its kind's layout (kinds.toml)."""
+    if len(raw) < ct.sizeof(HEAD):
         raise SampleError(f"sample of {len(raw)} bytes is shorter than its header")
-    head = _Head.from_buffer_copy(raw)
-    kind = _kind_names().get(head.kind)
+    head = HEAD.from_buffer_copy(raw)
+    kind = BY_NUMBER.get(head.kind)
     if kind is None:
         raise SampleError(f"sample has unknown kind {head.kind}")
-    struct = _STRUCT_OF_KIND[kind]
+    struct = kind.layout.struct
     if len(raw) < ct.sizeof(struct):
-        raise SampleError(f"{kind} sample of {len(raw)} bytes, expected {ct.sizeof(struct)}")
+        raise SampleError(f"{kind.name} sample of {len(raw)} bytes, expected {ct.sizeof(struct)}")
     sample = struct.from_buffer_copy(raw)
     fields: dict[str, object] = {"dev": head.dev, "ktime_ns": head.ktime_ns}
-    for name, _ in struct._fields_:
+    for name, type_name in kind.layout.fields:
         if name in ("head", "_pad"):
             continue
         value = getattr(sample, name)
-        if isinstance(value, bytes):
+        if isinstance(value, bytes):  # char[N]: text
             value = value.decode("ascii", "replace")
-        elif name == "cdb":
+        elif type_name.startswith("u8["):
             value = bytes(value)
         fields[name] = value
-    return kind, _rename_sample_fields(kind, fields)
+    adapt = _SAMPLE_ADAPTERS.get(kind.layout.sample)
+    if adapt is not None:
+        fields = adapt(fields)
+    for old, new in kind.rename.items():
+        fields[new] = fields.pop(old)
+    return kind.name, fields
 
 
-def _rename_sample_fields(kind: str, fields: dict) -> dict:
-    """Give the sample the tracepoint's own field names where they differ."""
-    if kind.startswith("scsi_"):
-        fields["cmnd"] = fields.pop("cdb")[: fields["cmd_len"]]
-        if kind == "scsi_cmd_error":
-            fields["rtn"] = fields.pop("result")
-        if not fields.pop("has_sense"):
-            for key in ("sense_key", "asc", "ascq"):
-                fields.pop(key)
-    elif kind == "block_rq_error":
-        fields["tracepoint"] = (
-            "block:block_rq_complete" if fields.pop("from_complete") else "block:block_rq_error"
-        )
+def _scsi_sample(fields: dict) -> dict:
+    """The CDB as the tracepoint's ``cmnd`` (cmd_len bytes); sense fields
+    only where the tracepoint has them (``has_sense``)."""
+    fields["cmnd"] = fields.pop("cdb")[: fields["cmd_len"]]
+    if not fields.pop("has_sense"):
+        for key in ("sense_key", "asc", "ascq"):
+            fields.pop(key)
     return fields
+
+
+def _block_sample(fields: dict) -> dict:
+    """Which tracepoint the sample came from (block_rq_complete: fallback)."""
+    fields["tracepoint"] = "block:block_rq_complete" if fields.pop("from_complete") else "block:block_rq_error"
+    return fields
+
+
+_SAMPLE_ADAPTERS = {"block": _block_sample, "scsi": _scsi_sample}
+"""kinds.toml ``layout.*.sample`` -> function."""
 
 
 def decode_sample(raw: bytes) -> TracepointHit:
@@ -308,12 +193,13 @@ def decode_sample(raw: bytes) -> TracepointHit:
 
 
 def hit_from_fields(kind: str, fields: dict, kernel_usec: int, tracepoint: str = "") -> TracepointHit:
-    """Decode tracepoint field values (named as in the event's format file)."""
-    decoder = _DECODERS.get(kind)
-    if decoder is None:
-        raise SampleError(f"no decoder for kind {kind!r}")
-    tracepoint = tracepoint or fields.get("tracepoint") or _TRACEPOINT_OF_KIND[kind]
-    return decoder(kind, fields, kernel_usec, tracepoint)
+    """Decode tracepoint field values (named as in the event's format file)
+    with the kind's decoder (kinds.toml ``decoder``)."""
+    row = KINDS.get(kind)
+    if row is None:
+        raise SampleError(f"no kind {kind!r} in kinds.toml")
+    tracepoint = tracepoint or fields.get("tracepoint") or row.tracepoint
+    return DECODERS[row.decoder](kind, fields, kernel_usec, tracepoint)
 
 
 def _errno_parts(error: int) -> dict:
@@ -342,16 +228,17 @@ def _block(kind, f, usec, tp) -> TracepointHit:
     )
 
 
+def _scsi_host(kind, f, usec, tp) -> TracepointHit:
+    """Only the host is known (scsi_eh_wakeup): the kernel names it host<N>."""
+    detail = ScsiDetail(host_no=f["host_no"], channel=0, id=0, lun=0, hctl=str(f["host_no"]))
+    return TracepointHit(kind=kind, tracepoint=tp, kernel_usec=usec, kdev=f"host{f['host_no']}", scsi=detail)
+
+
 def _scsi(kind, f, usec, tp) -> TracepointHit:
     hctl = f"{f['host_no']}:{f.get('channel', 0)}:{f.get('id', 0)}:{f.get('lun', 0)}"
     detail: dict = dict(
         host_no=f["host_no"], channel=f.get("channel", 0), id=f.get("id", 0), lun=f.get("lun", 0), hctl=hctl
     )
-    if kind == "scsi_eh_wakeup":
-        # Only the host is known: the kernel names it "host<N>".
-        detail["hctl"] = str(f["host_no"])
-        return TracepointHit(kind=kind, tracepoint=tp, kernel_usec=usec, kdev=f"host{f['host_no']}",
-                             scsi=ScsiDetail(**detail))
     cdb = bytes(f.get("cmnd") or b"")
     parsed = codes.decode_cdb(cdb, f.get("opcode"))
     detail.update(
@@ -420,13 +307,16 @@ def _xfs(kind, f, usec, tp) -> TracepointHit:
                          sector=f["bno"], nr_sector=f["length"], fs=detail, **_errno_parts(f["error"]))
 
 
-_DECODERS = {
-    "block_rq_error": _block,
-    "scsi_cmd_error": _scsi,
-    "scsi_cmd_timeout": _scsi,
-    "scsi_cmd_done": _scsi,
-    "scsi_eh_wakeup": _scsi,
-    "nvme_complete_rq": _nvme,
-    "ext4_error": _ext4,
-    "xfs_buf_ioerror": _xfs,
-}
+DECODERS = {"block": _block, "scsi": _scsi, "scsi_host": _scsi_host, "nvme": _nvme, "ext4": _ext4, "xfs": _xfs}
+"""kinds.toml ``decoder`` -> function(kind, fields, kernel_usec, tracepoint)."""
+
+
+def _check_table() -> None:
+    for kind in KINDS.values():
+        if kind.decoder not in DECODERS:
+            raise KindTableError(f"kind {kind.name}: no decoder {kind.decoder!r} in decode.py")
+        if kind.layout.sample and kind.layout.sample not in _SAMPLE_ADAPTERS:
+            raise KindTableError(f"layout {kind.layout.name}: no sample function {kind.layout.sample!r}")
+
+
+_check_table()

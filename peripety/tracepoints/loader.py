@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BpfUnavailable
-from .aggregates import MAP_STRUCTS
-from .decode import SAMPLE_STRUCTS, kinds
+from .kinds import KIND_COUNT, KINDS, LAYOUTS
 from .plan import AttachPlan
 
 log = logging.getLogger("peripety.tracepoints.loader")
@@ -91,12 +90,11 @@ def source_path() -> Path:
 def defines(plan: AttachPlan, tuning: Tuning = DEFAULT_TUNING) -> dict[str, str | None]:
     """Every macro the program is compiled with; None means a bare -DNAME."""
     table: dict[str, str | None] = {}
-    numbers = kinds()
-    for name, number in numbers.items():
-        table[f"PRPT_KIND_{name.upper()}"] = str(number)
-    table["PRPT_KIND_COUNT"] = str(max(numbers.values()) + 1)
-    for key, struct in {**SAMPLE_STRUCTS, **MAP_STRUCTS}.items():
-        table[f"PRPT_SIZEOF_{key}"] = str(ct.sizeof(struct))
+    for kind in KINDS.values():
+        table[kind.define] = str(kind.number)
+    table["PRPT_KIND_COUNT"] = str(KIND_COUNT)
+    for layout in LAYOUTS.values():
+        table[layout.size_define] = str(ct.sizeof(layout.struct))
     table.update(tuning.defines())
     for define in plan.defines:
         table[define] = None

@@ -1,7 +1,8 @@
 """Decide what ``--bpf`` can attach here: the attach plan.
 
 Capabilities are probed in a fixed order (bcc importable, privileges,
-tracefs, kernel headers, ring buffer), then each probe of ``probes.toml`` is
+tracefs, kernel headers, ring buffer), then each probe of ``kinds.toml`` (a
+kind's ``[[kind.probe]]`` rows, alternatives in order of preference) is
 checked against tracefs: does the event exist (``BPF.tracepoint_exists``),
 does its format carry the fields the program reads. Never the kernel version.
 """
@@ -10,39 +11,17 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import tomllib
 from dataclasses import dataclass, field
-from functools import cache
-from importlib import resources
 from pathlib import Path
 
 from . import tracefs
+from .kinds import ProbeSpec, probe_specs
 
 MODES = ("auto", "on", "off")
 
 CAP_SYS_ADMIN = 21
 CAP_PERFMON = 38
 CAP_BPF = 39
-
-
-@dataclass(frozen=True)
-class ProbeSpec:
-    tracepoint: str
-    define: str
-    kind: str
-    slot: str
-    fields: tuple[str, ...]
-    why: str
-    optional_define: str = ""
-    optional_fields: tuple[str, ...] = ()
-
-    @property
-    def category(self) -> str:
-        return self.tracepoint.split(":", 1)[0]
-
-    @property
-    def event(self) -> str:
-        return self.tracepoint.split(":", 1)[1]
 
 
 @dataclass(frozen=True)
@@ -94,27 +73,6 @@ class AttachPlan:
             if s.tracepoint == tracepoint:
                 return s.reason
         return None
-
-
-@cache
-def probe_specs() -> tuple[ProbeSpec, ...]:
-    text = resources.files(__package__).joinpath("probes.toml").read_text()
-    specs = []
-    for entry in tomllib.loads(text)["probe"]:
-        optional = entry.get("optional", {})
-        specs.append(
-            ProbeSpec(
-                tracepoint=entry["tracepoint"],
-                define=entry["define"],
-                kind=entry["kind"],
-                slot=entry["slot"],
-                fields=tuple(entry["fields"]),
-                why=entry["why"],
-                optional_define=optional.get("define", ""),
-                optional_fields=tuple(optional.get("fields", ())),
-            )
-        )
-    return tuple(specs)
 
 
 # -- host capabilities --------------------------------------------------------
@@ -217,9 +175,8 @@ def _plan_probes(root: Path) -> tuple[list[PlannedProbe], list[SkippedProbe]]:
 
 
 def _absent_reason(spec: ProbeSpec) -> str:
-    if spec.category in ("scsi", "nvme", "xfs"):
-        module = {"scsi": "scsi_mod", "nvme": "nvme_core", "xfs": "xfs"}[spec.category]
-        return f"tracepoint does not exist on this kernel (module {module} not loaded or not built)"
+    if spec.module:
+        return f"tracepoint does not exist on this kernel (module {spec.module} not loaded or not built)"
     return "tracepoint does not exist on this kernel"
 
 

@@ -18,7 +18,8 @@ import logging
 from ..errors import BpfUnavailable
 from . import loader
 from .aggregates import Aggregates, MapReader
-from .decode import SampleError, TracepointHit, decode_sample, kinds
+from .decode import SampleError, TracepointHit, decode_sample
+from .kinds import KINDS
 from .plan import AttachPlan, plan_attach
 
 log = logging.getLogger("peripety.tracepoints.source")
@@ -91,7 +92,7 @@ class TracepointSource:
     def lost_by_kind(self) -> dict[str, int]:
         """Samples the kernel could not queue (ring buffer full), per kind."""
         table = self._bpf[b"lost"]
-        return {name: int(table.sum(table.Key(number)).value) for name, number in kinds().items()}
+        return {name: int(table.sum(table.Key(kind.number)).value) for name, kind in KINDS.items()}
 
     def lost(self) -> int:
         return sum(self.lost_by_kind().values())

@@ -29,7 +29,7 @@ OUT = REPO / "build" / "lab"
 RECORDED = REPO / "tests" / "fixtures" / "recorded"
 
 # Boot order inside the guest is fixed by init.sh (plain daemon run, then --bpf run).
-SCENARIOS = ("multipath", "stack", "md", "thin", "info", "scsi", "nvme")
+SCENARIOS = ("multipath", "stack", "md", "thin", "info", "scsi", "nvme", "counts")
 SCENARIO_TIMEOUT = 240      # per scenario, enforced in the guest
 BOOT_ALLOWANCE = 900        # boot, services, two daemon starts (bcc compile), sentinels
 MARKER = re.compile(r"^\d+,\d+,\d+,[^;]*;peripety-lab: (begin|end) (\S+)$")

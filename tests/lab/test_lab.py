@@ -248,6 +248,115 @@ def test_nvme_bpf_complete_rq_probe_loads_and_merges(scenario):
         "no NVMe event merges the nvme_complete_rq hit with the kernel line:\n" + scenario.summary()
 
 
+# -------------------------------------------------------------- counts --
+# Issue 14: with --bpf the kernel's maps count every failure. The oracle is
+# the workload's own count of failed reads (tests/lab/guest/failing_reads.py)
+# and, for SCSI, the midlayer's count of failed commands (ioerr_cnt delta).
+# "Counted" is what the daemon read from the maps: the -v log line of each
+# drained aggregate ("bpf maps: N KIND failures on UNIT"); "stored" is the
+# sum of `count` over the events it stored.
+
+def _workload(text: str) -> dict[str, str]:
+    return dict(part.split("=", 1) for part in text.split())
+
+
+def _scenario_window(name: str) -> tuple[int, int]:
+    """Kernel usec of the scenario's begin and end markers in the guest's kmsg."""
+    marks = {word: usec for usec, word in re.findall(rf"^\d+,\d+,(\d+),[^;]*;peripety-lab: (begin|end) {name}$",
+                                                     (OUT / "kmsg.raw").read_text(errors="replace"), re.M)}
+    return int(marks.get("begin", 0)), int(marks.get("end", 1 << 62))
+
+
+def _map_counts(name: str = "counts") -> dict[tuple[str, str], int]:
+    """(kind, unit) -> failures counted in the maps during the scenario (the
+    earlier scenarios of the same daemon run reuse hosts and disk names)."""
+    begin, end = _scenario_window(name)
+    counts: dict[tuple[str, str], int] = {}
+    for m in re.finditer(r"bpf maps: (\d+) (\w+) failures on (\S+) .* at (\d+)-(\d+) usec",
+                         (OUT / "peripetyd-bpf.log").read_text()):
+        if begin <= int(m.group(4)) and int(m.group(5)) <= end:
+            key = (m.group(2), m.group(3))
+            counts[key] = counts.get(key, 0) + int(m.group(1))
+    return counts
+
+
+def _stored(scenario, event_type: str, *names: str) -> int:
+    return sum(e["count"] for e in scenario.of_type(event_type)
+               if e["kdev"] in names or blk(e).get("dev_num") in names or e.get("dev_num") in names)
+
+
+@pytest.mark.lab("counts")
+def test_counts_scsi_one_command_at_a_time_exact(scenario):
+    """One failing read at a time: the maps count every failed command
+    (ioerr_cnt, the midlayer's own count, since the disk appeared) and every
+    failed request; the stored BLK_IO_ERROR total equals the failures."""
+    f = scenario.facts
+    failed = int(_workload(f["scsi1_workload"])["failed"])
+    counted = _map_counts()
+    assert failed == 500 and int(f["scsi1_ioerr_cnt"]) == failed, f
+    assert counted.get(("scsi_cmd_done", f["scsi1_hctl"])) == int(f["scsi1_ioerr_total"]), counted
+    assert counted.get(("block_rq_error", f["scsi1_devnum"])) == failed, counted
+    # the block layer's lines are taken off its map count: stored = counted
+    assert _stored(scenario, "BLK_IO_ERROR", f["scsi1_disk"], f["scsi1_devnum"]) == failed, scenario.summary()
+
+
+@pytest.mark.lab("counts")
+def test_counts_scsi_four_threads(scenario):
+    """Four threads, never two adjacent reads in flight (no merged request):
+    every failed read is one failed request and command. Every failed request
+    is counted and stored exactly. scsi_dispatch_cmd_done is not: on this 6.1
+    kernel 1.1-1.8 % of the failed commands went uncounted in four runs.
+    scsi_debug completes commands from an hrtimer (hard irq); when that
+    interrupts another BPF program on the same CPU (the block_rq_error probe,
+    in the block softirq) trace_call_bpf skips the nested program
+    (bpf_prog_active), and 6.1 does not count the skip (recursion_misses
+    stays 0). One command at a time, or completion inside queuecommand (the
+    tests around this one), never nests and is exact."""
+    f = scenario.facts
+    failed = int(_workload(f["scsi4_workload"])["failed"])
+    counted = _map_counts()
+    assert failed == 2000 and int(f["scsi4_ioerr_cnt"]) == failed, f
+    assert counted.get(("block_rq_error", f["scsi4_devnum"])) == failed, counted
+    assert _stored(scenario, "BLK_IO_ERROR", f["scsi4_disk"], f["scsi4_devnum"]) == failed, scenario.summary()
+    assert counted.get(("scsi_cmd_done", f["scsi4_hctl"]), 0) <= int(f["scsi4_ioerr_total"]), counted
+
+
+@pytest.mark.lab("counts")
+def test_counts_scsi_four_threads_completed_in_queuecommand_exact(scenario):
+    """The same four threads with scsi_debug's delay=0: the command completes
+    inside queuecommand, in the submitting task, and the block layer's
+    completion follows in the same context -- no interrupt nests one probe
+    inside another, and every failed command is counted."""
+    f = scenario.facts
+    failed = int(_workload(f["scsi4d0_workload"])["failed"])
+    counted = _map_counts()
+    assert failed == 2000 and int(f["scsi4d0_ioerr_cnt"]) == failed, f
+    assert counted.get(("block_rq_error", f["scsi4d0_devnum"])) == failed, counted
+    assert counted.get(("scsi_cmd_done", f["scsi4d0_hctl"])) == int(f["scsi4d0_ioerr_total"]), counted
+
+
+@pytest.mark.lab("counts")
+def test_counts_nvme_exact(scenario):
+    """nvmet answers Internal Error with DNR (status 0x6006: the lines say
+    "MORE DNR"), so the host does not retry: one failed completion per
+    failed read. nvme_complete_rq counts each; the kernel's lines about them
+    are taken off the count (kinds.toml line_unit), so the stored total is
+    exact (before that change: 309 stored for 300)."""
+    f = scenario.facts
+    failed = int(_workload(f["nvme_workload"])["failed"])
+    counted = _map_counts()
+    assert failed == 300, f
+    assert counted.get(("nvme_complete_rq", f["nvme_path"])) == failed, counted
+    # the hidden path disk has no dev attribute: the one other disk whose requests failed
+    scsi = {f["scsi1_devnum"], f["scsi4_devnum"], f["scsi4d0_devnum"]}
+    [(path_devnum, n)] = [(unit, n) for (kind, unit), n in counted.items()
+                          if kind == "block_rq_error" and unit not in scsi]
+    assert n == failed, counted
+    assert _stored(scenario, "NVME_IO_ERROR", f["nvme_path"], f["nvme_ns"], f["nvme_devnum"]) == failed, \
+        scenario.summary()
+    assert _stored(scenario, "BLK_IO_ERROR", path_devnum) == failed, scenario.summary()
+
+
 # --------------------------------------------------------------- stack --
 @pytest.mark.lab("stack")
 def test_stack_fs_root_cause_leads_down_the_stack(scenario):

@@ -76,7 +76,7 @@ fi
 # Scenarios by daemon run: one run without probes, one with --bpf (bcc's
 # compile under TCG is paid once). Order inside a run is fixed.
 PLAIN="multipath stack md thin info"
-BPF="scsi nvme"
+BPF="scsi nvme counts"
 want=" $(arg scenarios | tr , ' ') "
 for phase in plain bpf; do
     if [ $phase = plain ]; then list=$PLAIN; args=(); else list=$BPF; args=(--bpf=on); fi
