@@ -3,6 +3,7 @@ daemon itself in ``peripety.daemon``."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from ..daemon.check import check as run_check
 from ..daemon.service import DEFAULT_CONFIG
 from ..errors import PeripetyError
 from ..logsetup import setup_logging
+from ..outputs.varlink import DEFAULT_SOCKET as DEFAULT_VARLINK_SOCKET
 from ..position import DEFAULT_STATE_DIR
 from ..status import DEFAULT_STATUS_PATH
 from .entry import run_cli
@@ -39,11 +41,18 @@ from .entry import run_cli
 @click.option("--replay", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Instead of /dev/kmsg, run a saved kernel log (any format `prpt parse` reads) through "
                    "the pipeline into the store, then exit.")
+@click.option("--varlink", "varlink", default=str(DEFAULT_VARLINK_SOCKET), show_default=True, metavar="PATH|off",
+              help="Serve the Varlink interface io.peripety (Query, Monitor, GetBlockInfo, GetStatus) on this "
+                   "unix socket, which prpt monitor and prpt top follow; off: none. Root only (mode 0600) "
+                   "unless --varlink-group.")
+@click.option("--varlink-group", metavar="GROUP", default=None,
+              help="Let members of GROUP connect to the Varlink socket too (mode 0660): they can read every "
+                   "event and device, as root can.")
 @click.option("--check", is_flag=True, help="Validate the config, print the sources and the probe attach plan, exit.")
 @click.option("-v", "--verbose", count=True, help="More logging to stderr (-vv for debug).")
 @click.version_option(package_name="peripety", prog_name="peripetyd")
-def main(config_path, store, stdout, no_blk_info_dump, bpf, from_start, state_dir, status_file, replay, check,
-         verbose):
+def main(config_path, store, stdout, no_blk_info_dump, bpf, from_start, state_dir, status_file, replay, varlink,
+         varlink_group, check, verbose):
     """Peripety daemon: read kernel storage messages from /dev/kmsg (and
     user-space storage daemons' logs from the journal), turn them into
     structured storage events and store them (journald or SQLite).
@@ -63,6 +72,8 @@ def main(config_path, store, stdout, no_blk_info_dump, bpf, from_start, state_di
         state_dir=state_dir,
         status_path=status_file,
         replay=replay,
+        varlink=None if varlink == "off" else Path(os.path.abspath(varlink)),
+        varlink_group=varlink_group,
     )
     try:
         if check:

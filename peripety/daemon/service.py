@@ -59,6 +59,9 @@ class DaemonOptions:
     state_dir: Path = DEFAULT_STATE_DIR
     status_path: Path = DEFAULT_STATUS_PATH
     replay: Path | None = None
+    varlink: Path | None = None
+    """The io.peripety Varlink socket (outputs/varlink.py); None: off."""
+    varlink_group: str | None = None
 
 
 class Daemon:
@@ -125,6 +128,22 @@ class Daemon:
     def _open_outputs(self) -> None:
         """The outputs the config and options ask for (outputs/); each one
         that waits on a socket is polled by the loop too."""
+        self._open_varlink()
+
+    def _open_varlink(self) -> None:
+        if self.options.varlink is None:
+            return
+        from ..outputs.varlink import VarlinkServer
+
+        server = VarlinkServer(self.options.varlink, store=self.store, status=self.status,
+                               known_event_types=self._known_event_types, group=self.options.varlink_group)
+        self.outputs.add(server)
+        self.loop.add(server.name, server, server.read)
+
+    def _known_event_types(self) -> set[str]:
+        from ..event_types import EVENT_TYPES
+
+        return {info.name for info in EVENT_TYPES} | {rule.event_type for rule in self.config.rules.rules}
 
     def _add_source(self, source: LiveSource, first: bool = False) -> None:
         self.loop.add(source.name, source, lambda: self._read(source), first=first)
