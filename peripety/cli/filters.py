@@ -382,3 +382,37 @@ def filter_from_fields(fields, *, limit=None, known_types: set[str] | None = Non
         wwids=flt.wwids + tuple(w for w in lists["wwids"] if w not in flt.wwids),
         kdevs=flt.kdevs + tuple(k for k in lists["kdevs"] if k not in flt.kdevs),
     )
+
+
+# -- where monitor and top follow events from ---------------------------------
+
+SOURCE_AUTO, SOURCE_VARLINK, SOURCE_STORE = "auto", "varlink", "store"
+
+source_option = click.option(
+    "--source",
+    type=click.Choice([SOURCE_AUTO, SOURCE_VARLINK, SOURCE_STORE, "journal"]),
+    default=SOURCE_AUTO,
+    show_default=True,
+    envvar="PRPT_SOURCE",
+    help="Where to follow events from. varlink: the local peripetyd's Monitor stream (each event as soon as "
+    "the daemon stored it); store (alias journal): the store itself (--store), as journalctl -f does; auto: "
+    "varlink when the daemon's socket exists and answers as root's peripetyd (root only, unless peripetyd "
+    "runs with --varlink-group), the store otherwise or when --store, --directory, --file or "
+    "--include-untrusted is given. The events shown are the same either way.",
+)
+varlink_socket_option = click.option(
+    "--varlink-socket",
+    "varlink_socket",
+    default="/run/peripety/io.peripety",
+    show_default=True,
+    envvar="PRPT_VARLINK_SOCKET",
+    metavar="PATH",
+    help="peripetyd's Varlink socket (peripetyd --varlink), for --source varlink or auto.",
+)
+
+
+def source_options(command):
+    """--source and --varlink-socket, in that order in --help."""
+    for option in (varlink_socket_option, source_option):
+        command = option(command)
+    return command

@@ -48,11 +48,14 @@ from .entry import run_cli
 @click.option("--varlink-group", metavar="GROUP", default=None,
               help="Let members of GROUP connect to the Varlink socket too (mode 0660): they can read every "
                    "event and device, as root can.")
+@click.option("--varlink-buffer", type=click.IntRange(min=4096), default=None, metavar="BYTES",
+              help="Replies kept for one Varlink client that does not read (default 4 MiB); past it, a Monitor "
+                   "stream drops events for that client and tells it how many (\"missed\").")
 @click.option("--check", is_flag=True, help="Validate the config, print the sources and the probe attach plan, exit.")
 @click.option("-v", "--verbose", count=True, help="More logging to stderr (-vv for debug).")
 @click.version_option(package_name="peripety", prog_name="peripetyd")
 def main(config_path, store, stdout, no_blk_info_dump, bpf, from_start, state_dir, status_file, replay, varlink,
-         varlink_group, check, verbose):
+         varlink_group, varlink_buffer, check, verbose):
     """Peripety daemon: read kernel storage messages from /dev/kmsg (and
     user-space storage daemons' logs from the journal), turn them into
     structured storage events and store them (journald or SQLite).
@@ -74,6 +77,7 @@ def main(config_path, store, stdout, no_blk_info_dump, bpf, from_start, state_di
         replay=replay,
         varlink=None if varlink == "off" else Path(os.path.abspath(varlink)),
         varlink_group=varlink_group,
+        varlink_buffer=varlink_buffer,
     )
     try:
         if check:

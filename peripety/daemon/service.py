@@ -62,6 +62,8 @@ class DaemonOptions:
     varlink: Path | None = None
     """The io.peripety Varlink socket (outputs/varlink.py); None: off."""
     varlink_group: str | None = None
+    varlink_buffer: int | None = None
+    """Bytes of replies kept per slow Varlink client (None: the default)."""
 
 
 class Daemon:
@@ -135,8 +137,10 @@ class Daemon:
             return
         from ..outputs.varlink import VarlinkServer
 
+        limits = {"max_pending": self.options.varlink_buffer} if self.options.varlink_buffer else {}
         server = VarlinkServer(self.options.varlink, store=self.store, status=self.status,
-                               known_event_types=self._known_event_types, group=self.options.varlink_group)
+                               known_event_types=self._known_event_types, group=self.options.varlink_group,
+                               **limits)
         self.outputs.add(server)
         self.loop.add(server.name, server, server.read)
 

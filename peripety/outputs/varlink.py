@@ -39,10 +39,11 @@ from ..errors import PeripetyError
 from ..event import StorageEvent
 from ..event_json import compact_json
 from ..safefiles import UnsafePathError, check_private_dir
+from ..stores.varlink import DEFAULT_SOCKET as _DEFAULT_SOCKET
 
 log = logging.getLogger("peripety.outputs.varlink")
 
-DEFAULT_SOCKET = Path("/run/peripety/io.peripety")
+DEFAULT_SOCKET = _DEFAULT_SOCKET
 INTERFACE = "io.peripety"
 INTERFACE_DIR = Path(__file__).parent
 MAX_CLIENTS = 64
@@ -93,8 +94,10 @@ class VarlinkServer:
     """Polled by the loop, but not a source (doc/design.md, "Outputs")."""
 
     def __init__(self, path: str | os.PathLike, *, store, status: Callable[[], dict],
-                 known_event_types: Callable[[], set[str]], group: str | None = None):
+                 known_event_types: Callable[[], set[str]], group: str | None = None,
+                 max_pending: int = MAX_PENDING):
         self.path = Path(path)
+        self.max_pending = max_pending
         self.store = store
         self._status = status
         self._known_event_types = known_event_types
@@ -223,7 +226,7 @@ class VarlinkServer:
         """Answer the complete calls received, one at a time, while the
         replies waiting for the client stay under MAX_PENDING."""
         while not conn.closed:
-            while not conn.closed and conn.monitor is None and len(conn.out) < MAX_PENDING:
+            while not conn.closed and conn.monitor is None and len(conn.out) < self.max_pending:
                 end = conn.inbuf.find(b"\0")
                 if end < 0:
                     break
@@ -270,7 +273,7 @@ class VarlinkServer:
         if conn.closed:
             return
         events = selectors.EVENT_WRITE if conn.out else 0
-        if len(conn.out) < MAX_PENDING:
+        if len(conn.out) < self.max_pending:
             events |= selectors.EVENT_READ
         try:
             if self._selector.get_key(conn.sock).events != events:
@@ -303,7 +306,7 @@ class VarlinkServer:
                 reply = body + b',"missed":%d}}\0' % conn.missed
             else:
                 reply = body + b"}}\0"
-            if len(conn.out) + len(reply) > MAX_PENDING:
+            if len(conn.out) + len(reply) > self.max_pending:
                 if not conn.missed:
                     log.warning("Varlink: a Monitor client (uid %s) does not keep up; dropping its events "
                                 "until it reads", conn.peer_uid)
