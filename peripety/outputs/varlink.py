@@ -24,7 +24,6 @@ here ever waits on a client: the loop stores events regardless.
 
 from __future__ import annotations
 
-import errno
 import grp
 import json
 import logging
@@ -55,15 +54,6 @@ MAX_REQUEST = 1 << 20
 QUERY_CHUNK = 1000
 """Events per reply of a Query called with ``more``."""
 _RECV = 65536
-
-
-class VarlinkCallError(Exception):
-    """An error reply: the varlink error name and its parameters."""
-
-    def __init__(self, name: str, **parameters):
-        super().__init__(name, parameters)
-        self.name = name
-        self.parameters = parameters
 
 
 def _error_reply(name: str, parameters: dict) -> bytes:
@@ -141,7 +131,14 @@ class VarlinkServer:
         finally:
             os.umask(old_umask)
         if gid is not None:
-            os.chown(self.path, -1, gid)
+            try:
+                os.chown(self.path, -1, gid)
+            except PermissionError:
+                sock.close()
+                os.unlink(self.path)
+                raise PeripetyError(
+                    f"--varlink-group {group}: cannot give the socket {self.path} to that group without "
+                    f"CAP_CHOWN; run peripetyd as a member of it (SupplementaryGroups={group} in its unit)") from None
             os.chmod(self.path, 0o660)
         else:
             os.chmod(self.path, 0o600)
