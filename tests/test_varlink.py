@@ -327,6 +327,7 @@ def test_prpt_monitor_prints_the_same_over_varlink_and_the_journal(served, tmp_p
     _, sock = served
     link = genuine_daemon_link(tmp_path, "multipathd")
     tag = f"vlm{os.getpid()}x"
+    t0 = since_now()
     monitors = {}
     try:
         for fmt in ("text", "jsonl"):
@@ -354,6 +355,16 @@ def test_prpt_monitor_prints_the_same_over_varlink_and_the_journal(served, tmp_p
         mine = [sorted(line for line in outputs[fmt, s] if tag in line) for s in ("varlink", "store")]
         assert len(mine[0]) == 7
         assert mine[0] == mine[1]
+    # prpt top seeds its view with Query and follows Monitor: the same events as from the journal
+    frames = {}
+    for source in ("varlink", "store"):
+        out = prpt("top", "--once", "-J", "--no-state", "--interval", "0.1", "--sub-system", "Multipath",
+                   "--since", t0, "--source", source, "--varlink-socket", str(sock))
+        frames[source] = json.loads(out.stdout)
+    assert frames["varlink"]["store"] == f"varlink:{sock}" and frames["store"]["store"] == "journal"
+    assert len([e for e in frames["varlink"]["events"] if tag in e["raw_msg"]]) == 7
+    assert frames["varlink"]["events"] == frames["store"]["events"]
+    assert frames["varlink"]["totals"] == frames["store"]["totals"]
 
 
 def _read_stderr_line(proc: subprocess.Popen, text: str, timeout: float = 30.0) -> str:
