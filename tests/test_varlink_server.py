@@ -16,6 +16,7 @@ import queue
 import select
 import socket
 import threading
+import time
 
 import pytest
 import varlink
@@ -233,7 +234,10 @@ def test_too_many_clients(served):
                                                   "parameters": {"limit": MAX_CLIENTS}}
     assert extra.recv(10) == b""
     conns[0].close()
-    served.run(lambda: None)
+    deadline = time.monotonic() + 10
+    while served.run(served.server.stats)["clients"] == MAX_CLIENTS:  # until the server saw it go
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     again = vclient(served.server.path)
     assert again.GetStatus()["status"]["varlink"]["refused_connections"] == 1
     for conn in conns[1:]:
