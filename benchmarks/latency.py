@@ -251,6 +251,7 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 raise SystemExit("a prpt monitor or journalctl never showed a mount: not following?")
             results, missing = [], 0
+            lacking: dict[str, int] = {}
             for _ in range(args.mounts):
                 time.sleep(PERIOD)
                 started = time.monotonic()
@@ -263,6 +264,9 @@ def main(argv: list[str] | None = None) -> None:
                     results.append(rec)
                 else:
                     missing += 1
+                    for key in READERS:
+                        if key not in rec:
+                            lacking[key] = lacking.get(key, 0) + 1
         finally:
             for proc in procs:
                 proc.terminate()
@@ -272,6 +276,8 @@ def main(argv: list[str] | None = None) -> None:
                 daemon.stop()
                 emitted.close()
     report(results, missing)
+    if lacking:
+        print("not seen within the timeout, by reader: " + ", ".join(f"{k} {n}" for k, n in sorted(lacking.items())))
 
 
 def report(results: list[dict], missing: int) -> None:
