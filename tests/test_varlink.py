@@ -290,37 +290,42 @@ def test_prpt_refuses_a_socket_not_served_by_root(socket_dir):
         auto = subprocess.Popen([PRPT, "monitor", "--varlink-socket", str(fake), "-v"], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
         try:
-            assert "served by uid 65534" in _read_stderr_line(auto, "not following peripetyd")
-            assert "following journal events" in _read_stderr_line(auto, "following")
+            log = LineReader(auto.stderr)
+            assert "served by uid 65534" in log.until("not following peripetyd")[-1]
+            assert "following journal events" in log.until("following")[-1]
         finally:
             auto.terminate()
-            auto.wait(10)
+            auto.wait(30)
     finally:
         server.kill()
         server.wait(10)
 
 
-def _read_lines(proc: subprocess.Popen, sentinel: str, timeout: float = 60.0) -> list[str]:
-    """Lines ``proc`` printed, up to the one holding ``sentinel`` (read from
-    the descriptor itself: nothing hides in a buffer select cannot see)."""
-    fd = proc.stdout.fileno()
-    lines: list[str] = []
-    buf = b""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-        if not ready:
-            continue
-        data = os.read(fd, 65536)
-        if not data:
-            break
-        buf += data
-        *complete, buf = buf.split(b"\n")
-        for line in complete:
-            lines.append(line.decode())
-            if sentinel in lines[-1]:
-                return lines
-    raise AssertionError(f"no line with {sentinel!r} from {proc.args}: {lines[-3:]}")
+class LineReader:
+    """Lines of a child's pipe, read from the descriptor itself (nothing
+    hides in a buffer select cannot see), kept across calls."""
+
+    def __init__(self, stream):
+        self.fd = stream.fileno()
+        self.buf = b""
+        self.lines: list[str] = []
+
+    def until(self, text: str, timeout: float = 60.0) -> list[str]:
+        """The lines up to the next one holding ``text`` (those are consumed)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, line in enumerate(self.lines):
+                if text in line:
+                    found, self.lines = self.lines[:i + 1], self.lines[i + 1:]
+                    return found
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                raise AssertionError(f"no line with {text!r}; last: {self.lines[-3:]}")
+            data = os.read(self.fd, 65536)
+            if not data:
+                raise AssertionError(f"pipe closed before a line with {text!r}; last: {self.lines[-3:]}")
+            *complete, self.buf = (self.buf + data).split(b"\n")
+            self.lines += [line.decode() for line in complete]
 
 
 def test_prpt_monitor_prints_the_same_over_varlink_and_the_journal(served, tmp_path):
@@ -338,12 +343,12 @@ def test_prpt_monitor_prints_the_same_over_varlink_and_the_journal(served, tmp_p
                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
                 monitors[fmt, source] = proc
         for (fmt, source), proc in monitors.items():
-            notice = _read_stderr_line(proc, "following")
+            notice = LineReader(proc.stderr).until("following")[-1]
             assert ("varlink" in notice) == (source == "varlink"), notice
         bulk = Bulk(link, tag, 6)
         sentinel = Bulk(link, tag + "end", 1, first=300)
         try:
-            outputs = {key: _read_lines(proc, f"{tag}end300") for key, proc in monitors.items()}
+            outputs = {key: LineReader(proc.stdout).until(f"{tag}end300") for key, proc in monitors.items()}
         finally:
             bulk.close()
             sentinel.close()
@@ -365,17 +370,6 @@ def test_prpt_monitor_prints_the_same_over_varlink_and_the_journal(served, tmp_p
     assert len([e for e in frames["varlink"]["events"] if tag in e["raw_msg"]]) == 7
     assert frames["varlink"]["events"] == frames["store"]["events"]
     assert frames["varlink"]["totals"] == frames["store"]["totals"]
-
-
-def _read_stderr_line(proc: subprocess.Popen, text: str, timeout: float = 30.0) -> str:
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stderr, selectors.EVENT_READ)
-    deadline = time.monotonic() + timeout
-    while sel.select(max(0.0, deadline - time.monotonic())):
-        line = proc.stderr.readline().decode()
-        if text in line or not line:
-            return line
-    raise AssertionError(f"{proc.args}: no {text!r} on stderr")
 
 
 def test_a_client_that_stops_reading_never_stalls_the_daemon(tmp_path, socket_dir):
