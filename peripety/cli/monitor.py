@@ -8,7 +8,8 @@ import signal
 
 import click
 
-from .filters import build_filter, filter_options, include_untrusted_option, journal_files_options, source_options, store_option
+from .filters import (build_filter, filter_options, include_untrusted_option, journal_files_options, source_options,
+                      store_option)
 from .options import output_options, utc_option, verbose_option
 from .output import EventWriter
 from .store_access import follow_from, reading_store, reads_journal_files

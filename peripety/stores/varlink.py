@@ -196,8 +196,17 @@ class VarlinkStore:
                     if not reply.get("continues"):
                         return events
 
-    def follow(self, flt: EventFilter) -> "VarlinkFollower":
-        return VarlinkFollower(self, flt)
+    def follow(self, flt: EventFilter):
+        """A Monitor stream (``VarlinkFollower``); the store's own follower
+        when the daemon does not answer and there is a fallback."""
+        try:
+            return VarlinkFollower(self, flt)
+        except VarlinkUnavailable as exc:
+            store = self.fallback_store()
+            if store is None:
+                raise
+            log.warning("peripetyd does not answer (%s): following %s", exc, store.name)
+            return store.follow(flt)
 
     def close(self) -> None:
         if self._fallback is not None:
