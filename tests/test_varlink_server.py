@@ -268,3 +268,28 @@ def test_follower_without_fallback_says_the_daemon_went(served):
     served.close()
     with pytest.raises(StoreError, match="closed the Varlink connection"):
         read_follower(follower, 1, deadline_s=5)
+
+
+def test_a_daemon_that_does_not_answer_is_not_waited_for(tmp_path, monkeypatch):
+    """A socket that accepts but never answers (a stopped daemon): the
+    reader gives up after CONNECT_TIMEOUT and follows the store."""
+    import peripety.stores.varlink as reader_module
+
+    monkeypatch.setattr(reader_module, "CONNECT_TIMEOUT", 0.5)
+    path = tmp_path / "mute"
+    mute = socket.socket(socket.AF_UNIX)
+    mute.bind(str(path))
+    mute.listen()  # connections wait in the backlog, unanswered
+    store = SqliteStore(tmp_path / "events.db", write=True)
+    reader = VarlinkStore(path, fallback=lambda: SqliteStore(store.path))
+    follower = reader.follow(EventFilter())
+    assert not isinstance(follower, reader_module.VarlinkFollower)
+    event = events_at(1)[0]
+    store.append(event)
+    assert [e.event_id for e in read_follower(follower, 1)] == [event.event_id]
+    follower.close()
+    with pytest.raises(reader_module.VarlinkUnavailable, match="did not answer"):
+        VarlinkStore(path).follow(EventFilter())
+    reader.close()
+    store.close()
+    mute.close()
