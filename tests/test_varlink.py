@@ -247,6 +247,14 @@ def test_only_root_may_connect_unless_a_group_is_granted(tmp_path, socket_dir):
         allowed = varlink_cli(sock, "io.peripety.GetStatus", {}, prefix=AS_NOBODY)
         assert allowed.returncode == 0, allowed.stderr
         assert json.loads(allowed.stdout)["status"]["pid"] == daemon.proc.pid
+        # prpt as that group's member: the events through the daemon, though it cannot read the journal
+        top = subprocess.run(AS_NOBODY + [PRPT, "top", "--once", "-J", "--no-state", "--interval", "0.1",
+                                          "--varlink-socket", str(sock), "-v"],
+                             capture_output=True, text=True, timeout=60)
+        assert top.returncode == 0, top.stderr
+        assert json.loads(top.stdout)["store"] == f"varlink:{sock}"
+        journal = subprocess.run(AS_NOBODY + [PRPT, "query", "-n", "1"], capture_output=True, text=True, timeout=60)
+        assert journal.returncode == 1 and "systemd-journal" in journal.stderr
     finally:
         daemon.stop()
 
