@@ -156,7 +156,15 @@ class VarlinkServer:
         return self._selector.fileno()
 
     def read(self) -> list:
-        """Serve whatever is ready now; never blocks."""
+        """Serve whatever is ready now; never blocks. A failure here is
+        logged and stops nothing (doc/design.md, "Outputs")."""
+        try:
+            self._serve()
+        except Exception:  # a bug in serving a client never stops the daemon's loop
+            log.exception("Varlink: serving a client failed")
+        return []
+
+    def _serve(self) -> None:
         for key, mask in self._selector.select(0):
             conn = key.data
             if conn is None:
@@ -170,7 +178,6 @@ class VarlinkServer:
                     self._process(conn)  # calls held back while replies were pending
             if not conn.closed and mask & selectors.EVENT_READ:
                 self._receive(conn)
-        return []
 
     def _accept(self) -> None:
         while True:
