@@ -17,8 +17,10 @@ from .store_access import follow_from, reading_store, reads_journal_files
 log = logging.getLogger("peripety.cli.monitor")
 
 
-class _Stop(Exception):
-    pass
+class _Stop(BaseException):
+    """SIGTERM, raised wherever the main thread is: a BaseException, as
+    KeyboardInterrupt is, so no ``except Exception`` on the way (logging's
+    own, while a line is written) swallows it and leaves monitor running."""
 
 
 def _raise_stop(signum, frame):
