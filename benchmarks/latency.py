@@ -1,11 +1,14 @@
-"""Time from a kernel record to the event readable through ``prpt monitor``,
-next to journald's own kernel-message latency.
+"""Time from a kernel record to the event printed by ``prpt monitor``, over
+the daemon's Varlink Monitor stream and over the journal, next to
+journald's own kernel-message latency.
 
 Needs root, the system journald (it is the one that reads /dev/kmsg) and
 udevd. Makes an ext4 image on tmpfs behind a loop device, starts the real
-daemon (``peripetyd --store journal``, default config: no --bpf), then
-``prpt monitor --jsonl --event-type FS_MOUNTED --blk /dev/loopN`` and
-``journalctl -f -k -o json -n 0`` as subprocesses, and mounts/unmounts the
+daemon (``peripetyd --store journal``, default config: no --bpf, its
+Varlink socket in the work directory), then ``prpt monitor --jsonl
+--event-type FS_MOUNTED --blk /dev/loopN`` twice (``--source varlink``
+and ``--source store``) and ``journalctl -f -k -o json -n 0`` as
+subprocesses, and mounts/unmounts the
 file system N times. Each mount prints one un-ratelimited kernel line
 ``EXT4-fs (loopN): mounted filesystem ...``. For each one it notes, on
 CLOCK_MONOTONIC:
@@ -16,8 +19,9 @@ CLOCK_MONOTONIC:
   emitted   when peripetyd wrote the event to the store (it runs with
             --stdout into a FIFO read here; the event is printed right after
             the store's send)
-  prpt      when prpt monitor printed the event (matched on event_id, which
-            peripetyd derives from boot id and kmsg seq)
+  varlink   when prpt monitor --source varlink printed the event (matched on
+            event_id, which peripetyd derives from boot id and kmsg seq)
+  prpt      when prpt monitor --source store (the journal) printed it
 
 and prints p50/p99/max of each minus ``kernel``. Mounts are paced 0.6 s
 apart so FS_MOUNTED on one device stays under the storm burst (10 per 5 s)
@@ -40,6 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PERIOD = 0.6  # seconds between mounts: 10 per 5 s at most, the storm burst
 TIMEOUT = 10.0  # seconds to wait for one mount's record to show up everywhere
+READERS = ("journald", "prpt", "emitted", "varlink")
 
 
 class LoopFs:
@@ -110,18 +115,21 @@ class Watcher:
     """Collects, per kmsg seq of a mount line: kernel time and when kmsg,
     journalctl and prpt monitor each delivered it."""
 
-    def __init__(self, kmsg, monitor: Lines, journal: Lines, emitted: "Lines", kdev: str, boot_id: str):
+    def __init__(self, kmsg, monitor: Lines, journal: Lines, emitted: "Lines", kdev: str, boot_id: str,
+                 varlink: Lines):
         from peripety.pipeline import kmsg_event_id
 
         self.kmsg, self.monitor, self.journal, self.emitted = kmsg, monitor, journal, emitted
+        self.varlink = varlink
         self.prefix = f"EXT4-fs ({kdev}): mounted filesystem"
         self.event_id = lambda seq: kmsg_event_id(boot_id, seq)
         self.by_usec: dict[int, dict] = {}
         self.by_event_id: dict[str, dict] = {}
         # seen before our own kmsg read: journald by kernel usec, the others by event id
-        self.early: dict[str, dict] = {"journald": {}, "prpt": {}, "emitted": {}}
+        self.early: dict[str, dict] = {"journald": {}, "prpt": {}, "emitted": {}, "varlink": {}}
         self.selector = selectors.DefaultSelector()
-        for name, source in (("kmsg", kmsg), ("prpt", monitor), ("journald", journal), ("emitted", emitted)):
+        for name, source in (("kmsg", kmsg), ("prpt", monitor), ("journald", journal), ("emitted", emitted),
+                             ("varlink", varlink)):
             self.selector.register(source.fileno(), selectors.EVENT_READ, name)
 
     def poll(self, timeout: float) -> None:
@@ -136,7 +144,7 @@ class Watcher:
                 self.by_usec[record.kernel_usec] = rec
                 self.by_event_id[self.event_id(record.seq)] = rec
                 rec.update(self.early["journald"].pop(record.kernel_usec, {}))
-                for name in ("prpt", "emitted"):
+                for name in ("prpt", "emitted", "varlink"):
                     rec.update(self.early[name].pop(self.event_id(record.seq), {}))
 
     def _on_journald(self) -> None:
@@ -151,6 +159,10 @@ class Watcher:
     def _on_prpt(self) -> None:
         for now, line in self.monitor.read():
             self._seen("prpt", json.loads(line)["event_id"], now)
+
+    def _on_varlink(self) -> None:
+        for now, line in self.varlink.read():
+            self._seen("varlink", json.loads(line)["event_id"], now)
 
     def _on_emitted(self) -> None:
         # --stdout prints pretty JSON: the event_id line is enough.
@@ -167,7 +179,7 @@ class Watcher:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             rec = next((r for r in self.by_usec.values() if r["kmsg"] >= started), None)
-            if rec is not None and all(k in rec for k in ("journald", "prpt", "emitted")):
+            if rec is not None and all(k in rec for k in READERS):
                 return rec
             self.poll(max(0.0, deadline - time.monotonic()))
         return next((r for r in self.by_usec.values() if r["kmsg"] >= started), {"missing": True})
@@ -184,7 +196,7 @@ def start_daemon(workdir: Path):
     class Daemon(DaemonProcess):
         def command(self) -> list[str]:  # as deployed (no debug log), plus --stdout into our FIFO
             return [PERIPETYD, "--store", self.store, "--no-blk-info-dump", "--state-dir", str(self.state_dir),
-                    "--status-file", str(self.status_file), "--stdout"]
+                    "--status-file", str(self.status_file), "--stdout", "--varlink", str(self.workdir / "io.peripety")]
 
     daemon = Daemon(workdir / "daemon")
     daemon.workdir.mkdir()
@@ -215,14 +227,17 @@ def main(argv: list[str] | None = None) -> None:
         try:
             kmsg.seek_end()
             daemon, emitted = start_daemon(Path(tmp))
-            monitor = subprocess.Popen([PRPT, "monitor", "--jsonl", "--event-type", "FS_MOUNTED", "--blk", fs.dev],
-                                       stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+            follow = [PRPT, "monitor", "--jsonl", "--event-type", "FS_MOUNTED", "--blk", fs.dev,
+                      "--varlink-socket", str(daemon.workdir / "io.peripety")]
+            monitor = subprocess.Popen(follow + ["--source", "store"], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+            varlink = subprocess.Popen(follow + ["--source", "varlink"], stdout=subprocess.PIPE,
+                                       stdin=subprocess.DEVNULL)
             journal = subprocess.Popen(["journalctl", "-f", "-k", "-o", "json", "-n", "0", "--no-pager"],
                                        stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
-            procs += [monitor, journal]
+            procs += [monitor, varlink, journal]
             watcher = Watcher(kmsg, Lines(monitor.stdout, monitor), Lines(journal.stdout, journal),
-                              Lines(emitted, daemon.proc), fs.name, boot_id())
-            print(f"{fs.dev} (ext4 on tmpfs), peripetyd --store journal (pid {daemon.proc.pid}), "
+                              Lines(emitted, daemon.proc), fs.name, boot_id(), Lines(varlink.stdout, varlink))
+            print(f"{fs.dev} (ext4 on tmpfs), peripetyd --store journal --varlink (pid {daemon.proc.pid}), "
                   f"{args.mounts} mounts {PERIOD} s apart")
             # Warm-up until both followers show a mount: they are following now.
             for attempt in range(10):
@@ -230,12 +245,13 @@ def main(argv: list[str] | None = None) -> None:
                 fs.mount()
                 rec = watcher.wait_complete(started, TIMEOUT if attempt else 3.0)
                 fs.umount()
-                if all(k in rec for k in ("journald", "prpt", "emitted")):
+                if all(k in rec for k in READERS):
                     break
                 time.sleep(PERIOD)
             else:
-                raise SystemExit("prpt monitor or journalctl never showed a mount: not following?")
+                raise SystemExit("a prpt monitor or journalctl never showed a mount: not following?")
             results, missing = [], 0
+            lacking: dict[str, int] = {}
             for _ in range(args.mounts):
                 time.sleep(PERIOD)
                 started = time.monotonic()
@@ -243,11 +259,14 @@ def main(argv: list[str] | None = None) -> None:
                 mounted = time.monotonic()
                 rec = watcher.wait_complete(started, TIMEOUT)
                 fs.umount()
-                if all(k in rec for k in ("journald", "prpt", "emitted")):
+                if all(k in rec for k in READERS):
                     rec["mount"] = (started, mounted)
                     results.append(rec)
                 else:
                     missing += 1
+                    for key in READERS:
+                        if key not in rec:
+                            lacking[key] = lacking.get(key, 0) + 1
         finally:
             for proc in procs:
                 proc.terminate()
@@ -257,6 +276,8 @@ def main(argv: list[str] | None = None) -> None:
                 daemon.stop()
                 emitted.close()
     report(results, missing)
+    if lacking:
+        print("not seen within the timeout, by reader: " + ", ".join(f"{k} {n}" for k, n in sorted(lacking.items())))
 
 
 def report(results: list[dict], missing: int) -> None:
@@ -270,11 +291,16 @@ def report(results: list[dict], missing: int) -> None:
           f"kernel stamp inside the mount call on CLOCK_MONOTONIC: {len(results) - outside}/{len(results)}")
     print(f"{'kernel record ->':<34} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
     for label, key in (("read from /dev/kmsg (this process)", "kmsg"), ("journalctl -f -k -o json", "journald"),
-                       ("peripetyd stored it (--stdout)", "emitted"), ("prpt monitor --jsonl", "prpt")):
+                       ("peripetyd stored it (--stdout)", "emitted"),
+                       ("prpt monitor --source varlink", "varlink"), ("prpt monitor --source store", "prpt")):
         ms = [(r[key] - r["kernel"]) * 1000 for r in results]
         print(f"{label:<34} {percentile(ms, 50):8.1f} {percentile(ms, 99):8.1f} {max(ms):8.1f}")
     extra = [(r["prpt"] - r["journald"]) * 1000 for r in results]
-    print(f"prpt monitor - journalctl: median {statistics.median(extra):.1f} ms")
+    print(f"prpt monitor (store) - journalctl: median {statistics.median(extra):.1f} ms")
+    via = [(r["varlink"] - r["emitted"]) * 1000 for r in results]
+    print(f"prpt monitor (varlink) - peripetyd stored it: median {statistics.median(via):.1f} ms")
+    ratio = statistics.median([(r["prpt"] - r["kernel"]) / max(r["varlink"] - r["kernel"], 1e-6) for r in results])
+    print(f"kernel -> prpt monitor, journal path / Varlink path: median ratio {ratio:.0f}x (same mounts)")
 
 
 if __name__ == "__main__":

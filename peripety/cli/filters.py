@@ -46,14 +46,28 @@ class UnresolvedType(str):
 def _event_types(ctx, param, values):
     if not values:
         return ()
-    known = known_event_types()
+    try:
+        return parse_event_types(values, known_event_types(), unresolved=True)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+def parse_event_types(values: Iterable[str], known: set[str], *, unresolved: bool = False) -> tuple[str, ...]:
+    """Each value as the event type it names (ValueError names an unknown
+    one, with the close matches; with ``unresolved`` an unknown one is an
+    ``UnresolvedType`` for ``resolve_event_types`` to look up in the store)."""
     upper = {name.upper(): name for name in known}
     chosen = []
     for value in values:
         # Built-in types are upper case; accept "fs_error". A user rule's own
         # type is matched as written first.
         name = value if value in known else upper.get(value.upper())
-        chosen.append(UnresolvedType(value) if name is None else name)
+        if name is None and unresolved:
+            name = UnresolvedType(value)  # resolve_event_types asks the store
+        if name is None:
+            raise ValueError(f"unknown event type {value!r}.{_close_matches(value, known)} "
+                             f"Known types: {', '.join(sorted(known))}")
+        chosen.append(name)
     return tuple(chosen)
 
 
@@ -82,10 +96,15 @@ def resolve_event_types(ctx: click.Context, store, flt):
     return dataclasses.replace(flt, event_types=tuple(resolved))
 
 
-def _unknown_type(value: str, names: set[str], store) -> str:
+def _close_matches(value: str, names: set[str]) -> str:
+    """`` Did you mean A or B?`` for the names close to ``value``, or ""."""
     upper = {name.upper(): name for name in names}
     close = difflib.get_close_matches(value.upper(), list(upper), n=3, cutoff=0.75)
-    hint = f" Did you mean {' or '.join(upper[c] for c in close)}?" if close else ""
+    return f" Did you mean {' or '.join(upper[c] for c in close)}?" if close else ""
+
+
+def _unknown_type(value: str, names: set[str], store) -> str:
+    hint = _close_matches(value, names)
     return (f"unknown event type {value!r}: not a built-in type, not a type of /etc/peripetyd.conf's rules, "
             f"and no event of that type in {getattr(store, 'name', 'the store')}.{hint} "
             f"Known types: {', '.join(sorted(names))}")
@@ -332,3 +351,118 @@ def _resolve_device(key: str) -> tuple[str, str]:
 
 def _kernel_name(key: str) -> str:
     return key[len("/dev/") :] if key.startswith("/dev/") and key.count("/") == 2 else key
+
+
+# -- the same filter from a Varlink call (io.peripety.Filter) ------------------
+
+FILTER_LIST_FIELDS = ("blk", "sub_systems", "event_types", "wwids", "kdevs", "event_ids", "hosts")
+FILTER_TEXT_FIELDS = ("severity", "since", "until")
+
+
+class FilterFieldError(ValueError):
+    """A field of a filter given as data is not valid: ``field`` and why."""
+
+    def __init__(self, field: str, reason: str):
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
+
+
+def filter_from_fields(fields, *, limit=None, known_types: set[str] | None = None):
+    """The ``EventFilter`` for a filter given as data (the Varlink
+    ``io.peripety.Filter``: the options of ``prpt query`` by name), checked
+    and resolved exactly as the options are (``build_filter``); ``wwids``
+    and ``kdevs`` are taken as they are. FilterFieldError says which field
+    is wrong and why."""
+    import dataclasses
+
+    from ..timespec import check_range, parse_time
+
+    fields = {} if fields is None else fields
+    if not isinstance(fields, dict):
+        raise FilterFieldError("filter", "expected an object")
+    unknown = sorted(set(fields) - set(FILTER_LIST_FIELDS) - set(FILTER_TEXT_FIELDS))
+    if unknown:
+        raise FilterFieldError(unknown[0], "no such filter field (known: "
+                               + ", ".join(FILTER_LIST_FIELDS + FILTER_TEXT_FIELDS) + ")")
+    lists: dict[str, tuple[str, ...]] = {}
+    for name in FILTER_LIST_FIELDS:
+        value = fields.get(name)
+        if value is None:
+            value = []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise FilterFieldError(name, "expected a list of strings")
+        lists[name] = tuple(value)
+    texts: dict[str, str | None] = {}
+    for name in FILTER_TEXT_FIELDS:
+        value = fields.get(name)
+        if value is not None and not isinstance(value, str):
+            raise FilterFieldError(name, "expected a string")
+        texts[name] = value
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise FilterFieldError("limit", "expected a whole number of at least 1")
+    try:
+        severity = Severity.parse(texts["severity"]) if texts["severity"] is not None else None
+    except ValueError as exc:
+        raise FilterFieldError("severity", str(exc)) from None
+    try:
+        sub_systems = tuple(canonical_sub_system(v) for v in lists["sub_systems"])
+    except ValueError as exc:
+        raise FilterFieldError("sub_systems", str(exc)) from None
+    try:
+        event_types = parse_event_types(lists["event_types"],
+                                        known_types if known_types is not None else known_event_types()) \
+            if lists["event_types"] else ()
+    except ValueError as exc:
+        raise FilterFieldError("event_types", str(exc)) from None
+    times = {}
+    for name in ("since", "until"):
+        try:
+            times[name] = parse_time(texts[name]) if texts[name] is not None else None
+        except (ValueError, PeripetyError) as exc:
+            raise FilterFieldError(name, str(exc)) from None
+    try:
+        check_range(times["since"], times["until"])
+    except ValueError as exc:
+        raise FilterFieldError("since", str(exc)) from None
+    flt = build_filter(lists["blk"], severity, sub_systems, event_types, since=times["since"],
+                       until=times["until"], event_ids=lists["event_ids"], limit=limit, hosts=lists["hosts"])
+    return dataclasses.replace(
+        flt,
+        wwids=flt.wwids + tuple(w for w in lists["wwids"] if w not in flt.wwids),
+        kdevs=flt.kdevs + tuple(k for k in lists["kdevs"] if k not in flt.kdevs),
+    )
+
+
+# -- where monitor and top follow events from ---------------------------------
+
+SOURCE_AUTO, SOURCE_VARLINK, SOURCE_STORE = "auto", "varlink", "store"
+
+source_option = click.option(
+    "--source",
+    type=click.Choice([SOURCE_AUTO, SOURCE_VARLINK, SOURCE_STORE, "journal"]),
+    default=SOURCE_AUTO,
+    show_default=True,
+    envvar="PRPT_SOURCE",
+    help="Where to follow events from. varlink: the local peripetyd's Monitor stream (each event as soon as "
+    "the daemon stored it); store (alias journal): the store itself (--store), as journalctl -f does; auto: "
+    "varlink when the daemon's socket exists and answers as root's peripetyd (root only, unless peripetyd "
+    "runs with --varlink-group), the store otherwise or when --store, --directory, --file or "
+    "--include-untrusted is given. The events shown are the same either way.",
+)
+varlink_socket_option = click.option(
+    "--varlink-socket",
+    "varlink_socket",
+    default="/run/peripety/io.peripety",
+    show_default=True,
+    envvar="PRPT_VARLINK_SOCKET",
+    metavar="PATH",
+    help="peripetyd's Varlink socket (peripetyd --varlink), for --source varlink or auto.",
+)
+
+
+def source_options(command):
+    """--source and --varlink-socket, in that order in --help."""
+    for option in (varlink_socket_option, source_option):
+        command = option(command)
+    return command

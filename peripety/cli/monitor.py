@@ -8,17 +8,19 @@ import signal
 
 import click
 
-from .filters import (build_filter, resolve_event_types, filter_options, include_untrusted_option, journal_files_options, store_option,
-                      store_to_read)
+from .filters import (build_filter, filter_options, include_untrusted_option, journal_files_options,
+                      resolve_event_types, source_options, store_option)
 from .options import output_options, utc_option, verbose_option
 from .output import EventWriter
-from .store_access import reading_store, reads_journal_files
+from .store_access import follow_from, reading_store, reads_journal_files
 
 log = logging.getLogger("peripety.cli.monitor")
 
 
-class _Stop(Exception):
-    pass
+class _Stop(BaseException):
+    """SIGTERM, raised wherever the main thread is: a BaseException, as
+    KeyboardInterrupt is, so no ``except Exception`` on the way (logging's
+    own, while a line is written) swallows it and leaves monitor running."""
 
 
 def _raise_stop(signum, frame):
@@ -30,12 +32,13 @@ def _raise_stop(signum, frame):
 @store_option
 @journal_files_options
 @include_untrusted_option
+@source_options
 @output_options
 @utc_option
 @verbose_option
 @click.pass_context
 def command(ctx, blk, severity, sub_systems, event_types, store_spec, directory, files, hosts, include_untrusted,
-            output_format):
+            source, varlink_socket, output_format):
     """Follow new storage events until interrupted (Ctrl-C).
 
     \b
@@ -45,6 +48,12 @@ def command(ctx, blk, severity, sub_systems, event_types, store_spec, directory,
       prpt monitor -D /var/log/journal/remote --host db01
 
     -J and --jsonl write each event at once, so pipes see it immediately.
+
+    Source: where the local peripetyd serves Varlink (its default) and you may
+    connect (root, or peripetyd --varlink-group), events come from its
+    Monitor stream as soon as it stored them; otherwise from the store
+    (journald wakes its readers later). --source picks one. Should the
+    daemon stop or restart, monitor goes on reading the store.
 
     Order: each batch the store hands over is written oldest first by the
     events' own time. An event that reaches the store late (a storm's summary,
@@ -62,8 +71,8 @@ def command(ctx, blk, severity, sub_systems, event_types, store_spec, directory,
     Exit status: 0 when interrupted, 1 on error, 2 on a usage error (an
     unknown event type or sub-system).
     """
-    source = store_to_read(ctx, store_spec, directory, files)
     flt = build_filter(blk, severity, sub_systems, event_types, hosts=hosts)
+    source = follow_from(ctx, source, varlink_socket, store_spec, directory, files, include_untrusted)
     signal.signal(signal.SIGTERM, _raise_stop)
     with reading_store(source, include_untrusted) as store:
         flt = resolve_event_types(ctx, store, flt)
@@ -77,9 +86,9 @@ def command(ctx, blk, severity, sub_systems, event_types, store_spec, directory,
 
 
 def _follow(follower, writer: EventWriter) -> None:
-    fd = follower.fileno()
     while True:
         write_batch(follower, writer)
+        fd = follower.fileno()  # may change: a Varlink follower falls back to the store
         if fd is not None:
             select.select([fd], [], [], 1.0)
         else:

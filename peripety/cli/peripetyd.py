@@ -3,6 +3,7 @@ daemon itself in ``peripety.daemon``."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from ..daemon.service import DEFAULT_CONFIG
 from ..errors import PeripetyError
 from ..logsetup import setup_logging
 from ..outputs.metrics_options import ListenAddressError, check_textfile_path, parse_listen_address
+from ..stores.varlink import DEFAULT_SOCKET as DEFAULT_VARLINK_SOCKET
 from ..position import DEFAULT_STATE_DIR
 from ..status import DEFAULT_STATUS_PATH
 from .entry import run_cli
@@ -70,11 +72,21 @@ class TextfilePathType(click.ParamType):
                    "node_exporter's textfile-collector directory, e.g. "
                    "/var/lib/prometheus/node-exporter/peripety.prom; atomically replaced. "
                    "Overrides [metrics] textfile.")
+@click.option("--varlink", "varlink", default=str(DEFAULT_VARLINK_SOCKET), show_default=True, metavar="PATH|off",
+              help="Serve the Varlink interface io.peripety (Query, Monitor, GetBlockInfo, GetStatus) on this "
+                   "unix socket, which prpt monitor and prpt top follow; off: none. Root only (mode 0600) "
+                   "unless --varlink-group.")
+@click.option("--varlink-group", metavar="GROUP", default=None,
+              help="Let members of GROUP connect to the Varlink socket too (mode 0660): they can read every "
+                   "event and device, as root can.")
+@click.option("--varlink-buffer", type=click.IntRange(min=4096), default=None, metavar="BYTES",
+              help="Replies kept for one Varlink client that does not read (default 4 MiB); past it, a Monitor "
+                   "stream drops events for that client and tells it how many (\"missed\").")
 @click.option("--check", is_flag=True, help="Validate the config, print the sources and the probe attach plan, exit.")
 @click.option("-v", "--verbose", count=True, help="More logging to stderr (-vv for debug).")
 @click.version_option(package_name="peripety", prog_name="peripetyd")
 def main(config_path, store, stdout, no_blk_info_dump, bpf, from_start, state_dir, status_file, replay,
-         metrics_listen, metrics_textfile, check, verbose):
+         metrics_listen, metrics_textfile, varlink, varlink_group, varlink_buffer, check, verbose):
     """Peripety daemon: read kernel storage messages from /dev/kmsg (and
     user-space storage daemons' logs from the journal), turn them into
     structured storage events and store them (journald or SQLite).
@@ -99,6 +111,9 @@ def main(config_path, store, stdout, no_blk_info_dump, bpf, from_start, state_di
         replay=replay,
         metrics_listen=metrics_listen,
         metrics_textfile=metrics_textfile,
+        varlink=None if varlink == "off" else Path(os.path.abspath(varlink)),
+        varlink_group=varlink_group,
+        varlink_buffer=varlink_buffer,
     )
     try:
         if check:

@@ -24,6 +24,7 @@ DEFAULT_WIDTH = 80
 @filters.filter_options
 @filters.store_option
 @filters.journal_files_options
+@filters.source_options
 @filters.since_option(help="Seed the view with events since this time (default: the last hour).")
 @click.option("--once", is_flag=True, help="Print one frame and exit (for scripts); implied when stdout is not a terminal.")
 @click.option("-J", "--json", "as_json", is_flag=True,
@@ -47,8 +48,8 @@ DEFAULT_WIDTH = 80
 )
 @verbose_option
 @click.pass_context
-def command(ctx, blk, severity, sub_systems, event_types, store_spec, directory, files, hosts, since, once, as_json,
-            width, ascii_only, with_state, interval, status_file):
+def command(ctx, blk, severity, sub_systems, event_types, store_spec, directory, files, hosts, source, varlink_socket,
+            since, once, as_json, width, ascii_only, with_state, interval, status_file):
     """Watch storage health live: one row per device identity (WWID), worst
     first, with its live state (I/O rate and latency, md and multipath
     state, read-only filesystems) next to its event counts, and the newest
@@ -66,6 +67,10 @@ def command(ctx, blk, severity, sub_systems, event_types, store_spec, directory,
     are listed for their state (I/O, an md array, a multipath map, a
     problem) unless an event filter (--blk, --severity, ...) is given.
 
+    Events come from the local peripetyd's Varlink Monitor stream where
+    you may connect (root, or peripetyd --varlink-group), else from the
+    store; --source picks one (see prpt monitor --help).
+
     Journal files (--directory, --file: a sosreport, journal-remote's
     output) are shown without this host's live device state; the header
     names the hosts whose events are shown (--host picks them), and the
@@ -80,12 +85,14 @@ def command(ctx, blk, severity, sub_systems, event_types, store_spec, directory,
     from ..top.state import StateSampler
     from .store_access import open_store_for_reading
 
-    source = filters.store_to_read(ctx, store_spec, directory, files)
+    from .store_access import follow_from
+
     offline = bool(directory or files)
     if with_state is None:
         with_state = not offline
     since = since or wall_clock() - DEFAULT_HISTORY
     flt = filters.build_filter(blk, severity, sub_systems, event_types, hosts=hosts)
+    source = follow_from(ctx, source, varlink_socket, store_spec, directory, files)
     glyphs = ASCII if (ascii_only if ascii_only is not None else not locale_is_utf8()) else UNICODE
     console = Console()
     # A pipe or a file gets one plain frame, as a live screen makes no sense there.

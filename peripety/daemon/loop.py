@@ -52,7 +52,8 @@ class Loop:
             self._selector.register(fd, selectors.EVENT_READ, source)
 
     def names(self) -> list[str]:
-        return [s.name for s in self.sources]
+        """The sources' names (an output polled here, ``is_output``, is not one)."""
+        return [s.name for s in self.sources if not getattr(s.obj, "is_output", False)]
 
     def install_signals(self) -> None:
         """SIGTERM/SIGINT stop, SIGHUP reloads; both wake the selector

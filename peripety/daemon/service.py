@@ -63,6 +63,11 @@ class DaemonOptions:
     replay: Path | None = None
     metrics_listen: ListenAddress | None = None
     metrics_textfile: Path | None = None
+    varlink: Path | None = None
+    """The io.peripety Varlink socket (outputs/varlink.py); None: off."""
+    varlink_group: str | None = None
+    varlink_buffer: int | None = None
+    """Bytes of replies kept per slow Varlink client (None: the default)."""
 
 
 class Daemon:
@@ -134,6 +139,30 @@ class Daemon:
         if metrics is not None:
             self.outputs.add(metrics(self.options.metrics_listen, self.options.metrics_textfile, self.config,
                                      self.store))
+        self._open_varlink()
+
+    def _open_varlink(self) -> None:
+        if self.options.varlink is None:
+            return
+        try:
+            import varlink  # noqa: F401  (the package the service is built on)
+        except ImportError:
+            log.warning("the varlink Python package is not installed (pip install varlink): no Varlink service "
+                        "on %s; prpt monitor and prpt top read the store", self.options.varlink)
+            return
+        from ..outputs.varlink import VarlinkServer
+
+        limits = {"max_pending": self.options.varlink_buffer} if self.options.varlink_buffer else {}
+        server = VarlinkServer(self.options.varlink, store=self.store, status=self.status,
+                               known_event_types=self._known_event_types, group=self.options.varlink_group,
+                               **limits)
+        self.outputs.add(server)
+        self.loop.add(server.name, server, server.read)
+
+    def _known_event_types(self) -> set[str]:
+        from ..event_types import EVENT_TYPES
+
+        return {info.name for info in EVENT_TYPES} | {rule.event_type for rule in self.config.rules.rules}
 
     def _add_source(self, source: LiveSource, first: bool = False) -> None:
         self.loop.add(source.name, source, lambda: self._read(source), first=first)

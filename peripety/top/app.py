@@ -186,8 +186,7 @@ def _page(live) -> int:
 
 
 def _loop(model, follower, live, keys, wakeup, status_path, clock, refresher) -> None:
-    key_fd, follow_fd = keys.fileno(), follower.fileno()
-    fds = [fd for fd in (wakeup.read_fd, key_fd, follow_fd) if fd is not None]
+    key_fd = keys.fileno()
     refresher.sample(model)
     live.refresh()
     last_draw = time.monotonic()
@@ -195,6 +194,8 @@ def _loop(model, follower, live, keys, wakeup, status_path, clock, refresher) ->
     next_state = last_draw + refresher.state_interval
     dirty = False
     while not model.view.quit:
+        follow_fd = follower.fileno()  # may change: a Varlink follower falls back to the store
+        fds = [fd for fd in (wakeup.read_fd, key_fd, follow_fd) if fd is not None]
         wait = (MIN_REDRAW_INTERVAL if dirty else TICK) - (time.monotonic() - last_draw)
         if follow_fd is None:
             wait = min(wait, POLL_INTERVAL)
