@@ -129,7 +129,9 @@ def json_lines_from_matches(pairs, hostname: str | None = None, boot_time: _dt.d
     encoded: dict[str, str] = {}  # sub-systems, event types, sources: a few dozen strings
     layouts: dict[tuple, FreshLayout] = {}
     new_id = new_event_id
-    last_time, last_time_json = None, ""  # the zone is set before the first line is read
+    # The output zone (--utc) is set before the first line is read: a time
+    # object seen last renders the same.
+    last_time, last_time_json = None, ""
 
     def enc(value: str) -> str:
         text = encoded.get(value)
