@@ -129,6 +129,9 @@ def json_lines_from_matches(pairs, hostname: str | None = None, boot_time: _dt.d
     encoded: dict[str, str] = {}  # sub-systems, event types, sources: a few dozen strings
     layouts: dict[tuple, FreshLayout] = {}
     new_id = new_event_id
+    # The output zone (--utc) is set before the first line is read: a time
+    # object seen last renders the same.
+    last_time, last_time_json = None, ""
 
     def enc(value: str) -> str:
         text = encoded.get(value)
@@ -143,8 +146,12 @@ def json_lines_from_matches(pairs, hostname: str | None = None, boot_time: _dt.d
             default_time = now()
         text = record.text
         host = record.hostname
-        wall = record.wallclock
-        timestamp = wall if wall is not None else record_time(record, default_time, boot_time)
+        timestamp = record.wallclock
+        if timestamp is None:  # (record_time, inlined for a saved log's lines)
+            timestamp = default_time if boot_time is None and record.source != "kmsg" else \
+                record_time(record, default_time, boot_time)
+        if timestamp is not last_time:  # lines of one stretch share one time object
+            last_time, last_time_json = timestamp, _timestamp_json(timestamp)
         extension = match.extension
         values = tuple(extension.values())
         kdev = match.kdev
@@ -171,7 +178,7 @@ def json_lines_from_matches(pairs, hostname: str | None = None, boot_time: _dt.d
         if (joined.isprintable() and '"' not in joined and "\\" not in joined) or _JSON_ESCAPE.search(joined) is None:
             yield layout.json % (
                 host_json if host is None else enc(host), severity_names[match.severity],
-                _timestamp_json(timestamp), "null" if usec is None else usec, new_id(), kdev, msg, text,
+                last_time_json, "null" if usec is None else usec, new_id(), kdev, msg, text,
                 *values, encoded.get(record.source) or enc(record.source))
             continue
         yield fresh_event_json(
