@@ -1,18 +1,21 @@
 """Fast JSON for events, apart from the model: the same bytes as
 ``StorageEvent.to_json()`` (tests/test_event_json.py checks every path),
-built from templates instead of ``json.dumps``.
+built from templates or by orjson instead of ``json.dumps``.
 
 They pay where events are written by the hundred thousand: ``prpt parse
---jsonl`` (``fresh_event_json``: the event is never built) and writers of
-events with no device information yet (``compact_json``). An event with a
-``cur_blk_info`` takes the model's own path.
+--jsonl`` (``fresh_event_json``: the event is never built), writers of
+events with no device information yet (``compact_json``'s template) and
+of events with it (``dumps``: orjson, where it writes the very same text).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import json as _json
 from json.encoder import ESCAPE as _JSON_ESCAPE  # what encode_basestring escapes
 from json.encoder import encode_basestring as _json_str
+
+import orjson
 
 from .event import StorageEvent, format_timestamp, new_event_id, output_zone
 
@@ -40,9 +43,45 @@ _COMPACT = (
 def compact_json(event: StorageEvent) -> str:
     """``event.to_json()``, byte for byte (tests check): built directly for
     the common event (no device information yet, string values), else by
-    the model's own ``json.dumps``."""
+    ``dumps``."""
     fast = _compact_json(event)
-    return event.to_json() if fast is None else fast
+    return dumps(event.to_dict(copy=False)) if fast is None else fast
+
+
+def dumps(value) -> str:
+    """``json.dumps(value, separators=(",", ":"), ensure_ascii=False)``,
+    byte for byte, by orjson (15x faster on an event with its devices) when
+    it writes the same text: for dicts with ``str`` keys, lists, ``str``,
+    ``int`` within 64 bits, ``bool`` and ``None``. orjson escapes exactly
+    the characters ``json.dumps`` escapes, the same way (tests check every
+    code point). Anything else takes ``json.dumps``: a float (the two write
+    some floats' digits differently), a subclass, a tuple, a lone surrogate
+    or an int past 64 bits (orjson refuses those two)."""
+    if _plain(value):
+        try:
+            return orjson.dumps(value).decode()
+        except orjson.JSONEncodeError:
+            pass
+    return _json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+_PLAIN_SCALARS = frozenset({str, int, bool, type(None)})
+
+
+def _plain(value) -> bool:
+    """Only exact dicts (``str`` keys), lists and ``_PLAIN_SCALARS``, at any depth."""
+    kind = type(value)
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or (type(item) not in _PLAIN_SCALARS and not _plain(item)):
+                return False
+        return True
+    if kind is list:
+        for item in value:
+            if type(item) not in _PLAIN_SCALARS and not _plain(item):
+                return False
+        return True
+    return kind in _PLAIN_SCALARS
 
 
 def _compact_json(event: StorageEvent) -> str | None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
+
 import click
 
 from ..event import StorageEvent
@@ -66,13 +69,26 @@ def command(ctx, blk, severity, sub_systems, event_types, since, until, event_id
     source = store_to_read(ctx, store_spec, directory, files)
     flt = build_filter(blk, severity, sub_systems, event_types, since=since, until=until,
                        event_ids=event_ids, limit=limit, hosts=hosts)
-    with reading_store(source, include_untrusted) as store:
+    with reading_store(source, include_untrusted) as store, no_cyclic_gc():
         events = in_time_order(store.query(flt))
         writer = EventWriter(output_format=output_format, flush_each=False,
                              show_host=reads_journal_files(store) or many_hosts(events))
         for event in events:
             writer.write(event)
         writer.flush()
+
+
+@contextlib.contextmanager
+def no_cyclic_gc():
+    """Read without Python's cycle collector: events hold no cycles, and
+    every pass over the growing list of them made decoding 2-3x slower."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def many_hosts(events) -> bool:

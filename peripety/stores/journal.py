@@ -2,9 +2,10 @@
 fields"), so ``journalctl IS_PERIPETY=TRUE EVENT_TYPE=FS_ERROR`` works with
 no peripety installed.
 
-Reading decodes only the ``JSON`` field of each matching entry: the
-per-field conversion ``systemd.journal.Reader.get_next()`` does is the
-slowest part of reading and peripety needs none of it.
+Reading decodes only the ``JSON`` field of each matching entry (and checks
+journald's trusted sender fields): the per-field conversion
+``systemd.journal.Reader.get_next()`` does is the slowest part of reading
+and peripety needs none of it.
 
 Rate limiting: journald limits entries per *systemd unit*
 (``RateLimitIntervalSec``/``RateLimitBurst``, 10000 per 30 s by default,
@@ -33,7 +34,7 @@ from ..event_json import compact_json
 from ..event_types import EVENT_TYPES
 from .filter import EventFilter, to_usec
 from .journald_socket import JournaldSocket, runtime_dir, synchronize
-from .provenance import PERIPETYD_WRITER, SenderPolicy, sender_from_reader
+from .provenance import PERIPETYD_WRITER, SenderPolicy, sender_from_fields
 
 log = logging.getLogger("peripety.stores.journal")
 
@@ -214,10 +215,16 @@ class JournalStore:
 
     def _decode(self, reader) -> StorageEvent | None:
         """The event of the reader's current entry, or None when it is not
-        one (unreadable, or written by someone else and not asked for)."""
-        trusted = self.writers.trusts_reader(reader)
+        one (unreadable, or written by someone else and not asked for).
+
+        One ``_get_all`` reads the entry: sd-journal decompresses a field
+        (JSON is large enough to be compressed) on every ``_get`` of it and
+        on every ``_get`` that looks at it on the way to a later field, but
+        once when it enumerates the entry."""
+        fields = reader._get_all()
+        trusted = self.writers.trusts_fields(fields)
         if not trusted:
-            sender = sender_from_reader(reader)
+            sender = sender_from_fields(fields)
             self.untrusted_skipped += 1
             if not self.include_untrusted:
                 if self.untrusted_skipped == 1:
@@ -225,7 +232,7 @@ class JournalStore:
                                 "written by %s (first: %s, sent by %s)", self.writers.describe(),
                                 reader._get_cursor(), _describe_sender(sender))
                 return None
-        event = _decode(reader)
+        event = _decode(fields, reader)
         if event is not None and not trusted:
             event.untrusted_writer = sender
         return event
@@ -347,9 +354,11 @@ def add_matches(reader, flt: EventFilter) -> None:
                 reader.add_match(f"{field}={value}".encode())
 
 
-def _decode(reader) -> StorageEvent | None:
+def _decode(fields: dict, reader) -> StorageEvent | None:
+    """The event in an entry's ``JSON`` field (the first, should it repeat)."""
     try:
-        return StorageEvent.from_json(reader._get("JSON"))
+        text = fields["JSON"]
+        return StorageEvent.from_json(text[0] if isinstance(text, list) else text)
     except KeyError:
         log.warning("journal entry %s has IS_PERIPETY=TRUE but no JSON field; skipped",
                     reader._get_cursor())

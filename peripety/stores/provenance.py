@@ -62,15 +62,17 @@ class SenderPolicy:
         return (sender.get("comm") in self.comms or sender.get("exe") in self.exes
                 or sender.get("unit") in self.units)
 
-    def trusts_reader(self, reader) -> bool:
-        """``trusts`` for a ``systemd.journal._Reader``'s current entry,
-        reading only the fields it needs (readers check every entry)."""
-        uid = _field(reader, "_UID")
+    def trusts_fields(self, fields: dict) -> bool:
+        """``trusts`` for an entry's fields as ``systemd.journal._Reader._get_all()``
+        gives them (bytes; a list when a field repeats, whose first value is
+        the one ``_get`` returns): readers that need the whole entry anyway
+        check it without a call per field."""
+        uid = _text(fields.get("_UID"))
         if not uid.isdigit() or int(uid) not in self.uids:
             return False
-        return ((self.comms and _field(reader, "_COMM") in self.comms)
-                or (self.units and _field(reader, "_SYSTEMD_UNIT") in self.units)
-                or (self.exes and _field(reader, "_EXE") in self.exes)) or False
+        return ((self.comms and _text(fields.get("_COMM")) in self.comms)
+                or (self.units and _text(fields.get("_SYSTEMD_UNIT")) in self.units)
+                or (self.exes and _text(fields.get("_EXE")) in self.exes)) or False
 
     def describe(self) -> str:
         names = sorted(f"comm {c}" for c in self.comms) + sorted(f"exe {e}" for e in self.exes) \
@@ -83,25 +85,21 @@ PERIPETYD_WRITER = SenderPolicy.for_daemon("peripetyd")
 """Who may write peripety events into the journal: root's peripetyd."""
 
 
-def _field(reader, name: str) -> str:
-    try:
-        value = reader._get(name)
-    except KeyError:
+def _text(value) -> str:
+    """A ``_get_all`` value as text: absent is "", a repeated field its first
+    value (the one ``_get`` would give)."""
+    if value is None:
         return ""
+    if isinstance(value, list):
+        value = value[0]
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def sender_from_reader(reader) -> dict[str, str]:
-    """The trusted sender fields of the reader's current entry (a
-    ``systemd.journal._Reader``), by short name; absent fields are left out."""
-    sender = {}
-    for journal_field, name in SENDER_FIELDS.items():
-        try:
-            value = reader._get(journal_field)
-        except KeyError:
-            continue
-        sender[name] = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-    return sender
+def sender_from_fields(fields: dict) -> dict[str, str]:
+    """The trusted sender fields of an entry (its ``_get_all()`` fields), by
+    short name; absent fields are left out."""
+    return {name: _text(fields[journal_field]) for journal_field, name in SENDER_FIELDS.items()
+            if journal_field in fields}
 
 
 def sender_from_entry(entry: dict) -> dict[str, str]:
