@@ -24,9 +24,9 @@ import bisect
 import heapq
 import itertools
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
-from .event import Severity, StorageEvent, new_event_id
+from .event import Severity, StorageEvent, evolve, new_event_id
 from .hit_kinds import PAIR_KEYS
 
 # nvme_complete_rq fires on every completion, retries included, while the
@@ -151,7 +151,7 @@ def merged(held: StorageEvent, other: StorageEvent) -> StorageEvent:
     extension = {**line.extension, **hit.extension}  # spelled as the line's (pipeline._line_spelling)
     if "retries" in held.extension and "retries" in other.extension:
         extension["retries"] = str(max(int(held.extension["retries"]), int(other.extension["retries"])))
-    return replace(
+    return evolve(
         line,
         extension=extension,
         dev_num=hit.dev_num or line.dev_num,
@@ -449,7 +449,7 @@ def _aggregate(sl: _Slice, event_id: str) -> StorageEvent:
         # What a restart after kill -9 needs to recognise the records this
         # aggregate already counts (see Pipeline, "exactly once").
         extension["kmsg_seq_range"] = f"{lo}-{hi}"
-    return replace(
+    return evolve(
         first,
         event_id=event_id,
         msg=f"{first.msg} (storm: {sl.count} occurrences)",
@@ -492,7 +492,7 @@ class RootCauseLinker:
         for key in keys:
             seen = self._recent.get(key)
             if seen and 0 <= kernel_usec - seen[0] <= self.window_usec and seen[1] != event.event_id:
-                return replace(event, root_cause_event_id=seen[1])
+                return evolve(event, root_cause_event_id=seen[1])
         return event
 
     def rename(self, old_id: str, new_id: str) -> None:

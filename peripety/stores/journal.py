@@ -33,7 +33,7 @@ from ..event import BlkInfo, Severity, StorageEvent
 from ..event_json import compact_json
 from ..event_types import EVENT_TYPES
 from .filter import EventFilter, to_usec
-from .journald_socket import JournaldSocket, runtime_dir, synchronize
+from .journald_socket import JournaldSocket, encode_entry, runtime_dir, synchronize
 from .provenance import PERIPETYD_WRITER, SenderPolicy, sender_from_fields
 
 log = logging.getLogger("peripety.stores.journal")
@@ -52,13 +52,14 @@ _JOURNAL_GROUP_HINT = (
 )
 
 
-def journal_fields(event: StorageEvent) -> dict[str, object]:
+def journal_fields(event: StorageEvent, json_text: str | None = None) -> dict[str, object]:
     """The journald entry for ``event`` (doc/design.md, "journald fields").
 
     Values are strings, or lists of strings for fields that repeat
     (``OWNERS_WWIDS``, ``OWNERS_PATHS``): the journal store writes a list
     as one field per element (``systemd.journal.send`` would not: it
-    sends ``str(list)``).
+    sends ``str(list)``). ``json_text``: the event's JSON, when the caller
+    has it already.
     """
     info = event.cur_blk_info or BlkInfo()
     fields: dict[str, object] = {
@@ -75,7 +76,7 @@ def journal_fields(event: StorageEvent) -> dict[str, object]:
         "DEV_NUM": event.dev_num or info.dev_num,
         "DEV_WWID": info.wwid,
         "DEV_PATH": info.preferred_blk_path or info.blk_path,
-        "JSON": compact_json(event),
+        "JSON": compact_json(event) if json_text is None else json_text,
     }
     if info.mount_point:
         fields["MOUNT_POINT"] = info.mount_point
@@ -87,6 +88,111 @@ def journal_fields(event: StorageEvent) -> dict[str, object]:
         fields["ROOT_CAUSE_EVENT_ID"] = event.root_cause_event_id
     for key, value in event.extension.items():
         fields["EXT_" + _journal_key(key)] = str(value)
+    return {k: v for k, v in fields.items() if v not in ("", None, [])}
+
+
+def journal_entry(event: StorageEvent) -> bytes:
+    """``encode_entry(journal_fields(event))``, byte for byte (tests check),
+    built for the daemon's rate: the fields that are the same for every
+    event of a type, and those of a device, are encoded once and kept; an
+    event is one string format, its JSON and its extension. Anything
+    unusual (an empty identity field, a newline in a value, which the
+    native protocol writes in its binary form) takes the general path."""
+    info = event.cur_blk_info
+    msg = event.msg or event.raw_msg or event.event_type
+    event_id, kdev = event.event_id, event.kdev
+    dev_num = event.dev_num or (info.dev_num if info is not None else "")
+    head = _HEADS.get((event.event_type, event.severity, event.sub_system))
+    if head is None:
+        head = _head(event.event_type, event.severity, event.sub_system)
+    json_text = compact_json(event)
+    if head is _GENERAL or not (type(msg) is str and type(event_id) is str and type(kdev) is str
+                                and type(dev_num) is str and msg and event_id and kdev and dev_num) \
+            or "\n" in msg + event_id + kdev + dev_num or "\n" in json_text:
+        return encode_entry(journal_fields(event, json_text))
+    tail = _tail(event)
+    device = _device_lines(info)
+    if tail is None or device is None:
+        return encode_entry(journal_fields(event, json_text))
+    wwid_path, mount_owners = device
+    return b"".join((
+        (head % (msg, event_id, kdev, dev_num)).encode("utf-8"),
+        wwid_path,
+        b"JSON=", json_text.encode("utf-8"), b"\n",
+        mount_owners,
+        tail,
+    ))
+
+
+_GENERAL = object()
+_HEADS: dict[tuple, object] = {}
+"""(event type, severity, sub-system) -> the entry's first lines, with
+``%s`` for MESSAGE, EVENT_ID, KDEV and DEV_NUM (or _GENERAL)."""
+
+
+def _head(event_type: str, severity: Severity, sub_system: str):
+    if len(_HEADS) > 4096:
+        _HEADS.clear()
+    fixed = {"MESSAGE_ID": EVENT_TYPES.message_id(event_type), "SYSLOG_IDENTIFIER": "peripetyd",
+             "EVENT_TYPE": event_type, "SUB_SYSTEM": sub_system, "SEVERITY": severity.name}
+    plain = all(type(v) is str and v and "\n" not in v and "%" not in v for v in fixed.values())
+    head = _GENERAL if not plain else (
+        f"IS_PERIPETY=TRUE\nPRIORITY={int(severity)}\nMESSAGE=%s\nMESSAGE_ID={fixed['MESSAGE_ID']}\n"
+        f"SYSLOG_IDENTIFIER=peripetyd\nEVENT_TYPE={event_type}\nEVENT_ID=%s\nSUB_SYSTEM={sub_system}\n"
+        f"SEVERITY={severity.name}\nKDEV=%s\nDEV_NUM=%s\n")
+    _HEADS[(event_type, severity, sub_system)] = head
+    return head
+
+
+_DEVICES: dict[tuple, tuple[bytes, bytes]] = {}
+"""A device's fields (what it is, then where it is mounted and what is
+below it) -> their encoded lines: the same for every event on it."""
+
+
+def _device_lines(info: BlkInfo | None) -> tuple[bytes, bytes] | None:
+    """None: the general path (a field that is not what a device has)."""
+    if info is None:
+        return b"", b""
+    try:
+        key = (info.wwid, info.preferred_blk_path or info.blk_path, info.mount_point,
+               tuple(info.owners_wwids), tuple(info.owners_paths))
+        lines = _DEVICES.get(key)
+    except TypeError:  # unhashable: not a device's fields as peripety makes them
+        return None
+    if lines is None:
+        if len(_DEVICES) > 4096:
+            _DEVICES.clear()
+        wwid, path, mount_point, owners_wwids, owners_paths = key
+        lines = _DEVICES[key] = (
+            encode_entry(_present({"DEV_WWID": wwid, "DEV_PATH": path})),
+            encode_entry(_present({"MOUNT_POINT": mount_point or None, "OWNERS_WWIDS": list(owners_wwids),
+                                   "OWNERS_PATHS": list(owners_paths)})))
+    return lines
+
+
+def _tail(event: StorageEvent) -> bytes | None:
+    """ROOT_CAUSE_EVENT_ID and the EXT_ lines; None when a value needs
+    the general path."""
+    parts = []
+    root = event.root_cause_event_id
+    if root:
+        parts.append(f"ROOT_CAUSE_EVENT_ID={root}\n")
+    keys = set()
+    for key, value in event.extension.items():
+        if type(value) is not str or not value:
+            return None
+        name = _journal_key(key)
+        if name in keys:  # two keys spelled alike in the journal: the last one's value counts
+            return None
+        keys.add(name)
+        parts.append(f"EXT_{name}={value}\n")
+    text = "".join(parts)
+    if text.count("\n") != len(parts):
+        return None
+    return text.encode("utf-8")
+
+
+def _present(fields: dict) -> dict:
     return {k: v for k, v in fields.items() if v not in ("", None, [])}
 
 
@@ -134,7 +240,7 @@ class JournalStore:
 
     # -- writing ------------------------------------------------------------
     def append(self, event: StorageEvent) -> None:
-        self._sender.send(journal_fields(event))
+        self._sender.send_entry(journal_entry(event))
 
     def sync(self) -> None:
         """Block until journald has written what we sent (readers see it).

@@ -74,7 +74,10 @@ class JournaldSocket:
         return self._sock
 
     def send(self, fields: dict[str, object]) -> None:
-        data = encode_entry(fields)
+        self.send_entry(encode_entry(fields))
+
+    def send_entry(self, data: bytes) -> None:
+        """One entry already encoded (``encode_entry``): one send(2)."""
         try:
             try:
                 self._send(data)
