@@ -102,21 +102,25 @@ def journal_entry(event: StorageEvent) -> bytes:
     msg = event.msg or event.raw_msg or event.event_type
     event_id, kdev = event.event_id, event.kdev
     dev_num = event.dev_num or (info.dev_num if info is not None else "")
-    head = _HEADS.get((event.event_type, event.severity, event.sub_system))
-    if head is None:
-        head = _head(event.event_type, event.severity, event.sub_system)
     json_text = compact_json(event)
-    if head is _GENERAL or not (type(msg) is str and type(event_id) is str and type(kdev) is str
-                                and type(dev_num) is str and msg and event_id and kdev and dev_num) \
-            or "\n" in msg + event_id + kdev + dev_num or "\n" in json_text:
+    if not (type(msg) is str and type(event_id) is str and type(kdev) is str and type(dev_num) is str
+            and msg and event_id) or "\n" in msg + event_id + kdev + dev_num or "\n" in json_text:
         return encode_entry(journal_fields(event, json_text))
+    key = (event.event_type, event.severity, event.sub_system, bool(kdev), bool(dev_num))
+    head = _HEADS.get(key)
+    if head is None:
+        head = _head(*key)
+    if head is _GENERAL:
+        return encode_entry(journal_fields(event, json_text))
+    values = (msg, event_id, kdev, dev_num) if kdev and dev_num else (msg, event_id, kdev or dev_num) \
+        if kdev or dev_num else (msg, event_id)
     tail = _tail(event)
     device = _device_lines(info)
     if tail is None or device is None:
         return encode_entry(journal_fields(event, json_text))
     wwid_path, mount_owners = device
     return b"".join((
-        (head % (msg, event_id, kdev, dev_num)).encode("utf-8"),
+        (head % values).encode("utf-8"),
         wwid_path,
         b"JSON=", json_text.encode("utf-8"), b"\n",
         mount_owners,
@@ -126,11 +130,12 @@ def journal_entry(event: StorageEvent) -> bytes:
 
 _GENERAL = object()
 _HEADS: dict[tuple, object] = {}
-"""(event type, severity, sub-system) -> the entry's first lines, with
-``%s`` for MESSAGE, EVENT_ID, KDEV and DEV_NUM (or _GENERAL)."""
+"""(event type, severity, sub-system, has KDEV, has DEV_NUM) -> the entry's
+first lines, with ``%s`` for MESSAGE, EVENT_ID, and KDEV and DEV_NUM when
+they are there (or _GENERAL)."""
 
 
-def _head(event_type: str, severity: Severity, sub_system: str):
+def _head(event_type: str, severity: Severity, sub_system: str, kdev: bool, dev_num: bool):
     if len(_HEADS) > 4096:
         _HEADS.clear()
     fixed = {"MESSAGE_ID": EVENT_TYPES.message_id(event_type), "SYSLOG_IDENTIFIER": "peripetyd",
@@ -139,8 +144,8 @@ def _head(event_type: str, severity: Severity, sub_system: str):
     head = _GENERAL if not plain else (
         f"IS_PERIPETY=TRUE\nPRIORITY={int(severity)}\nMESSAGE=%s\nMESSAGE_ID={fixed['MESSAGE_ID']}\n"
         f"SYSLOG_IDENTIFIER=peripetyd\nEVENT_TYPE={event_type}\nEVENT_ID=%s\nSUB_SYSTEM={sub_system}\n"
-        f"SEVERITY={severity.name}\nKDEV=%s\nDEV_NUM=%s\n")
-    _HEADS[(event_type, severity, sub_system)] = head
+        f"SEVERITY={severity.name}\n" + ("KDEV=%s\n" if kdev else "") + ("DEV_NUM=%s\n" if dev_num else ""))
+    _HEADS[(event_type, severity, sub_system, kdev, dev_num)] = head
     return head
 
 
