@@ -17,7 +17,9 @@ from json.encoder import encode_basestring as _json_str
 
 import orjson
 
-from .event import StorageEvent, format_timestamp, new_event_id, output_zone
+from .errors import EventFormatError
+from .event import (_CANONICAL_SUB_SYSTEMS, _ORIGINAL_BLK_TYPES, _SEVERITY_BY_NAME, BlkInfo, StorageEvent,
+                    format_timestamp, new_event_id, output_zone, parse_timestamp)
 
 _last_ts: tuple = (None, None)  # (timestamp, output zone) of _last_ts_text
 _last_ts_text = ""
@@ -172,3 +174,80 @@ def fresh_event_json(
         "null" if kernel_usec is None else kernel_usec, new_event_id(),
         event_type_json, enc(kdev), enc(msg), enc(raw_msg), _extension_json(extension), sources_json,
     )
+
+
+# -- stored JSON that already is the event's JSON ------------------------------
+
+class _NotPlain(Exception):
+    pass
+
+
+def _refuse(_text):
+    raise _NotPlain
+
+
+# json.loads, stopping at the first float or NaN/Infinity: then the stored
+# text is not taken as it is (orjson and json.dumps write floats differently).
+_NO_FLOATS = _json.JSONDecoder(parse_float=_refuse, parse_constant=_refuse)
+_EVENT_KEYS = tuple(StorageEvent("X", "block").to_dict())
+_BLK_KEYS = tuple(BlkInfo().to_dict())
+_STRINGS = ("hostname", "kdev", "dev_num", "msg")
+_SEVERITY_NAMES = frozenset(_SEVERITY_BY_NAME)
+
+
+def stored_json_line(raw: bytes) -> tuple[_dt.datetime, str, str] | None:
+    """``(event.timestamp, event.hostname, compact_json(event))`` for
+    ``event = StorageEvent.from_json(raw)``, when ``raw`` already is that
+    JSON (what peripetyd stores), found without making the event: the
+    text is parsed, written back by orjson (the same bytes as json.dumps
+    for it: no float anywhere) and compared, and every field is checked to
+    be one ``from_dict`` keeps as it is (``to_dict(from_dict(d)) == d``).
+    None otherwise: then decode the event (tests compare both ways)."""
+    try:
+        text = raw.decode("utf-8")
+        data = _NO_FLOATS.decode(text)
+        if type(data) is not dict or tuple(data) != _EVENT_KEYS or orjson.dumps(data) != raw:
+            return None
+    except (ValueError, _NotPlain, RecursionError, orjson.JSONEncodeError):
+        return None
+    for key in _STRINGS:
+        if type(data[key]) is not str:
+            return None
+    raw_msg, event_id, extension = data["raw_msg"], data["event_id"], data["extension"]
+    usec, count, root, last = data["kernel_usec"], data["count"], data["root_cause_event_id"], data["last_timestamp"]
+    hierarchy, cur = data["hierarchy_blk_info"], data["cur_blk_info"]
+    if (data["sub_system"] not in _CANONICAL_SUB_SYSTEMS or data["severity"] not in _SEVERITY_NAMES
+            or type(raw_msg) is not str or not (raw_msg or not data["msg"])
+            or type(event_id) is not str or not event_id
+            or not (usec is None or (type(usec) is int and usec >= 0))
+            or type(count) is not int or not count
+            or not (root is None or root)
+            or type(extension) is not dict or not all(type(v) is str for v in extension.values())
+            or type(data["sources"]) is not list
+            or not (cur is None or _kept_blk_info(cur))
+            or type(hierarchy) is not list or not all(_kept_blk_info(b) for b in hierarchy)):
+        return None
+    try:
+        timestamp = _kept_time(data["timestamp"])
+        if timestamp is None or not (last is None or _kept_time(last) is not None):
+            return None
+    except EventFormatError:
+        return None
+    return timestamp, data["hostname"], text
+
+
+def _kept_blk_info(data) -> bool:
+    """``BlkInfo.to_dict(BlkInfo.from_dict(data)) == data``."""
+    if type(data) is not dict or tuple(data) != _BLK_KEYS:
+        return False
+    blk_type, owners_types = data["blk_type"], data["owners_types"]
+    return (type(blk_type) is str and blk_type not in _ORIGINAL_BLK_TYPES and type(owners_types) is list
+            and all(type(t) is str and t not in _ORIGINAL_BLK_TYPES for t in owners_types))
+
+
+def _kept_time(text) -> _dt.datetime | None:
+    """The time ``text`` reads as, when it is written back the same."""
+    if type(text) is not str or not text:
+        return None
+    ts = parse_timestamp(text)
+    return ts if format_timestamp(ts) == text else None

@@ -19,18 +19,19 @@ with a ``count`` before they reach the store, and the unit may raise
 
 from __future__ import annotations
 
+import datetime
 import errno
 import functools
 import logging
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 from systemd import journal as _sd
 
 from ..errors import EventFormatError, StoreError
 from ..event import BlkInfo, Severity, StorageEvent
-from ..event_json import compact_json
+from ..event_json import compact_json, stored_json_line
 from ..event_types import EVENT_TYPES
 from .filter import EventFilter, to_usec
 from .journald_socket import JournaldSocket, encode_entry, runtime_dir, synchronize
@@ -292,7 +293,21 @@ class JournalStore:
             return self._forward(reader, flt)
         return self._newest(reader, flt)
 
-    def _forward(self, reader, flt: EventFilter) -> Iterator[StorageEvent]:
+    def query_lines(self, flt: EventFilter) -> Iterator["JsonLine"]:
+        """What ``query`` yields, as ``JsonLine``s: each event's time, host
+        and ``compact_json`` text. Cheaper: an entry whose stored JSON
+        already is that text (peripetyd's) is not made into an event
+        (``event_json.stored_json_line``). Same entries, order, trust checks
+        and counts as ``query``."""
+        if flt.limit == 0:
+            return iter(())
+        reader = self._open_reader(flt)
+        if flt.limit is None:
+            return self._forward(reader, flt, self._decode_line)
+        return self._newest(reader, flt, self._decode_line)
+
+    def _forward(self, reader, flt: EventFilter, decode=None) -> Iterator[StorageEvent]:
+        decode = decode or self._decode
         with reader:
             if flt.since is not None:
                 # An event never arrives before it happened: nothing older can match.
@@ -301,11 +316,12 @@ class JournalStore:
             while reader._next():
                 if stop is not None and reader._get_realtime() > stop:
                     return
-                event = self._decode(reader)
+                event = decode(reader)
                 if event is not None and flt.matches_time(event.timestamp):
                     yield event
 
-    def _newest(self, reader, flt: EventFilter) -> Iterator[StorageEvent]:
+    def _newest(self, reader, flt: EventFilter, decode=None) -> Iterator[StorageEvent]:
+        decode = decode or self._decode
         newest: list[StorageEvent] = []
         with reader:
             if flt.until is not None:
@@ -316,7 +332,7 @@ class JournalStore:
             while len(newest) < flt.limit and reader._previous():
                 if start is not None and reader._get_realtime() < start:
                     break
-                event = self._decode(reader)
+                event = decode(reader)
                 if event is not None and flt.matches_time(event.timestamp):
                     newest.append(event)
         return reversed(newest)
@@ -326,27 +342,56 @@ class JournalStore:
 
     def _decode(self, reader) -> StorageEvent | None:
         """The event of the reader's current entry, or None when it is not
-        one (unreadable, or written by someone else and not asked for).
+        one (unreadable, or written by someone else and not asked for)."""
+        entry = self._entry(reader)
+        if entry is None:
+            return None
+        fields, sender = entry
+        event = _decode(fields, reader)
+        if event is not None and sender is not None:
+            event.untrusted_writer = sender
+        return event
+
+    def _decode_line(self, reader) -> "JsonLine | None":
+        """``_decode`` as a ``JsonLine``, taking peripetyd's stored JSON as
+        it is when that is the event's JSON."""
+        entry = self._entry(reader)
+        if entry is None:
+            return None
+        fields, sender = entry
+        raw = fields.get("JSON")
+        if sender is None and type(raw) is bytes:
+            line = stored_json_line(raw)
+            if line is not None:
+                return JsonLine(*line)
+        event = _decode(fields, reader)
+        if event is None:
+            return None
+        if sender is not None:
+            event.untrusted_writer = sender
+        return JsonLine(event.timestamp, event.hostname, compact_json(event))
+
+    def _entry(self, reader) -> tuple[dict, dict | None] | None:
+        """The current entry's fields and, when ``writers`` did not write
+        it, who did (journald's trusted fields); None when it is skipped
+        (counted in ``untrusted_skipped``).
 
         One ``_get_all`` reads the entry: sd-journal decompresses a field
         (JSON is large enough to be compressed) on every ``_get`` of it and
         on every ``_get`` that looks at it on the way to a later field, but
         once when it enumerates the entry."""
         fields = reader._get_all()
-        trusted = self.writers.trusts_fields(fields)
-        if not trusted:
-            sender = sender_from_fields(fields)
-            self.untrusted_skipped += 1
-            if not self.include_untrusted:
-                if self.untrusted_skipped == 1:
-                    log.warning("skipping journal entries that claim to be peripety events but were not "
-                                "written by %s (first: %s, sent by %s)", self.writers.describe(),
-                                reader._get_cursor(), _describe_sender(sender))
-                return None
-        event = _decode(fields, reader)
-        if event is not None and not trusted:
-            event.untrusted_writer = sender
-        return event
+        if self.writers.trusts_fields(fields):
+            return fields, None
+        sender = sender_from_fields(fields)
+        self.untrusted_skipped += 1
+        if not self.include_untrusted:
+            if self.untrusted_skipped == 1:
+                log.warning("skipping journal entries that claim to be peripety events but were not "
+                            "written by %s (first: %s, sent by %s)", self.writers.describe(),
+                            reader._get_cursor(), _describe_sender(sender))
+            return None
+        return fields, sender
 
     def close(self) -> None:
         self._sender.close()
@@ -358,6 +403,15 @@ class JournalStore:
 
     def __repr__(self) -> str:
         return f"JournalStore({self._where()})"
+
+
+class JsonLine(NamedTuple):
+    """An event as ``prpt query --jsonl`` writes it (``JournalStore.query_lines``)."""
+
+    timestamp: datetime.datetime
+    hostname: str
+    text: str
+    """``compact_json(event)``"""
 
 
 class JournalFollower:
