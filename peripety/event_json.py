@@ -17,9 +17,8 @@ from json.encoder import encode_basestring as _json_str
 
 import orjson
 
-from .errors import EventFormatError
 from .event import (_CANONICAL_SUB_SYSTEMS, _ORIGINAL_BLK_TYPES, _SEVERITY_BY_NAME, BlkInfo, StorageEvent,
-                    format_timestamp, new_event_id, output_zone, parse_timestamp)
+                    format_timestamp, new_event_id, output_zone)
 
 _last_ts: tuple = (None, None)  # (timestamp, output zone) of _last_ts_text
 _last_ts_text = ""
@@ -205,10 +204,11 @@ def stored_json_line(raw: bytes) -> tuple[_dt.datetime, str, str] | None:
     None otherwise: then decode the event (tests compare both ways)."""
     try:
         text = raw.decode("utf-8")
-        data = _NO_FLOATS.decode(text)
+        # the scanner itself: text with anything around the object is not orjson's anyway
+        data, _ = _NO_FLOATS.scan_once(text, 0)
         if type(data) is not dict or tuple(data) != _EVENT_KEYS or orjson.dumps(data) != raw:
             return None
-    except (ValueError, _NotPlain, RecursionError, orjson.JSONEncodeError):
+    except (ValueError, StopIteration, _NotPlain, RecursionError, orjson.JSONEncodeError):
         return None
     for key in _STRINGS:
         if type(data[key]) is not str:
@@ -227,11 +227,8 @@ def stored_json_line(raw: bytes) -> tuple[_dt.datetime, str, str] | None:
             or not (cur is None or _kept_blk_info(cur))
             or type(hierarchy) is not list or not all(_kept_blk_info(b) for b in hierarchy)):
         return None
-    try:
-        timestamp = _kept_time(data["timestamp"])
-        if timestamp is None or not (last is None or _kept_time(last) is not None):
-            return None
-    except EventFormatError:
+    timestamp = _kept_time(data["timestamp"])
+    if timestamp is None or not (last is None or _kept_time(last) is not None):
         return None
     return timestamp, data["hostname"], text
 
@@ -246,8 +243,13 @@ def _kept_blk_info(data) -> bool:
 
 
 def _kept_time(text) -> _dt.datetime | None:
-    """The time ``text`` reads as, when it is written back the same."""
-    if type(text) is not str or not text:
+    """The time ``text`` reads as (``parse_timestamp``), when it is written
+    back the same. Text that ``format_timestamp`` could give is read by
+    ``fromisoformat`` alone: no digits-only, no "Z", no naive time."""
+    if type(text) is not str:
         return None
-    ts = parse_timestamp(text)
-    return ts if format_timestamp(ts) == text else None
+    try:
+        ts = _dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return ts if ts.tzinfo is not None and format_timestamp(ts) == text else None

@@ -12,6 +12,7 @@ from peripety.errors import EventFormatError
 from peripety.event import BlkInfo, Severity, StorageEvent, new_event_id
 from peripety.stores.journal import journal_entry, journal_fields
 from peripety.stores.journald_socket import encode_entry
+from peripety.stores.provenance import PERIPETYD_WRITER, SenderPolicy, sender_from_fields
 
 UTC = dt.timezone.utc
 
@@ -121,3 +122,25 @@ def test_event_ids_are_unique_version4_uuids():
     for text in ids:
         parsed = uuid.UUID(text)
         assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and str(parsed) == text
+
+
+@pytest.mark.parametrize("policy", [PERIPETYD_WRITER, SenderPolicy.of(uids=(0, 1000), comms=("a",), exes=("/x",)),
+                                    SenderPolicy.of(units=("u.service",))])
+def test_trusting_get_all_fields_is_trusting_the_sender_they_name(policy):
+    """``trusts_fields`` (readers, from ``_get_all``) decides as ``trusts``
+    does on the same sender, whatever the spelling journald gave."""
+    values = {"_UID": [b"0", b"00", b"1000", b"x", "0", [b"0", b"5"], b"\xff"],
+              "_COMM": [b"peripetyd", b"peripetydX", b"a", "peripetyd", [b"peripetyd"], b"\xffperipetyd"],
+              "_SYSTEMD_UNIT": [b"peripetyd.service", b"u.service", [b"u.service"], b"other"],
+              "_EXE": [b"/x", b"/usr/bin/python3"]}
+    seen = set()
+    for uid in values["_UID"] + [None]:
+        for comm in values["_COMM"] + [None]:
+            for unit in values["_SYSTEMD_UNIT"] + [None]:
+                for exe in values["_EXE"] + [None]:
+                    fields = {k: v for k, v in (("_UID", uid), ("_COMM", comm), ("_SYSTEMD_UNIT", unit),
+                                                ("_EXE", exe)) if v is not None}
+                    trusted = policy.trusts_fields(fields)
+                    assert trusted == policy.trusts(sender_from_fields(fields)), fields
+                    seen.add(trusted)
+    assert seen == {True, False}

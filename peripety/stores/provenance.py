@@ -22,6 +22,7 @@ from /proc when the entry arrives: a sender that already exited has none
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -67,12 +68,24 @@ class SenderPolicy:
         gives them (bytes; a list when a field repeats, whose first value is
         the one ``_get`` returns): readers that need the whole entry anyway
         check it without a call per field."""
+        uids, comms, units = self._accepted_bytes
+        uid, comm, unit = fields.get("_UID"), fields.get("_COMM", b""), fields.get("_SYSTEMD_UNIT", b"")
+        if type(uid) is bytes and uid in uids and ((type(comm) is bytes and comm in comms)
+                                                   or (type(unit) is bytes and unit in units)):
+            return True  # spelled as journald writes it: what every entry of peripetyd's says
         uid = _text(fields.get("_UID"))
         if not uid.isdigit() or int(uid) not in self.uids:
             return False
         return ((self.comms and _text(fields.get("_COMM")) in self.comms)
                 or (self.units and _text(fields.get("_SYSTEMD_UNIT")) in self.units)
                 or (self.exes and _text(fields.get("_EXE")) in self.exes)) or False
+
+    @functools.cached_property
+    def _accepted_bytes(self) -> tuple[frozenset, frozenset, frozenset]:
+        """Uids, comms and units as ``_get_all`` gives them (a subset of
+        what ``trusts_fields`` accepts: its exact check covers the rest)."""
+        return (frozenset(str(u).encode() for u in self.uids), frozenset(c.encode() for c in self.comms),
+                frozenset(u.encode() for u in self.units))
 
     def describe(self) -> str:
         names = sorted(f"comm {c}" for c in self.comms) + sorted(f"exe {e}" for e in self.exes) \
