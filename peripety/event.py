@@ -239,6 +239,7 @@ class BlkInfo:
 _FIELD_NAMES: dict[type, frozenset[str]] = {}
 """A dataclass's field names (``from_dict`` reads thousands of events)."""
 
+
 def evolve(event: "StorageEvent", **changes) -> "StorageEvent":
     """``dataclasses.replace(event, **changes)``, 5x faster: a new event
     with the same field values (lists and dicts shared, as ``replace``

@@ -113,8 +113,7 @@ def journal_entry(event: StorageEvent) -> bytes:
         head = _head(*key)
     if head is _GENERAL:
         return encode_entry(journal_fields(event, json_text))
-    values = (msg, event_id, kdev, dev_num) if kdev and dev_num else (msg, event_id, kdev or dev_num) \
-        if kdev or dev_num else (msg, event_id)
+    values = (msg, event_id) + tuple(v for v in (kdev, dev_num) if v)
     tail = _tail(event)
     device = _device_lines(info)
     if tail is None or device is None:
