@@ -56,8 +56,8 @@ def dumps(value) -> str:
     ``int`` within 64 bits, ``bool`` and ``None``. orjson escapes exactly
     the characters ``json.dumps`` escapes, the same way (tests check every
     code point). Anything else takes ``json.dumps``: a float (the two write
-    some floats' digits differently), a subclass, a tuple, a lone surrogate
-    or an int past 64 bits (orjson refuses those two)."""
+    some floats' digits differently), a subclass (but of ``str``), a tuple,
+    a lone surrogate or an int past 64 bits (orjson refuses those two)."""
     if _plain(value):
         try:
             return orjson.dumps(value).decode()
@@ -70,14 +70,32 @@ _PLAIN_SCALARS = frozenset({str, int, bool, type(None)})
 
 
 def _plain(value) -> bool:
-    """Only exact dicts (``str`` keys), lists and ``_PLAIN_SCALARS``, at any depth."""
+    """Only exact dicts (``str`` keys), lists, strings and ``_PLAIN_SCALARS``,
+    at any depth. A list of strings is told by one ``join`` (a ``str``
+    subclass passes: both encoders write its text)."""
     kind = type(value)
     if kind is dict:
         for key, item in value.items():
-            if type(key) is not str or (type(item) not in _PLAIN_SCALARS and not _plain(item)):
+            if type(key) is not str:
+                return False
+            kind = type(item)
+            if kind in _PLAIN_SCALARS:
+                continue
+            if kind is list:
+                try:
+                    "".join(item)
+                    continue
+                except TypeError:
+                    pass
+            if not _plain(item):
                 return False
         return True
     if kind is list:
+        try:
+            "".join(value)
+            return True
+        except TypeError:
+            pass
         for item in value:
             if type(item) not in _PLAIN_SCALARS and not _plain(item):
                 return False

@@ -56,7 +56,9 @@ class Correlator:
     def __init__(self, hold: float = 0.25, window_usec: int = 2_000_000):
         self.hold = hold
         self.window_usec = window_usec
-        self._heap: list[_Held] = []
+        # (kernel_usec, order, held): tuples compare in C, _Held's generated
+        # __lt__ in Python (ten comparisons an event in a storm)
+        self._heap: list[tuple[int, int, _Held]] = []
         self._order = itertools.count()
         # pair_key -> held items still waiting for their other half, by source
         self._waiting: dict[tuple, list[_Held]] = {}
@@ -78,7 +80,7 @@ class Correlator:
                         partner.event = merged(partner.event, other.event)
                 return
         held = _Held(kernel_usec, next(self._order), now + self.hold, event, key)
-        heapq.heappush(self._heap, held)
+        heapq.heappush(self._heap, (held.kernel_usec, held.order, held))
         if key is not None:
             self._waiting.setdefault(key, []).append(held)
 
@@ -100,8 +102,8 @@ class Correlator:
     def release(self, now: float, everything: bool = False) -> list[StorageEvent]:
         """Events whose hold has expired, oldest kernel time first."""
         out = []
-        while self._heap and (everything or self._heap[0].release_at <= now):
-            held = heapq.heappop(self._heap)
+        while self._heap and (everything or self._heap[0][2].release_at <= now):
+            held = heapq.heappop(self._heap)[2]
             if held.pair_key is not None:
                 # unpaired: it stops waiting (a paired one already left the list)
                 waiting = self._waiting.get(held.pair_key)
@@ -114,7 +116,7 @@ class Correlator:
         return out
 
     def next_deadline(self) -> float | None:
-        return self._heap[0].release_at if self._heap else None
+        return self._heap[0][2].release_at if self._heap else None
 
 
 def _pair_key(event: StorageEvent) -> tuple | None:

@@ -178,23 +178,41 @@ def _device_lines(info: BlkInfo | None) -> tuple[bytes, bytes] | None:
 def _tail(event: StorageEvent) -> bytes | None:
     """ROOT_CAUSE_EVENT_ID and the EXT_ lines; None when a value needs
     the general path."""
-    parts = []
-    root = event.root_cause_event_id
-    if root:
-        parts.append(f"ROOT_CAUSE_EVENT_ID={root}\n")
-    keys = set()
-    for key, value in event.extension.items():
+    extension = event.extension
+    keys = tuple(extension)
+    prefixes = _EXT_PREFIXES.get(keys)
+    if prefixes is None:
+        prefixes = _ext_prefixes(keys)
+    if not prefixes and keys:
+        return None
+    values = tuple(extension.values())
+    for value in values:
         if type(value) is not str or not value:
             return None
-        name = _journal_key(key)
-        if name in keys:  # two keys spelled alike in the journal: the last one's value counts
-            return None
-        keys.add(name)
-        parts.append(f"EXT_{name}={value}\n")
-    text = "".join(parts)
+    parts = [prefix + value for prefix, value in zip(prefixes, values)]
+    root = event.root_cause_event_id
+    if root:
+        parts.insert(0, f"ROOT_CAUSE_EVENT_ID={root}")
+    if not parts:
+        return b""
+    text = "\n".join(parts) + "\n"
     if text.count("\n") != len(parts):
         return None
     return text.encode("utf-8")
+
+
+_EXT_PREFIXES: dict[tuple, tuple[str, ...]] = {}
+"""Extension keys (in order) -> their ``EXT_NAME=`` (empty: two keys share
+a name, and journal_fields keeps the last value: the general path)."""
+
+
+def _ext_prefixes(keys: tuple) -> tuple[str, ...]:
+    if len(_EXT_PREFIXES) > 4096:
+        _EXT_PREFIXES.clear()
+    names = [_journal_key(key) for key in keys]
+    prefixes = tuple(f"EXT_{name}=" for name in names) if len(set(names)) == len(names) else ()
+    _EXT_PREFIXES[keys] = prefixes
+    return prefixes
 
 
 def _present(fields: dict) -> dict:
