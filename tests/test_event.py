@@ -144,3 +144,31 @@ def test_trusting_get_all_fields_is_trusting_the_sender_they_name(policy):
                     assert trusted == policy.trusts(sender_from_fields(fields)), fields
                     seen.add(trusted)
     assert seen == {True, False}
+
+
+def test_a_journald_that_takes_nothing_times_the_sender_out(tmp_path, monkeypatch):
+    """Sends never block the daemon for long: a full queue is waited on for
+    SEND_TIMEOUT, then the store says so (and the daemon spools)."""
+    import socket
+    import time
+
+    from peripety.errors import StoreError
+    from peripety.stores import journald_socket
+
+    monkeypatch.setattr(journald_socket, "SEND_TIMEOUT", 0.3)
+    path = tmp_path / "socket"
+    stuck = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    stuck.bind(str(path))  # never read
+    sender = journald_socket.JournaldSocket(path)
+    try:
+        entry = journal_entry(sample())
+        with pytest.raises(StoreError, match="timed out"):
+            for sent in range(100_000):
+                started = time.monotonic()
+                sender.send_entry(entry)
+        assert sent > 0 and time.monotonic() - started >= 0.3
+        stuck.recv(65536)  # room for one again: the next send goes through at once
+        sender.send_entry(entry)
+    finally:
+        sender.close()
+        stuck.close()
