@@ -81,7 +81,7 @@ def _plain(value) -> bool:
             kind = type(item)
             if kind in _PLAIN_SCALARS:
                 continue
-            if kind is list:
+            if kind is list and (not item or type(item[0]) is str):
                 try:
                     "".join(item)
                     continue
