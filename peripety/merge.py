@@ -24,9 +24,9 @@ import bisect
 import heapq
 import itertools
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
-from .event import Severity, StorageEvent, new_event_id
+from .event import Severity, StorageEvent, evolve, new_event_id
 from .tracepoints.kinds import PAIR_KEYS
 
 # nvme_complete_rq fires on every completion, retries included, while the
@@ -56,7 +56,9 @@ class Correlator:
     def __init__(self, hold: float = 0.25, window_usec: int = 2_000_000):
         self.hold = hold
         self.window_usec = window_usec
-        self._heap: list[_Held] = []
+        # (kernel_usec, order, held): tuples compare in C, _Held's generated
+        # __lt__ in Python (ten comparisons an event in a storm)
+        self._heap: list[tuple[int, int, _Held]] = []
         self._order = itertools.count()
         # pair_key -> held items still waiting for their other half, by source
         self._waiting: dict[tuple, list[_Held]] = {}
@@ -78,7 +80,7 @@ class Correlator:
                         partner.event = merged(partner.event, other.event)
                 return
         held = _Held(kernel_usec, next(self._order), now + self.hold, event, key)
-        heapq.heappush(self._heap, held)
+        heapq.heappush(self._heap, (held.kernel_usec, held.order, held))
         if key is not None:
             self._waiting.setdefault(key, []).append(held)
 
@@ -100,8 +102,8 @@ class Correlator:
     def release(self, now: float, everything: bool = False) -> list[StorageEvent]:
         """Events whose hold has expired, oldest kernel time first."""
         out = []
-        while self._heap and (everything or self._heap[0].release_at <= now):
-            held = heapq.heappop(self._heap)
+        while self._heap and (everything or self._heap[0][2].release_at <= now):
+            held = heapq.heappop(self._heap)[2]
             if held.pair_key is not None:
                 # unpaired: it stops waiting (a paired one already left the list)
                 waiting = self._waiting.get(held.pair_key)
@@ -114,7 +116,7 @@ class Correlator:
         return out
 
     def next_deadline(self) -> float | None:
-        return self._heap[0].release_at if self._heap else None
+        return self._heap[0][2].release_at if self._heap else None
 
 
 def _pair_key(event: StorageEvent) -> tuple | None:
@@ -151,7 +153,7 @@ def merged(held: StorageEvent, other: StorageEvent) -> StorageEvent:
     extension = {**line.extension, **hit.extension}  # spelled as the line's (pipeline._line_spelling)
     if "retries" in held.extension and "retries" in other.extension:
         extension["retries"] = str(max(int(held.extension["retries"]), int(other.extension["retries"])))
-    return replace(
+    return evolve(
         line,
         extension=extension,
         dev_num=hit.dev_num or line.dev_num,
@@ -449,7 +451,7 @@ def _aggregate(sl: _Slice, event_id: str) -> StorageEvent:
         # What a restart after kill -9 needs to recognise the records this
         # aggregate already counts (see Pipeline, "exactly once").
         extension["kmsg_seq_range"] = f"{lo}-{hi}"
-    return replace(
+    return evolve(
         first,
         event_id=event_id,
         msg=f"{first.msg} (storm: {sl.count} occurrences)",
@@ -492,7 +494,7 @@ class RootCauseLinker:
         for key in keys:
             seen = self._recent.get(key)
             if seen and 0 <= kernel_usec - seen[0] <= self.window_usec and seen[1] != event.event_id:
-                return replace(event, root_cause_event_id=seen[1])
+                return evolve(event, root_cause_event_id=seen[1])
         return event
 
     def rename(self, old_id: str, new_id: str) -> None:

@@ -70,6 +70,9 @@ class Pipeline:
         self.stats = Counter()
         self.ledger = None
         """``mapcounts.MapLedger`` when the probes count failures in maps."""
+        # (kdev, dev_num, from_hit, fs event) -> (timeline stamp, valid since, DeviceAtEvent)
+        self._devices: dict[tuple, tuple] = {}
+        self._cache_devices = hasattr(timeline, "at_since") and hasattr(timeline, "stamp")
 
     # -- set-up and reconfiguration ------------------------------------------
     def resume(self, after_seq: int, already_stored: ResumeIndex | None = None) -> None:
@@ -192,23 +195,52 @@ class Pipeline:
     def _device(self, kdev: str, dev_num: str, kernel_usec: int | None, sub_system: str, *,
                 from_hit: bool) -> DeviceAtEvent:
         """The device as it was at the event's kernel time. A hit names it
-        by number: its event takes the timeline's name for it."""
-        info = None
-        if self.timeline is not None and (dev_num or kdev):
-            info = self.timeline.at(dev_num or kdev, kernel_usec)
-            if info is None and dev_num and kdev:
-                info = self.timeline.at(kdev, kernel_usec)
-        if info is None:
+        by number: its event takes the timeline's name for it.
+
+        Kept per device name while the timeline's ``stamp`` stays (nothing
+        was added, removed or mounted): an identity still open answers for
+        every time since it began, so a storm on one disk resolves it once."""
+        timeline = self.timeline
+        if timeline is None or not (dev_num or kdev):
             return DeviceAtEvent(kdev, dev_num)
-        hierarchy = [owner for owner in (self.timeline.at(os.path.basename(p), kernel_usec) for p in info.owners_paths)
-                     if owner is not None]
-        return DeviceAtEvent(
+        fs = sub_system in FS_SUB_SYSTEMS
+        stamp = timeline.stamp() if self._cache_devices else None
+        key = (kdev, dev_num, from_hit, fs)
+        if stamp is not None:
+            kept = self._devices.get(key)
+            if kept is not None and kept[0] == stamp and (kernel_usec is None or kernel_usec >= kept[1]):
+                return kept[2]
+        at = timeline.at_since if self._cache_devices else lambda key, usec: (timeline.at(key, usec), None)
+        info, since = at(dev_num or kdev, kernel_usec)
+        if info is None and dev_num and kdev:
+            info, by_name_since = at(kdev, kernel_usec)
+            since = None if since is None or by_name_since is None else max(since, by_name_since)
+        if info is None:
+            device = DeviceAtEvent(kdev, dev_num)
+            self._keep_device(key, stamp, since, device)
+            return device
+        hierarchy = []
+        for path in info.owners_paths:
+            owner, owner_since = at(os.path.basename(path), kernel_usec)
+            if owner is not None:
+                hierarchy.append(owner)
+            # an owner gone (or not found) now may be found at another time: not kept
+            since = None if since is None or owner_since is None else max(since, owner_since)
+        device = DeviceAtEvent(
             kdev=(os.path.basename(info.blk_path) or kdev) if from_hit or not kdev else kdev,
             dev_num=dev_num or info.dev_num,
             cur_blk_info=info,
-            hierarchy_blk_info=hierarchy,
-            mount_point=info.mount_point if sub_system in FS_SUB_SYSTEMS else None,
+            hierarchy_blk_info=tuple(hierarchy),
+            mount_point=info.mount_point if fs else None,
         )
+        self._keep_device(key, stamp, since, device)
+        return device
+
+    def _keep_device(self, key: tuple, stamp, since: int | None, device: DeviceAtEvent) -> None:
+        if stamp is not None and since is not None:
+            if len(self._devices) > 4096:
+                self._devices.clear()
+            self._devices[key] = (stamp, since, device)
 
     def _named(self, event: StorageEvent) -> StorageEvent:
         """A map-count event (named by device number) with its device as it

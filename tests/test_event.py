@@ -10,7 +10,9 @@ import pytest
 
 from peripety.errors import EventFormatError
 from peripety.event import BlkInfo, Severity, StorageEvent, new_event_id
-from peripety.stores.journal import journal_fields
+from peripety.stores.journal import journal_entry, journal_fields
+from peripety.stores.journald_socket import encode_entry
+from peripety.stores.provenance import PERIPETYD_WRITER, SenderPolicy, sender_from_fields
 
 UTC = dt.timezone.utc
 
@@ -89,9 +91,84 @@ def test_journal_fields():
     assert "ROOT_CAUSE_EVENT_ID" not in fields
 
 
+_DEVICE = BlkInfo(wwid="w1", blk_path="/dev/dm-3", preferred_blk_path="/dev/mapper/mpatha", dev_num="253:3",
+                  owners_wwids=["a", "b"], owners_paths=["/dev/sdb", "/dev/sdc"], mount_point="/srv")
+
+
+@pytest.mark.parametrize("overrides", [
+    {},
+    {"cur_blk_info": _DEVICE, "hierarchy_blk_info": [_DEVICE]},
+    {"cur_blk_info": BlkInfo(blk_path="/dev/loop0", dev_num="7:0"), "dev_num": ""},  # DEV_PATH from blk_path
+    {"cur_blk_info": BlkInfo(wwid="w\nx", preferred_blk_path="/dev/x", mount_point="/m\nt")},  # binary form
+    {"msg": "", "raw_msg": ""},  # MESSAGE falls back to the event type
+    {"msg": "two\nlines"}, {"kdev": ""}, {"dev_num": "", "cur_blk_info": None},
+    {"kdev": "sd%s", "msg": "100% %d done", "extension": {"pct": "50%"}},
+    {"root_cause_event_id": "cause-1", "extension": {"a-b": "1", "a_b": "2", "c": "3"}},  # EXT_A_B twice
+    {"extension": {"empty": "", "n": 5, "nl": "x\ny"}},
+    {"extension": {"ünï code": "välue"}, "msg": "ümlaut \u2028"},
+    {"event_type": "NOT_A_KNOWN_TYPE", "severity": Severity.Debug},
+    {"cur_blk_info": BlkInfo(owners_wwids=[["unhashable"]], owners_paths=["/dev/a"])},
+])
+def test_journal_entry_is_the_encoded_journal_fields(overrides):
+    """The daemon's fast encoder writes exactly what the field mapping says."""
+    event = sample(**overrides)
+    for _ in range(2):  # second time: from the caches
+        assert journal_entry(event) == encode_entry(journal_fields(event))
+
+
 def test_event_ids_are_unique_version4_uuids():
     ids = [new_event_id() for _ in range(3000)]
     assert len(set(ids)) == len(ids)
     for text in ids:
         parsed = uuid.UUID(text)
         assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and str(parsed) == text
+
+
+@pytest.mark.parametrize("policy", [PERIPETYD_WRITER, SenderPolicy.of(uids=(0, 1000), comms=("a",), exes=("/x",)),
+                                    SenderPolicy.of(units=("u.service",))])
+def test_trusting_get_all_fields_is_trusting_the_sender_they_name(policy):
+    """``trusts_fields`` (readers, from ``_get_all``) decides as ``trusts``
+    does on the same sender, whatever the spelling journald gave."""
+    values = {"_UID": [b"0", b"00", b"1000", b"x", "0", [b"0", b"5"], b"\xff"],
+              "_COMM": [b"peripetyd", b"peripetydX", b"a", "peripetyd", [b"peripetyd"], b"\xffperipetyd"],
+              "_SYSTEMD_UNIT": [b"peripetyd.service", b"u.service", [b"u.service"], b"other"],
+              "_EXE": [b"/x", b"/usr/bin/python3"]}
+    seen = set()
+    for uid in values["_UID"] + [None]:
+        for comm in values["_COMM"] + [None]:
+            for unit in values["_SYSTEMD_UNIT"] + [None]:
+                for exe in values["_EXE"] + [None]:
+                    fields = {k: v for k, v in (("_UID", uid), ("_COMM", comm), ("_SYSTEMD_UNIT", unit),
+                                                ("_EXE", exe)) if v is not None}
+                    trusted = policy.trusts_fields(fields)
+                    assert trusted == policy.trusts(sender_from_fields(fields)), fields
+                    seen.add(trusted)
+    assert seen == {True, False}
+
+
+def test_a_journald_that_takes_nothing_times_the_sender_out(tmp_path, monkeypatch):
+    """Sends never block the daemon for long: a full queue is waited on for
+    SEND_TIMEOUT, then the store says so (and the daemon spools)."""
+    import socket
+    import time
+
+    from peripety.errors import StoreError
+    from peripety.stores import journald_socket
+
+    monkeypatch.setattr(journald_socket, "SEND_TIMEOUT", 0.3)
+    path = tmp_path / "socket"
+    stuck = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    stuck.bind(str(path))  # never read
+    sender = journald_socket.JournaldSocket(path)
+    try:
+        entry = journal_entry(sample())
+        with pytest.raises(StoreError, match="timed out"):
+            for sent in range(100_000):
+                started = time.monotonic()
+                sender.send_entry(entry)
+        assert sent > 0 and time.monotonic() - started >= 0.3
+        stuck.recv(65536)  # room for one again: the next send goes through at once
+        sender.send_entry(entry)
+    finally:
+        sender.close()
+        stuck.close()

@@ -14,7 +14,9 @@ import pytest
 from peripety.event_types import EVENT_TYPES
 from peripety.stores import EventFilter, StoreError, open_store
 from peripety.stores.catalog import catalog_text, install_catalog
+from peripety.event_json import compact_json
 from peripety.stores.journal import JournalStore
+from peripety.stores.journald_socket import JournaldSocket
 from peripety.stores.provenance import SenderPolicy
 from tests.harness.services import ensure_journald
 from tests.stores_support import full_event, read_follower
@@ -123,3 +125,37 @@ def test_the_journal_lists_the_event_types_it_holds(journal):
     journal.append(full_event("t", kdev=unique_kdev(), event_type=kind))
     journal.sync()
     assert kind in journal.event_types()
+def test_query_lines_are_the_jsonl_of_query(journal):
+    """``prpt query --jsonl`` reads ``query_lines``: the same lines as
+    ``compact_json`` of every event ``query`` gives, with the same trust
+    decisions and counts, whether or not the stored JSON is peripetyd's own
+    spelling (entries sent here by hand spell it otherwise)."""
+    kdev = unique_kdev()
+    events = [full_event(f"l{i}", kdev=kdev, wwid="W-L", owners=["W-O"]) for i in range(3)]
+    events.append(full_event("plain", kdev=kdev, cur_blk_info=None, hierarchy_blk_info=[], count=1,
+                             last_timestamp=None, root_cause_event_id=None))
+    for event in events:
+        journal.append(event)
+    sender = JournaldSocket(journal.socket_path)
+    data = events[0].to_dict()
+    for spelled in (json.dumps(data), json.dumps({**data, "severity": "Ctritical", "msg": "odd"}),
+                    json.dumps({**data, "cur_blk_info": {**data["cur_blk_info"], "diskseq": 1e-05}},
+                               separators=(",", ":"), ensure_ascii=False),
+                    json.dumps({**data, "timestamp": data["timestamp"][:-6] + "Z"}, separators=(",", ":"))):
+        sender.send({"IS_PERIPETY": "TRUE", "KDEV": kdev, "MESSAGE": "by hand", "JSON": spelled})
+    sender.close()
+    journal.sync()
+    for flt in (EventFilter(kdevs=(kdev,)), EventFilter(kdevs=(kdev,), limit=3)):
+        for writers, include_untrusted in ((WRITERS, False), (SenderPolicy.for_daemon("peripetyd"), False),
+                                           (SenderPolicy.for_daemon("peripetyd"), True)):
+            by_events = JournalStore(writers=writers, include_untrusted=include_untrusted)
+            by_lines = JournalStore(writers=writers, include_untrusted=include_untrusted)
+            try:
+                expected = [(e.timestamp, e.hostname, compact_json(e)) for e in by_events.query(flt)]
+                assert [tuple(line) for line in by_lines.query_lines(flt)] == expected
+                assert by_lines.untrusted_skipped == by_events.untrusted_skipped
+                wanted = 3 if flt.limit else 8
+                assert len(expected) == (0 if writers != WRITERS and not include_untrusted else wanted)
+            finally:
+                by_events.close()
+                by_lines.close()

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import sys
+
 import click
 
 from ..event import StorageEvent
 from .filters import (build_filter, resolve_event_types, check_time_range, filter_options, include_untrusted_option,
                       journal_files_options, since_option, store_option, store_to_read, until_option)
-from .options import output_options, utc_option, verbose_option
+from .options import OUTPUT_JSONL, output_options, utc_option, verbose_option
 from .output import EventWriter
 from .store_access import reading_store, reads_journal_files
 
@@ -66,8 +70,12 @@ def command(ctx, blk, severity, sub_systems, event_types, since, until, event_id
     source = store_to_read(ctx, store_spec, directory, files)
     flt = build_filter(blk, severity, sub_systems, event_types, since=since, until=until,
                        event_ids=event_ids, limit=limit, hosts=hosts)
-    with reading_store(source, include_untrusted) as store:
+    with reading_store(source, include_untrusted) as store, no_cyclic_gc():
         flt = resolve_event_types(ctx, store, flt)
+        if output_format == OUTPUT_JSONL and hasattr(store, "query_lines"):
+            # The same lines, without making events of what is already them.
+            write_lines(in_time_order(store.query_lines(flt)))
+            return
         events = in_time_order(store.query(flt))
         writer = EventWriter(output_format=output_format, flush_each=False,
                              show_host=reads_journal_files(store) or many_hosts(events))
@@ -76,11 +84,32 @@ def command(ctx, blk, severity, sub_systems, event_types, since, until, event_id
         writer.flush()
 
 
+@contextlib.contextmanager
+def no_cyclic_gc():
+    """Read without Python's cycle collector: events hold no cycles, and
+    every pass over the growing list of them made decoding 2-3x slower."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def write_lines(lines, batch: int = 1024) -> None:
+    """``JsonLine``s to stdout, ``batch`` to a write."""
+    out = sys.stdout
+    for start in range(0, len(lines), batch):
+        out.write("".join([line.text + "\n" for line in lines[start:start + batch]]))
+    out.flush()
+
+
 def many_hosts(events) -> bool:
     return len({e.hostname for e in events}) > 1
 
 
 def in_time_order(events) -> list[StorageEvent]:
     """Oldest first by the event's own time; a stable sort keeps the store's
-    order among equal times."""
+    order among equal times. (Also for ``JsonLine``s, which have the time.)"""
     return sorted(events, key=lambda e: e.timestamp)

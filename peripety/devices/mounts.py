@@ -109,6 +109,9 @@ class MountTable:
     def __init__(self, path: str = "/proc/self/mountinfo"):
         self.path = path
         self._mounts: list[Mount] | None = None
+        self.generation = 0
+        """Counts re-reads: what was derived from the table at one
+        generation holds until it changes."""
         self._poll = None
         try:
             self._file = open(path, "rb")
@@ -125,6 +128,7 @@ class MountTable:
                 self._file.seek(0)
                 self._file.read()
             self._mounts = read_mounts(self.path)
+            self.generation += 1
         return self._mounts
 
     def close(self) -> None:

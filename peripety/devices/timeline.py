@@ -103,6 +103,10 @@ class DeviceTimeline:
         # Keys that named no device, remembered until the next uevent: a
         # storm of lines about an unknown name must not rescan sysfs per line.
         self._misses: set[str] = set()
+        self.generation = 0
+        """Counts changes to the identities (see ``stamp``)."""
+        # id(entry info) -> (that info, mount table generation, it with its mount point then)
+        self._live: dict[int, tuple[BlkInfo, int, BlkInfo]] = {}
 
     # -- construction ----------------------------------------------------------
     @classmethod
@@ -162,18 +166,32 @@ class DeviceTimeline:
         """The device ``kdev`` (name, ``major:minor``, /dev path or any key
         ``resolve`` takes) meant at CLOCK_MONOTONIC ``kernel_usec`` (now if None),
         including devices already gone; None if it named nothing then."""
+        return self.at_since(kdev, kernel_usec)[0]
+
+    def at_since(self, kdev: str, kernel_usec: int | None = None) -> tuple[BlkInfo | None, int | None]:
+        """``at``, and since when that answer holds for every later time,
+        until ``stamp()`` changes: an identity still open, since it began;
+        a name that never named anything, always (0). None: an identity
+        that ended, or none at this time while there were some."""
         entries = self._entries_for(str(kdev))
         if not entries:
-            return None
+            return None, 0
         if kernel_usec is None:
             entry = entries[-1] if entries[-1].end_usec is None else None
         else:
             entry = next((e for e in reversed(entries) if e.covers(kernel_usec)), None)
         if entry is None:
-            return None
+            return None, None
         if entry.end_usec is None:
-            return self._with_live_mount(entry.info)
-        return entry.info
+            return self._with_live_mount(entry.info), entry.start_usec
+        return entry.info, None
+
+    def stamp(self) -> tuple[int, int]:
+        """Changes whenever an answer of ``at`` may have: an identity opened,
+        closed or forgotten, or the mount table changed (one poll(2))."""
+        table = self.resolver.mount_table
+        table.current()
+        return self.generation, table.generation
 
     def entries(self, kdev: str) -> list[TimelineEntry]:
         """Every identity remembered for ``kdev``, oldest first."""
@@ -230,6 +248,7 @@ class DeviceTimeline:
             return info
 
     def _open(self, name: str, dev_num: str, props: dict | None, *, start: int, seqnum: int) -> None:
+        self.generation += 1
         info = self._snapshot(name, dev_num, props)
         current = self._open_entry(name)
         if current and (current.info.wwid, current.info.diskseq, current.dev_num) == (
@@ -247,6 +266,7 @@ class DeviceTimeline:
         self._by_dev_num[dev_num].append(entry)
 
     def _close(self, entry: TimelineEntry, end: int) -> None:
+        self.generation += 1
         entry.end_usec = max(entry.start_usec, end)
         self._closed.append(entry)
 
@@ -255,6 +275,7 @@ class DeviceTimeline:
             len(self._closed) > self.max_removed or now - self._closed[0].end_usec > self.max_age_usec
         ):
             old = self._closed.popleft()
+            self.generation += 1
             for index, key in ((self._by_name, old.name), (self._by_dev_num, old.dev_num)):
                 entries = index.get(key, [])
                 if old in entries:
@@ -263,9 +284,19 @@ class DeviceTimeline:
                     index.pop(key, None)
 
     def _with_live_mount(self, info: BlkInfo) -> BlkInfo:
-        # Mounting sends no uevent: ask mountinfo for the device as it is now.
-        mounts = self.resolver.mount_table.current()
-        return replace(info, mount_point=_mounts.mount_point_of(info.dev_num, mounts))
+        # Mounting sends no uevent: ask mountinfo for the device as it is now
+        # (one poll(2): the table is re-read only when it changed, and the
+        # answer for this identity is kept until then).
+        table = self.resolver.mount_table
+        mounts = table.current()
+        kept = self._live.get(id(info))
+        if kept is not None and kept[0] is info and kept[1] == table.generation:
+            return kept[2]
+        if len(self._live) > 4096:
+            self._live.clear()
+        live = replace(info, mount_point=_mounts.mount_point_of(info.dev_num, mounts))
+        self._live[id(info)] = (info, table.generation, live)
+        return live
 
 
 _NVME_PATH_DISK = re.compile(r"^(nvme\d+)c\d+(n\d+)$")

@@ -2,9 +2,10 @@
 fields"), so ``journalctl IS_PERIPETY=TRUE EVENT_TYPE=FS_ERROR`` works with
 no peripety installed.
 
-Reading decodes only the ``JSON`` field of each matching entry: the
-per-field conversion ``systemd.journal.Reader.get_next()`` does is the
-slowest part of reading and peripety needs none of it.
+Reading decodes only the ``JSON`` field of each matching entry (and checks
+journald's trusted sender fields): the per-field conversion
+``systemd.journal.Reader.get_next()`` does is the slowest part of reading
+and peripety needs none of it.
 
 Rate limiting: journald limits entries per *systemd unit*
 (``RateLimitIntervalSec``/``RateLimitBurst``, 10000 per 30 s by default,
@@ -18,22 +19,23 @@ with a ``count`` before they reach the store, and the unit may raise
 
 from __future__ import annotations
 
+import datetime
 import errno
 import functools
 import logging
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 from systemd import journal as _sd
 
 from ..errors import EventFormatError, StoreError
 from ..event import BlkInfo, Severity, StorageEvent
-from ..event_json import compact_json
+from ..event_json import compact_json, stored_json_line
 from ..event_types import EVENT_TYPES
 from .filter import EventFilter, to_usec
-from .journald_socket import JournaldSocket, runtime_dir, synchronize
-from .provenance import PERIPETYD_WRITER, SenderPolicy, sender_from_reader
+from .journald_socket import JournaldSocket, encode_entry, runtime_dir, synchronize
+from .provenance import PERIPETYD_WRITER, SenderPolicy, sender_from_fields
 
 log = logging.getLogger("peripety.stores.journal")
 
@@ -51,13 +53,14 @@ _JOURNAL_GROUP_HINT = (
 )
 
 
-def journal_fields(event: StorageEvent) -> dict[str, object]:
+def journal_fields(event: StorageEvent, json_text: str | None = None) -> dict[str, object]:
     """The journald entry for ``event`` (doc/design.md, "journald fields").
 
     Values are strings, or lists of strings for fields that repeat
     (``OWNERS_WWIDS``, ``OWNERS_PATHS``): the journal store writes a list
     as one field per element (``systemd.journal.send`` would not: it
-    sends ``str(list)``).
+    sends ``str(list)``). ``json_text``: the event's JSON, when the caller
+    has it already.
     """
     info = event.cur_blk_info or BlkInfo()
     fields: dict[str, object] = {
@@ -74,7 +77,7 @@ def journal_fields(event: StorageEvent) -> dict[str, object]:
         "DEV_NUM": event.dev_num or info.dev_num,
         "DEV_WWID": info.wwid,
         "DEV_PATH": info.preferred_blk_path or info.blk_path,
-        "JSON": compact_json(event),
+        "JSON": compact_json(event) if json_text is None else json_text,
     }
     if info.mount_point:
         fields["MOUNT_POINT"] = info.mount_point
@@ -86,6 +89,133 @@ def journal_fields(event: StorageEvent) -> dict[str, object]:
         fields["ROOT_CAUSE_EVENT_ID"] = event.root_cause_event_id
     for key, value in event.extension.items():
         fields["EXT_" + _journal_key(key)] = str(value)
+    return {k: v for k, v in fields.items() if v not in ("", None, [])}
+
+
+def journal_entry(event: StorageEvent) -> bytes:
+    """``encode_entry(journal_fields(event))``, byte for byte (tests check),
+    built for the daemon's rate: the fields that are the same for every
+    event of a type, and those of a device, are encoded once and kept; an
+    event is one string format, its JSON and its extension. Anything
+    unusual (an empty identity field, a newline in a value, which the
+    native protocol writes in its binary form) takes the general path."""
+    info = event.cur_blk_info
+    msg = event.msg or event.raw_msg or event.event_type
+    event_id, kdev = event.event_id, event.kdev
+    dev_num = event.dev_num or (info.dev_num if info is not None else "")
+    json_text = compact_json(event)
+    if not (type(msg) is str and type(event_id) is str and type(kdev) is str and type(dev_num) is str
+            and msg and event_id) or "\n" in msg + event_id + kdev + dev_num or "\n" in json_text:
+        return encode_entry(journal_fields(event, json_text))
+    key = (event.event_type, event.severity, event.sub_system, bool(kdev), bool(dev_num))
+    head = _HEADS.get(key)
+    if head is None:
+        head = _head(*key)
+    if head is _GENERAL:
+        return encode_entry(journal_fields(event, json_text))
+    values = (msg, event_id) + tuple(v for v in (kdev, dev_num) if v)
+    tail = _tail(event)
+    device = _device_lines(info)
+    if tail is None or device is None:
+        return encode_entry(journal_fields(event, json_text))
+    wwid_path, mount_owners = device
+    return b"".join((
+        (head % values).encode("utf-8"),
+        wwid_path,
+        b"JSON=", json_text.encode("utf-8"), b"\n",
+        mount_owners,
+        tail,
+    ))
+
+
+_GENERAL = object()
+_HEADS: dict[tuple, object] = {}
+"""(event type, severity, sub-system, has KDEV, has DEV_NUM) -> the entry's
+first lines, with ``%s`` for MESSAGE, EVENT_ID, and KDEV and DEV_NUM when
+they are there (or _GENERAL)."""
+
+
+def _head(event_type: str, severity: Severity, sub_system: str, kdev: bool, dev_num: bool):
+    if len(_HEADS) > 4096:
+        _HEADS.clear()
+    fixed = {"MESSAGE_ID": EVENT_TYPES.message_id(event_type), "SYSLOG_IDENTIFIER": "peripetyd",
+             "EVENT_TYPE": event_type, "SUB_SYSTEM": sub_system, "SEVERITY": severity.name}
+    plain = all(type(v) is str and v and "\n" not in v and "%" not in v for v in fixed.values())
+    head = _GENERAL if not plain else (
+        f"IS_PERIPETY=TRUE\nPRIORITY={int(severity)}\nMESSAGE=%s\nMESSAGE_ID={fixed['MESSAGE_ID']}\n"
+        f"SYSLOG_IDENTIFIER=peripetyd\nEVENT_TYPE={event_type}\nEVENT_ID=%s\nSUB_SYSTEM={sub_system}\n"
+        f"SEVERITY={severity.name}\n" + ("KDEV=%s\n" if kdev else "") + ("DEV_NUM=%s\n" if dev_num else ""))
+    _HEADS[(event_type, severity, sub_system, kdev, dev_num)] = head
+    return head
+
+
+_DEVICES: dict[tuple, tuple[bytes, bytes]] = {}
+"""A device's fields (what it is, then where it is mounted and what is
+below it) -> their encoded lines: the same for every event on it."""
+
+
+def _device_lines(info: BlkInfo | None) -> tuple[bytes, bytes] | None:
+    """None: the general path (a field that is not what a device has)."""
+    if info is None:
+        return b"", b""
+    try:
+        key = (info.wwid, info.preferred_blk_path or info.blk_path, info.mount_point,
+               tuple(info.owners_wwids), tuple(info.owners_paths))
+        lines = _DEVICES.get(key)
+    except TypeError:  # unhashable: not a device's fields as peripety makes them
+        return None
+    if lines is None:
+        if len(_DEVICES) > 4096:
+            _DEVICES.clear()
+        wwid, path, mount_point, owners_wwids, owners_paths = key
+        lines = _DEVICES[key] = (
+            encode_entry(_present({"DEV_WWID": wwid, "DEV_PATH": path})),
+            encode_entry(_present({"MOUNT_POINT": mount_point or None, "OWNERS_WWIDS": list(owners_wwids),
+                                   "OWNERS_PATHS": list(owners_paths)})))
+    return lines
+
+
+def _tail(event: StorageEvent) -> bytes | None:
+    """ROOT_CAUSE_EVENT_ID and the EXT_ lines; None when a value needs
+    the general path."""
+    extension = event.extension
+    keys = tuple(extension)
+    prefixes = _EXT_PREFIXES.get(keys)
+    if prefixes is None:
+        prefixes = _ext_prefixes(keys)
+    if not prefixes and keys:
+        return None
+    values = tuple(extension.values())
+    for value in values:
+        if type(value) is not str or not value:
+            return None
+    parts = [prefix + value for prefix, value in zip(prefixes, values)]
+    root = event.root_cause_event_id
+    if root:
+        parts.insert(0, f"ROOT_CAUSE_EVENT_ID={root}")
+    if not parts:
+        return b""
+    text = "\n".join(parts) + "\n"
+    if text.count("\n") != len(parts):
+        return None
+    return text.encode("utf-8")
+
+
+_EXT_PREFIXES: dict[tuple, tuple[str, ...]] = {}
+"""Extension keys (in order) -> their ``EXT_NAME=`` (empty: two keys share
+a name, and journal_fields keeps the last value: the general path)."""
+
+
+def _ext_prefixes(keys: tuple) -> tuple[str, ...]:
+    if len(_EXT_PREFIXES) > 4096:
+        _EXT_PREFIXES.clear()
+    names = [_journal_key(key) for key in keys]
+    prefixes = tuple(f"EXT_{name}=" for name in names) if len(set(names)) == len(names) else ()
+    _EXT_PREFIXES[keys] = prefixes
+    return prefixes
+
+
+def _present(fields: dict) -> dict:
     return {k: v for k, v in fields.items() if v not in ("", None, [])}
 
 
@@ -133,7 +263,7 @@ class JournalStore:
 
     # -- writing ------------------------------------------------------------
     def append(self, event: StorageEvent) -> None:
-        self._sender.send(journal_fields(event))
+        self._sender.send_entry(journal_entry(event))
 
     def sync(self) -> None:
         """Block until journald has written what we sent (readers see it).
@@ -190,7 +320,21 @@ class JournalStore:
             return self._forward(reader, flt)
         return self._newest(reader, flt)
 
-    def _forward(self, reader, flt: EventFilter) -> Iterator[StorageEvent]:
+    def query_lines(self, flt: EventFilter) -> Iterator["JsonLine"]:
+        """What ``query`` yields, as ``JsonLine``s: each event's time, host
+        and ``compact_json`` text. Cheaper: an entry whose stored JSON
+        already is that text (peripetyd's) is not made into an event
+        (``event_json.stored_json_line``). Same entries, order, trust checks
+        and counts as ``query``."""
+        if flt.limit == 0:
+            return iter(())
+        reader = self._open_reader(flt)
+        if flt.limit is None:
+            return self._forward(reader, flt, self._decode_line)
+        return self._newest(reader, flt, self._decode_line)
+
+    def _forward(self, reader, flt: EventFilter, decode=None) -> Iterator[StorageEvent]:
+        decode = decode or self._decode
         with reader:
             if flt.since is not None:
                 # An event never arrives before it happened: nothing older can match.
@@ -199,11 +343,12 @@ class JournalStore:
             while reader._next():
                 if stop is not None and reader._get_realtime() > stop:
                     return
-                event = self._decode(reader)
+                event = decode(reader)
                 if event is not None and flt.matches_time(event.timestamp):
                     yield event
 
-    def _newest(self, reader, flt: EventFilter) -> Iterator[StorageEvent]:
+    def _newest(self, reader, flt: EventFilter, decode=None) -> Iterator[StorageEvent]:
+        decode = decode or self._decode
         newest: list[StorageEvent] = []
         with reader:
             if flt.until is not None:
@@ -214,7 +359,7 @@ class JournalStore:
             while len(newest) < flt.limit and reader._previous():
                 if start is not None and reader._get_realtime() < start:
                     break
-                event = self._decode(reader)
+                event = decode(reader)
                 if event is not None and flt.matches_time(event.timestamp):
                     newest.append(event)
         return reversed(newest)
@@ -225,20 +370,55 @@ class JournalStore:
     def _decode(self, reader) -> StorageEvent | None:
         """The event of the reader's current entry, or None when it is not
         one (unreadable, or written by someone else and not asked for)."""
-        trusted = self.writers.trusts_reader(reader)
-        if not trusted:
-            sender = sender_from_reader(reader)
-            self.untrusted_skipped += 1
-            if not self.include_untrusted:
-                if self.untrusted_skipped == 1:
-                    log.warning("skipping journal entries that claim to be peripety events but were not "
-                                "written by %s (first: %s, sent by %s)", self.writers.describe(),
-                                reader._get_cursor(), _describe_sender(sender))
-                return None
-        event = _decode(reader)
-        if event is not None and not trusted:
+        entry = self._entry(reader)
+        if entry is None:
+            return None
+        fields, sender = entry
+        event = _decode(fields, reader)
+        if event is not None and sender is not None:
             event.untrusted_writer = sender
         return event
+
+    def _decode_line(self, reader) -> "JsonLine | None":
+        """``_decode`` as a ``JsonLine``, taking peripetyd's stored JSON as
+        it is when that is the event's JSON."""
+        entry = self._entry(reader)
+        if entry is None:
+            return None
+        fields, sender = entry
+        raw = fields.get("JSON")
+        if sender is None and type(raw) is bytes:
+            line = stored_json_line(raw)
+            if line is not None:
+                return JsonLine(*line)
+        event = _decode(fields, reader)
+        if event is None:
+            return None
+        if sender is not None:
+            event.untrusted_writer = sender
+        return JsonLine(event.timestamp, event.hostname, compact_json(event))
+
+    def _entry(self, reader) -> tuple[dict, dict | None] | None:
+        """The current entry's fields and, when ``writers`` did not write
+        it, who did (journald's trusted fields); None when it is skipped
+        (counted in ``untrusted_skipped``).
+
+        One ``_get_all`` reads the entry: sd-journal decompresses a field
+        (JSON is large enough to be compressed) on every ``_get`` of it and
+        on every ``_get`` that looks at it on the way to a later field, but
+        once when it enumerates the entry."""
+        fields = reader._get_all()
+        if self.writers.trusts_fields(fields):
+            return fields, None
+        sender = sender_from_fields(fields)
+        self.untrusted_skipped += 1
+        if not self.include_untrusted:
+            if self.untrusted_skipped == 1:
+                log.warning("skipping journal entries that claim to be peripety events but were not "
+                            "written by %s (first: %s, sent by %s)", self.writers.describe(),
+                            reader._get_cursor(), _describe_sender(sender))
+            return None
+        return fields, sender
 
     def close(self) -> None:
         self._sender.close()
@@ -250,6 +430,15 @@ class JournalStore:
 
     def __repr__(self) -> str:
         return f"JournalStore({self._where()})"
+
+
+class JsonLine(NamedTuple):
+    """An event as ``prpt query --jsonl`` writes it (``JournalStore.query_lines``)."""
+
+    timestamp: datetime.datetime
+    hostname: str
+    text: str
+    """``compact_json(event)``"""
 
 
 class JournalFollower:
@@ -357,9 +546,11 @@ def add_matches(reader, flt: EventFilter) -> None:
                 reader.add_match(f"{field}={value}".encode())
 
 
-def _decode(reader) -> StorageEvent | None:
+def _decode(fields: dict, reader) -> StorageEvent | None:
+    """The event in an entry's ``JSON`` field (the first, should it repeat)."""
     try:
-        return StorageEvent.from_json(reader._get("JSON"))
+        text = fields["JSON"]
+        return StorageEvent.from_json(text[0] if isinstance(text, list) else text)
     except KeyError:
         log.warning("journal entry %s has IS_PERIPETY=TRUE but no JSON field; skipped",
                     reader._get_cursor())

@@ -19,8 +19,10 @@ import fcntl
 import json
 import logging
 import os
+import select
 import socket
 import struct
+import time
 from pathlib import Path
 
 from ..errors import StoreError
@@ -29,7 +31,7 @@ log = logging.getLogger("peripety.stores.journald_socket")
 
 RUN_DIR = Path("/run/systemd")
 SEND_TIMEOUT = 5.0
-"""Seconds a send may block on a full journald queue before we call the
+"""Seconds a send may wait on a full journald queue before we call the
 journal down and spool instead (journald stuck or stopped)."""
 
 _SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
@@ -63,8 +65,11 @@ class JournaldSocket:
 
     def _connect(self) -> socket.socket:
         if self._sock is None:
+            # Blocking, and every send asks not to block (MSG_DONTWAIT): a
+            # socket with a timeout would poll(2) before each send, a second
+            # system call per event; this one waits (``_wait``) only when
+            # journald's queue is full.
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-            sock.settimeout(SEND_TIMEOUT)
             try:
                 sock.connect(self.path)
             except OSError as exc:
@@ -74,7 +79,10 @@ class JournaldSocket:
         return self._sock
 
     def send(self, fields: dict[str, object]) -> None:
-        data = encode_entry(fields)
+        self.send_entry(encode_entry(fields))
+
+    def send_entry(self, data: bytes) -> None:
+        """One entry already encoded (``encode_entry``): one send(2)."""
         try:
             try:
                 self._send(data)
@@ -91,12 +99,31 @@ class JournaldSocket:
             raise StoreError(f"journald at {self.path} did not take the event: {reason}") from exc
 
     def _send(self, data: bytes) -> None:
+        sock = self._connect()
         try:
-            self._connect().send(data)
+            self._wait(sock, lambda: sock.send(data, socket.MSG_DONTWAIT))
         except OSError as exc:
             if exc.errno not in (errno.EMSGSIZE, errno.ENOBUFS):
                 raise
             self._send_memfd(data)
+
+    @staticmethod
+    def _wait(sock: socket.socket, send) -> None:
+        """``send()`` (which must not block), retried while journald's queue
+        is full, for at most SEND_TIMEOUT seconds (then ``TimeoutError``)."""
+        deadline = None
+        while True:
+            try:
+                send()
+                return
+            except BlockingIOError:
+                now = time.monotonic()
+                deadline = deadline or now + SEND_TIMEOUT
+                if now >= deadline:
+                    raise TimeoutError("timed out") from None
+                poller = select.poll()
+                poller.register(sock, select.POLLOUT)
+                poller.poll((deadline - now) * 1000)
 
     def _send_memfd(self, data: bytes) -> None:
         # Larger than a datagram: journald accepts a sealed memfd instead.
@@ -104,7 +131,9 @@ class JournaldSocket:
         try:
             os.write(fd, data)
             fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
-            self._connect().sendmsg([], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd))])
+            sock = self._connect()
+            self._wait(sock, lambda: sock.sendmsg([], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd))],
+                                                   socket.MSG_DONTWAIT))
         finally:
             os.close(fd)
 

@@ -22,6 +22,7 @@ from /proc when the entry arrives: a sender that already exited has none
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -62,15 +63,29 @@ class SenderPolicy:
         return (sender.get("comm") in self.comms or sender.get("exe") in self.exes
                 or sender.get("unit") in self.units)
 
-    def trusts_reader(self, reader) -> bool:
-        """``trusts`` for a ``systemd.journal._Reader``'s current entry,
-        reading only the fields it needs (readers check every entry)."""
-        uid = _field(reader, "_UID")
+    def trusts_fields(self, fields: dict) -> bool:
+        """``trusts`` for an entry's fields as ``systemd.journal._Reader._get_all()``
+        gives them (bytes; a list when a field repeats, whose first value is
+        the one ``_get`` returns): readers that need the whole entry anyway
+        check it without a call per field."""
+        uids, comms, units = self._accepted_bytes
+        uid, comm, unit = fields.get("_UID"), fields.get("_COMM", b""), fields.get("_SYSTEMD_UNIT", b"")
+        if type(uid) is bytes and uid in uids and ((type(comm) is bytes and comm in comms)
+                                                   or (type(unit) is bytes and unit in units)):
+            return True  # spelled as journald writes it: what every entry of peripetyd's says
+        uid = _text(fields.get("_UID"))
         if not uid.isdigit() or int(uid) not in self.uids:
             return False
-        return ((self.comms and _field(reader, "_COMM") in self.comms)
-                or (self.units and _field(reader, "_SYSTEMD_UNIT") in self.units)
-                or (self.exes and _field(reader, "_EXE") in self.exes)) or False
+        return ((self.comms and _text(fields.get("_COMM")) in self.comms)
+                or (self.units and _text(fields.get("_SYSTEMD_UNIT")) in self.units)
+                or (self.exes and _text(fields.get("_EXE")) in self.exes)) or False
+
+    @functools.cached_property
+    def _accepted_bytes(self) -> tuple[frozenset, frozenset, frozenset]:
+        """Uids, comms and units as ``_get_all`` gives them (a subset of
+        what ``trusts_fields`` accepts: its exact check covers the rest)."""
+        return (frozenset(str(u).encode() for u in self.uids), frozenset(c.encode() for c in self.comms),
+                frozenset(u.encode() for u in self.units))
 
     def describe(self) -> str:
         names = sorted(f"comm {c}" for c in self.comms) + sorted(f"exe {e}" for e in self.exes) \
@@ -83,25 +98,21 @@ PERIPETYD_WRITER = SenderPolicy.for_daemon("peripetyd")
 """Who may write peripety events into the journal: root's peripetyd."""
 
 
-def _field(reader, name: str) -> str:
-    try:
-        value = reader._get(name)
-    except KeyError:
+def _text(value) -> str:
+    """A ``_get_all`` value as text: absent is "", a repeated field its first
+    value (the one ``_get`` would give)."""
+    if value is None:
         return ""
+    if isinstance(value, list):
+        value = value[0]
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def sender_from_reader(reader) -> dict[str, str]:
-    """The trusted sender fields of the reader's current entry (a
-    ``systemd.journal._Reader``), by short name; absent fields are left out."""
-    sender = {}
-    for journal_field, name in SENDER_FIELDS.items():
-        try:
-            value = reader._get(journal_field)
-        except KeyError:
-            continue
-        sender[name] = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-    return sender
+def sender_from_fields(fields: dict) -> dict[str, str]:
+    """The trusted sender fields of an entry (its ``_get_all()`` fields), by
+    short name; absent fields are left out."""
+    return {name: _text(fields[journal_field]) for journal_field, name in SENDER_FIELDS.items()
+            if journal_field in fields}
 
 
 def sender_from_entry(entry: dict) -> dict[str, str]:
