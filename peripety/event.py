@@ -358,48 +358,53 @@ class StorageEvent:
                 severity = Severity.parse(data.get("severity", "Info"))
         except ValueError as exc:
             raise EventFormatError(str(exc)) from None
-        extension = data.get("extension")
-        if extension is None:
-            extension = data.get("extention") or {}
-        cur = BlkInfo.from_dict(data.get("cur_blk_info"))
-        if cur is None and ("dev_wwid" in data or "dev_path" in data):
-            cur = BlkInfo(
-                wwid=data.get("dev_wwid", ""),
-                blk_path=data.get("dev_path", ""),
-                preferred_blk_path=data.get("dev_path", ""),
-                owners_wwids=list(data.get("owners_wwids", [])),
-                owners_paths=list(data.get("owners_paths", [])),
-                mount_point=(extension or {}).get("mount_point"),
+        try:
+            extension = data.get("extension")
+            if extension is None:
+                extension = data.get("extention") or {}
+            cur = BlkInfo.from_dict(data.get("cur_blk_info"))
+            if cur is None and ("dev_wwid" in data or "dev_path" in data):
+                cur = BlkInfo(
+                    wwid=data.get("dev_wwid", ""),
+                    blk_path=data.get("dev_path", ""),
+                    preferred_blk_path=data.get("dev_path", ""),
+                    owners_wwids=list(data.get("owners_wwids", [])),
+                    owners_paths=list(data.get("owners_paths", [])),
+                    mount_point=(extension or {}).get("mount_point"),
+                )
+            kwargs = dict(
+                event_type=event_type,
+                sub_system=sub_system,
+                severity=severity,
+                kdev=data.get("kdev", "") or "",
+                msg=data.get("msg", "") or "",
+                raw_msg=data.get("raw_msg", "") or data.get("msg", "") or "",
+                hostname=data.get("hostname", "") or "",
+                dev_num=data.get("dev_num", "") or "",
+                cur_blk_info=cur,
+                hierarchy_blk_info=[
+                    b for b in (BlkInfo.from_dict(x) for x in data.get("hierarchy_blk_info") or []) if b
+                ],
+                extension={str(k): str(v) for k, v in extension.items()},
+                sources=list(data.get("sources") or []),
+                root_cause_event_id=data.get("root_cause_event_id") or None,
+                count=int(data.get("count", 1) or 1),
             )
-        kwargs = dict(
-            event_type=event_type,
-            sub_system=sub_system,
-            severity=severity,
-            kdev=data.get("kdev", "") or "",
-            msg=data.get("msg", "") or "",
-            raw_msg=data.get("raw_msg", "") or data.get("msg", "") or "",
-            hostname=data.get("hostname", "") or "",
-            dev_num=data.get("dev_num", "") or "",
-            cur_blk_info=cur,
-            hierarchy_blk_info=[
-                b for b in (BlkInfo.from_dict(x) for x in data.get("hierarchy_blk_info") or []) if b
-            ],
-            extension={str(k): str(v) for k, v in extension.items()},
-            sources=list(data.get("sources") or []),
-            root_cause_event_id=data.get("root_cause_event_id") or None,
-            count=int(data.get("count", 1) or 1),
-        )
-        if data.get("event_id"):
-            kwargs["event_id"] = data["event_id"]
-        if data.get("timestamp") not in (None, ""):
-            kwargs["timestamp"] = parse_timestamp(data["timestamp"])
-        if data.get("last_timestamp"):
-            kwargs["last_timestamp"] = parse_timestamp(data["last_timestamp"])
-        usec = data.get("kernel_usec")
-        if usec is not None:
-            if type(usec) is not int or usec < 0:
-                raise EventFormatError(f"kernel_usec {usec!r} is not a count of microseconds")
-            kwargs["kernel_usec"] = usec
+            if data.get("event_id"):
+                kwargs["event_id"] = data["event_id"]
+            if data.get("timestamp") not in (None, ""):
+                kwargs["timestamp"] = parse_timestamp(data["timestamp"])
+            if data.get("last_timestamp"):
+                kwargs["last_timestamp"] = parse_timestamp(data["last_timestamp"])
+            usec = data.get("kernel_usec")
+            if usec is not None:
+                if type(usec) is not int or usec < 0:
+                    raise EventFormatError(f"kernel_usec {usec!r} is not a count of microseconds")
+                kwargs["kernel_usec"] = usec
+        except (TypeError, ValueError, AttributeError, OverflowError) as exc:
+            # JSON of the right shape with a field of the wrong kind ("count":
+            # NaN, "extension": 5): not an event, whoever wrote it.
+            raise EventFormatError(f"not a peripety event: {type(exc).__name__}: {exc}") from None
         return cls(**kwargs)
 
     @classmethod

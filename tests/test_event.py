@@ -172,3 +172,16 @@ def test_a_journald_that_takes_nothing_times_the_sender_out(tmp_path, monkeypatc
     finally:
         sender.close()
         stuck.close()
+
+
+@pytest.mark.parametrize("field, value", [
+    ("count", float("nan")), ("count", 1e400), ("count", [1]), ("extension", 5), ("cur_blk_info", 5),
+    ("hierarchy_blk_info", 5), ("sources", 5),
+])
+def test_json_of_the_right_shape_with_a_field_of_the_wrong_kind_is_not_an_event(field, value):
+    """A forged journal entry (read with --include-untrusted) or a damaged
+    one is refused as not an event, never a crash of the reader."""
+    data = StorageEvent("BLK_IO_ERROR", "block").to_dict()
+    data[field] = value
+    with pytest.raises(EventFormatError, match="not a peripety event"):
+        StorageEvent.from_json(json.dumps(data))

@@ -159,3 +159,25 @@ def test_query_lines_are_the_jsonl_of_query(journal):
             finally:
                 by_events.close()
                 by_lines.close()
+
+
+def test_a_forged_entry_with_a_field_of_the_wrong_kind_is_skipped_not_a_crash(journal):
+    """Anyone can send IS_PERIPETY=TRUE with JSON that parses but is no
+    event ("count": NaN); --include-untrusted readers skip it with a warning."""
+    kdev = unique_kdev()
+    data = full_event("forged", kdev=kdev).to_dict()
+    sender = JournaldSocket(journal.socket_path)
+    sender.send({"IS_PERIPETY": "TRUE", "KDEV": kdev, "MESSAGE": "forged",
+                 "JSON": json.dumps({**data, "count": float("nan")})})
+    sender.close()
+    genuine = full_event("genuine", kdev=kdev)
+    journal.append(genuine)  # the sentinel
+    journal.sync()
+    for make_lines in (False, True):
+        reader = JournalStore(writers=SenderPolicy.for_daemon("peripetyd"), include_untrusted=True)
+        try:
+            flt = EventFilter(kdevs=(kdev,))
+            got = list(reader.query_lines(flt) if make_lines else reader.query(flt))
+        finally:
+            reader.close()
+        assert len(got) == 1  # the genuine one (untrusted here: this test wrote it), not the forged one
