@@ -32,11 +32,9 @@ that. peripetyd reports such misses as ``PERIPETY_BPF_LOST missed``.)
 from __future__ import annotations
 
 import collections
-import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -67,17 +65,6 @@ RAW_TRACEPOINT_PROBE(block_rq_error)
 """
 
 
-def fio_storm(dev: str, seconds: int) -> int:
-    done = subprocess.run(
-        ["fio", "--name=storm", f"--filename={dev}", "--rw=randread", "--bs=4k", "--direct=1",
-         "--ioengine=libaio", "--iodepth=32", "--numjobs=2", f"--runtime={seconds}", "--time_based",
-         "--continue_on_error=all", "--output-format=json"],
-        capture_output=True, text=True)
-    if "{" not in done.stdout:
-        raise SystemExit(f"fio failed ({done.returncode}): {done.stderr.strip()}")
-    return sum(job["total_err"] for job in json.loads(done.stdout[done.stdout.index("{"):])["jobs"])
-
-
 def recursion_misses() -> dict[str, int]:
     """Per program type of this process: the kernel's recursion_misses."""
     names = {"5": "TRACEPOINT", "17": "RAW_TRACEPOINT"}
@@ -102,6 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     sys.path.insert(0, str(ROOT))
     from bcc import BPF
 
+    from benchmarks.storm import fio_storm
     from tests.harness.faulty import FaultyDisk, MiB
 
     bpf = BPF(text=PROGRAMS)

@@ -115,7 +115,7 @@ repeat = "once"
     try:
         with KmsgTail() as tail:
             # a fresh ratelimit interval, then 20 failures at once (10 lines)
-            sector = wait_ratelimit_release(tail, faulty_disk, 7000)
+            wait_ratelimit_release(tail, faulty_disk, 7000)
             faulty_disk.fail_sectors(8192, 4000, "read")
             assert [r.error for r in faulty_disk.read_sectors(8192, 20)] == [5] * 20
             # failures every 0.1 s until the next interval's lines fold into an aggregate
@@ -233,14 +233,20 @@ repeat = "once"
     assert record["sent"] == 1 and record["suppressed"] >= 1
 
 
+def slow_alert(tmp_path, faulty_disk, hold: str, done):
+    """The config of one alert on ``faulty_disk`` whose program runs the
+    shell line ``hold`` (which keeps it running until the test lets go),
+    then writes $PERIPETY_RESUMED and its stdin to ``done``."""
+    script = tmp_path / "slow-alert"
+    script.write_text(f"#!/bin/sh\n{hold}\n{{ echo \"$PERIPETY_RESUMED\"; cat; }} > {done}\n")
+    script.chmod(0o755)
+    return write_config(tmp_path, f'[[notify]]\nname = "slow"\nexec = "{script}"\ndevices = ["{faulty_disk.name}"]\n'
+                                  "timeout = 300\n")
+
+
 def test_an_alert_cut_by_a_stop_runs_at_the_next_start(tmp_path, faulty_disk):
     gate, started, done = tmp_path / "gate", tmp_path / "started", tmp_path / "done"
-    script = tmp_path / "slow-alert"
-    script.write_text(f"#!/bin/sh\ntouch {started}\n[ -e {gate} ] || exec sleep 600\n"
-                      f"{{ echo \"$PERIPETY_RESUMED\"; cat; }} > {done}\n")
-    script.chmod(0o755)
-    config = write_config(tmp_path, f'[[notify]]\nname = "slow"\nexec = "{script}"\ndevices = ["{faulty_disk.name}"]\n'
-                                    "timeout = 300\n")
+    config = slow_alert(tmp_path, faulty_disk, f"touch {started}\n[ -e {gate} ] || exec sleep 600", done)
     db = tmp_path / "events.db"
     daemon = start(tmp_path, config, db)
     try:
@@ -363,12 +369,7 @@ def test_an_alert_cut_by_kill_9_runs_at_the_next_start(tmp_path, faulty_disk):
     next start runs it again (the program outlives the daemon in its own
     session; the test ends it)."""
     gate, pidfile, done = tmp_path / "gate", tmp_path / "pid", tmp_path / "done"
-    script = tmp_path / "slow-alert"
-    script.write_text(f"#!/bin/sh\n[ -e {gate} ] || {{ echo $$ > {pidfile}; exec sleep 600; }}\n"
-                      f"{{ echo \"$PERIPETY_RESUMED\"; cat; }} > {done}\n")
-    script.chmod(0o755)
-    config = write_config(tmp_path, f'[[notify]]\nname = "slow"\nexec = "{script}"\ndevices = ["{faulty_disk.name}"]\n'
-                                    "timeout = 300\n")
+    config = slow_alert(tmp_path, faulty_disk, f"[ -e {gate} ] || {{ echo $$ > {pidfile}; exec sleep 600; }}", done)
     db = tmp_path / "events.db"
     daemon = start(tmp_path, config, db)
     orphan = None

@@ -193,3 +193,48 @@ md_conf() {
     : > /etc/udev/rules.d/64-md-raid-assembly.rules
     udevadm control --reload
 }
+
+# NVMe over TCP on 127.0.0.1 (nvmet), for the nvme and counts scenarios:
+# subsystem $NQN whose namespace 1 ($NS_UUID) is the dm device NAME, linear
+# over a 64 MiB loop file (/tmp/NAME.img; its loop device in /tmp/NAME.loop)
+# until dm_error NAME swaps its table to `error`; port PORT listens on
+# 127.0.0.1:SVCID and this host connects as $HOSTNQN. dmsetup --noudevsync:
+# udev sync would hang here; udev makes the node, wait_for waits for it.
+nvmet_tcp_up() {
+    local name=$1 port=$2 svcid=$3 loop
+    truncate -s 64M "/tmp/$name.img"
+    loop=$(losetup -f --show "/tmp/$name.img")
+    echo "$loop" > "/tmp/$name.loop"
+    dmsetup --noudevsync create "$name" --table "0 131072 linear $loop 0"
+    wait_for 30 test -b "/dev/mapper/$name" || return 1
+    mkdir "$CFG/subsystems/$NQN"
+    echo 1 > "$CFG/subsystems/$NQN/attr_allow_any_host"
+    mkdir "$CFG/subsystems/$NQN/namespaces/1"
+    echo "/dev/mapper/$name" > "$CFG/subsystems/$NQN/namespaces/1/device_path"
+    echo "$NS_UUID" > "$CFG/subsystems/$NQN/namespaces/1/device_uuid"
+    echo 1 > "$CFG/subsystems/$NQN/namespaces/1/enable"
+    mkdir "$CFG/ports/$port"
+    echo tcp > "$CFG/ports/$port/addr_trtype"
+    echo ipv4 > "$CFG/ports/$port/addr_adrfam"
+    echo 127.0.0.1 > "$CFG/ports/$port/addr_traddr"
+    echo "$svcid" > "$CFG/ports/$port/addr_trsvcid"
+    ln -s "$CFG/subsystems/$NQN" "$CFG/ports/$port/subsystems/$NQN"
+    nvme connect -t tcp -a 127.0.0.1 -s "$svcid" -n "$NQN" --hostnqn="$HOSTNQN"
+}
+
+dm_error() {
+    dmsetup --noudevsync suspend "$1"
+    dmsetup --noudevsync load "$1" --table "0 131072 error"
+    dmsetup --noudevsync resume "$1"
+}
+
+nvmet_tcp_down() {
+    local name=$1 port=$2
+    nvme disconnect -n "$NQN"
+    rm -f "$CFG/ports/$port/subsystems/$NQN"
+    rmdir "$CFG/ports/$port"
+    echo 0 > "$CFG/subsystems/$NQN/namespaces/1/enable"
+    rmdir "$CFG/subsystems/$NQN/namespaces/1" "$CFG/subsystems/$NQN"
+    dmsetup --noudevsync remove "$name"
+    losetup -d "$(cat "/tmp/$name.loop")"
+}

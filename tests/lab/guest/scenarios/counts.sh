@@ -81,24 +81,7 @@ run)
     echo 0 > "$sd_opts/opts"
     echo 1 > "$sd_opts/delay"
     # -- NVMe over TCP -------------------------------------------------------
-    truncate -s 64M /tmp/counts.img
-    loop=$(losetup -f --show /tmp/counts.img)
-    echo "$loop" > /tmp/counts.loop
-    dmsetup --noudevsync create countsback --table "0 131072 linear $loop 0"
-    wait_for 30 test -b /dev/mapper/countsback || exit 1
-    mkdir "$CFG/subsystems/$NQN"
-    echo 1 > "$CFG/subsystems/$NQN/attr_allow_any_host"
-    mkdir "$CFG/subsystems/$NQN/namespaces/1"
-    echo /dev/mapper/countsback > "$CFG/subsystems/$NQN/namespaces/1/device_path"
-    echo "$NS_UUID" > "$CFG/subsystems/$NQN/namespaces/1/device_uuid"
-    echo 1 > "$CFG/subsystems/$NQN/namespaces/1/enable"
-    mkdir "$CFG/ports/2"
-    echo tcp > "$CFG/ports/2/addr_trtype"
-    echo ipv4 > "$CFG/ports/2/addr_adrfam"
-    echo 127.0.0.1 > "$CFG/ports/2/addr_traddr"
-    echo 4421 > "$CFG/ports/2/addr_trsvcid"
-    ln -s "$CFG/subsystems/$NQN" "$CFG/ports/2/subsystems/$NQN"
-    nvme connect -t tcp -a 127.0.0.1 -s 4421 -n "$NQN" --hostnqn="$HOSTNQN"
+    nvmet_tcp_up countsback 2 4421 || exit 1
     wait_for 30 tcp_namespace || exit 1
     tns=$(tcp_namespace)
     ctrl=$(basename "$(dirname "$(grep -l "$NQN" /sys/class/nvme/nvme*/subsysnqn | head -1)")")
@@ -109,9 +92,7 @@ run)
     fact nvme_path "$(basename "$(ls -d /sys/class/nvme/$ctrl/nvme*c*n* | head -1)")"
     fact nvme_devnum "$(cat /sys/block/$tns/dev)"
     fact nvme_wwid "$(cat /sys/block/$tns/wwid)"
-    dmsetup --noudevsync suspend countsback
-    dmsetup --noudevsync load countsback --table "0 131072 error"
-    dmsetup --noudevsync resume countsback
+    dm_error countsback
     out=$(python3 "$LAB/failing_reads.py" "/dev/$tns" 0 $((16 << 20)) "$NVME_READS" 4)
     echo "$out"
     fact nvme_workload "$out"
@@ -119,13 +100,7 @@ run)
     exit 0
     ;;
 cleanup)
-    nvme disconnect -n "$NQN"
-    rm -f "$CFG/ports/2/subsystems/$NQN"
-    rmdir "$CFG/ports/2"
-    echo 0 > "$CFG/subsystems/$NQN/namespaces/1/enable"
-    rmdir "$CFG/subsystems/$NQN/namespaces/1" "$CFG/subsystems/$NQN"
-    dmsetup --noudevsync remove countsback
-    losetup -d "$(cat /tmp/counts.loop)"
+    nvmet_tcp_down countsback 2
     modprobe -r scsi_debug
     ;;
 esac
