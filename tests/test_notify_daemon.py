@@ -28,8 +28,10 @@ RECORDER = """#!/bin/sh
 # Keep what peripetyd gave this alert: stdin and the PERIPETY_* variables.
 set -e
 out={out}
+# (the .json last and renamed into place: the test reads complete files)
 env | grep '^PERIPETY_' > "$out/$PERIPETY_EVENT_ID.$PERIPETY_ACTION.env"
-cat > "$out/$PERIPETY_EVENT_ID.$PERIPETY_ACTION.json"
+cat > "$out/$PERIPETY_EVENT_ID.$PERIPETY_ACTION.part"
+mv "$out/$PERIPETY_EVENT_ID.$PERIPETY_ACTION.part" "$out/$PERIPETY_EVENT_ID.$PERIPETY_ACTION.json"
 """
 
 
@@ -236,9 +238,11 @@ repeat = "once"
 def slow_alert(tmp_path, faulty_disk, hold: str, done):
     """The config of one alert on ``faulty_disk`` whose program runs the
     shell line ``hold`` (which keeps it running until the test lets go),
-    then writes $PERIPETY_RESUMED and its stdin to ``done``."""
+    then writes $PERIPETY_RESUMED and its stdin to ``done`` (whole: renamed
+    into place, so the test never reads it half written)."""
     script = tmp_path / "slow-alert"
-    script.write_text(f"#!/bin/sh\n{hold}\n{{ echo \"$PERIPETY_RESUMED\"; cat; }} > {done}\n")
+    script.write_text(f"#!/bin/sh\n{hold}\n{{ echo \"$PERIPETY_RESUMED\"; cat; }} > {done}.part && "
+                      f"mv {done}.part {done}\n")
     script.chmod(0o755)
     return write_config(tmp_path, f'[[notify]]\nname = "slow"\nexec = "{script}"\ndevices = ["{faulty_disk.name}"]\n'
                                   "timeout = 300\n")
