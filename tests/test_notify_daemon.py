@@ -248,6 +248,21 @@ def slow_alert(tmp_path, faulty_disk, hold: str, done):
                                   "timeout = 300\n")
 
 
+def runs_again(tmp_path, config, db, gate, done, event):
+    """Let the held alert program finish, start the daemon again: the cut
+    alert for ``event`` runs again, marked resumed. The stopped daemon."""
+    gate.touch()
+    restarted = start(tmp_path, config, db)
+    try:
+        text = wait_until(lambda: done.exists() and done.read_text(), "the alert to run again")
+    finally:
+        assert restarted.stop() == 0
+    resumed, stdin = text.split("\n", 1)
+    assert resumed == "1"
+    assert json.loads(stdin)["event_id"] == event["event_id"]
+    return restarted
+
+
 def test_an_alert_cut_by_a_stop_runs_at_the_next_start(tmp_path, faulty_disk):
     gate, started, done = tmp_path / "gate", tmp_path / "started", tmp_path / "done"
     config = slow_alert(tmp_path, faulty_disk, f"touch {started}\n[ -e {gate} ] || exec sleep 600", done)
@@ -261,15 +276,7 @@ def test_an_alert_cut_by_a_stop_runs_at_the_next_start(tmp_path, faulty_disk):
     assert [p["event"]["event_id"] for p in state(daemon)["pending"]] == [event["event_id"]]
     assert not done.exists()
     assert "still running at shutdown: killed; it runs again at the next start" in daemon.log_text()
-    gate.touch()
-    restarted = start(tmp_path, config, db)
-    try:
-        text = wait_until(lambda: done.exists() and done.read_text(), "the alert to run again")
-    finally:
-        assert restarted.stop() == 0
-    resumed, stdin = text.split("\n", 1)
-    assert resumed == "1"
-    assert json.loads(stdin)["event_id"] == event["event_id"]
+    restarted = runs_again(tmp_path, config, db, gate, done, event)
     assert state(restarted)["pending"] == []
 
 
@@ -391,12 +398,5 @@ def test_an_alert_cut_by_kill_9_runs_at_the_next_start(tmp_path, faulty_disk):
             except ProcessLookupError:
                 pass
     assert not done.exists()
-    gate.touch()
-    restarted = start(tmp_path, config, db)
-    try:
-        text = wait_until(lambda: done.exists() and done.read_text(), "the alert to run again")
-    finally:
-        assert restarted.stop() == 0
-    resumed, stdin = text.split("\n", 1)
-    assert resumed == "1" and json.loads(stdin)["event_id"] == event["event_id"]
+    restarted = runs_again(tmp_path, config, db, gate, done, event)
     assert state(restarted)["pending"] == []

@@ -238,3 +238,30 @@ nvmet_tcp_down() {
     dmsetup --noudevsync remove "$name"
     losetup -d "$(cat "/tmp/$name.loop")"
 }
+
+# The namespace head whose wwid is our $NS_UUID (nvmeXnY), if it is there.
+tcp_namespace() {
+    local d
+    for d in /sys/block/nvme*; do
+        [ -e "$d/dev" ] && grep -qx "uuid.$NS_UUID" "$d/wwid" && { basename "$d"; return 0; }
+    done
+    return 1
+}
+
+# After nvmet_tcp_up: wait for the connected namespace (native NVMe
+# multipath: the disk is the namespace head nvmeXnY, found by $NS_UUID:
+# tcp_namespace), set $tns and $ctrl, and record PREFIX_ns,
+# _ctrl, _path (the hidden per-path disk nvme<subsys>c<ctrl>n<ns> the kernel's
+# block lines name: no dev node), _devnum and _wwid.
+nvmet_tcp_facts() {
+    local prefix=$1
+    wait_for 30 tcp_namespace || return 1
+    tns=$(tcp_namespace)
+    ctrl=$(basename "$(dirname "$(grep -l "$NQN" /sys/class/nvme/nvme*/subsysnqn | head -1)")")
+    udevadm settle --timeout=60
+    fact "${prefix}_ns" "$tns"
+    fact "${prefix}_ctrl" "$ctrl"
+    fact "${prefix}_path" "$(basename "$(ls -d /sys/class/nvme/$ctrl/nvme*c*n* | head -1)")"
+    fact "${prefix}_devnum" "$(cat /sys/block/$tns/dev)"
+    fact "${prefix}_wwid" "$(cat /sys/block/$tns/wwid)"
+}

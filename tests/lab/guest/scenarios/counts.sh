@@ -21,13 +21,6 @@ SCSI_READS_ONE=${SCSI_READS_ONE:-500}
 SCSI_READS=${SCSI_READS:-2000}
 NVME_READS=${NVME_READS:-300}
 
-tcp_namespace() {
-    local d
-    for d in /sys/block/nvme*; do
-        [ -e "$d/dev" ] && grep -qx "uuid.$NS_UUID" "$d/wwid" && { basename "$d"; return 0; }
-    done
-    return 1
-}
 
 # stored_total SINCE: the sum of `count` over every event stored since SINCE
 stored_total() {
@@ -82,16 +75,7 @@ run)
     echo 1 > "$sd_opts/delay"
     # -- NVMe over TCP -------------------------------------------------------
     nvmet_tcp_up countsback 2 4421 || exit 1
-    wait_for 30 tcp_namespace || exit 1
-    tns=$(tcp_namespace)
-    ctrl=$(basename "$(dirname "$(grep -l "$NQN" /sys/class/nvme/nvme*/subsysnqn | head -1)")")
-    udevadm settle --timeout=60
-    fact nvme_ns "$tns"
-    fact nvme_ctrl "$ctrl"
-    # the hidden per-path disk (no dev node, no dev attribute) whose requests fail
-    fact nvme_path "$(basename "$(ls -d /sys/class/nvme/$ctrl/nvme*c*n* | head -1)")"
-    fact nvme_devnum "$(cat /sys/block/$tns/dev)"
-    fact nvme_wwid "$(cat /sys/block/$tns/wwid)"
+    nvmet_tcp_facts nvme || exit 1
     dm_error countsback
     out=$(python3 "$LAB/failing_reads.py" "/dev/$tns" 0 $((16 << 20)) "$NVME_READS" 4)
     echo "$out"

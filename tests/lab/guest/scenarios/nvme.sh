@@ -9,13 +9,6 @@ NQN=nqn.2026-12.io.peripety:lab
 HOSTNQN=nqn.2014-08.org.nvmexpress:uuid:70657269-7065-7479-6c61-620000000002
 CFG=/sys/kernel/config/nvmet
 NS_UUID=70657269-7065-7479-6c61-620000000003
-tcp_namespace() {
-    local d
-    for d in /sys/block/nvme*; do
-        [ -e "$d/dev" ] && grep -qx "uuid.$NS_UUID" "$d/wwid" && { basename "$d"; return 0; }
-    done
-    return 1
-}
 case $1 in
 run)
     ns=$(basename "$(ls -d /sys/class/nvme/nvme*/nvme*n1 | head -1)")
@@ -27,19 +20,7 @@ run)
     dd if="/dev/$ns" of=/dev/null bs=4096 skip=256 count=1 iflag=direct
 
     nvmet_tcp_up nvmback 1 4420 || exit 1
-    wait_for 30 bash -c "grep -l '$NQN' /sys/class/nvme/nvme*/subsysnqn" || exit 1
-    ctrl=$(basename "$(dirname "$(grep -l "$NQN" /sys/class/nvme/nvme*/subsysnqn | head -1)")")
-    # native NVMe multipath: the disk is the namespace head nvmeXnY (the
-    # per-path nvmeXcYnZ are hidden: no dev node); find it by our uuid
-    wait_for 30 tcp_namespace || exit 1
-    tns=$(tcp_namespace)
-    udevadm settle --timeout=60
-    fact tcp_ctrl "$ctrl"
-    fact tcp_ns "$tns"
-    # the hidden per-path disk the kernel's block lines name (nvme<subsys>c<ctrl>n<ns>)
-    fact tcp_path "$(basename "$(ls -d /sys/class/nvme/$ctrl/nvme*c*n* | head -1)")"
-    fact tcp_devnum "$(cat /sys/block/$tns/dev)"
-    fact tcp_wwid "$(cat /sys/block/$tns/wwid)"
+    nvmet_tcp_facts tcp || exit 1
     dd if="/dev/$tns" of=/dev/null bs=4096 count=1 iflag=direct
     dm_error nvmback
     dd if="/dev/$tns" of=/dev/null bs=4096 skip=16 count=1 iflag=direct
