@@ -5,6 +5,7 @@ each source's reading means for the pipeline; reload, status and stop."""
 from __future__ import annotations
 
 import datetime as _dt
+import importlib.util
 import logging
 import os
 import socket
@@ -18,10 +19,12 @@ from ..config import load_config
 from ..devices import DeviceTimeline, list_devices
 from ..errors import PeripetyError
 from ..event import StorageEvent
+from ..event_types import EVENT_TYPES
 from ..mapcounts import MapLedger
 from ..outputs import Outputs
 from ..outputs.notify import open_notify
 from ..outputs.metrics_options import ListenAddress, load_metrics_output
+from ..outputs.varlink import VarlinkServer
 from ..pipeline import Pipeline, daemon_event
 from ..position import DEFAULT_STATE_DIR, PositionFile, ReadPosition, already_stored, resume_point
 from ..safefiles import check_private_dir
@@ -144,14 +147,10 @@ class Daemon:
     def _open_varlink(self) -> None:
         if self.options.varlink is None:
             return
-        try:
-            import varlink  # noqa: F401  (the package the service is built on)
-        except ImportError:
+        if importlib.util.find_spec("varlink") is None:  # the package the service is built on
             log.warning("the varlink Python package is not installed (pip install varlink): no Varlink service "
                         "on %s; prpt monitor and prpt top read the store", self.options.varlink)
             return
-        from ..outputs.varlink import VarlinkServer
-
         limits = {"max_pending": self.options.varlink_buffer} if self.options.varlink_buffer else {}
         server = VarlinkServer(self.options.varlink, store=self.store, status=self.status,
                                known_event_types=self._known_event_types, group=self.options.varlink_group,
@@ -160,8 +159,6 @@ class Daemon:
         self.loop.add(server.name, server, server.read)
 
     def _known_event_types(self) -> set[str]:
-        from ..event_types import EVENT_TYPES
-
         return {info.name for info in EVENT_TYPES} | {rule.event_type for rule in self.config.rules.rules}
 
     def _add_source(self, source: LiveSource, first: bool = False) -> None:
