@@ -111,48 +111,71 @@ _Static_assert(sizeof(struct prpt_xfs_event) == PRPT_SIZEOF_XFS, "xfs layout dif
 
 BPF_RINGBUF_OUTPUT(events, PRPT_RINGBUF_PAGES);
 
-/*
- * Samples the ring buffer had no room for, per kind. Per-CPU so the error
- * path takes no atomic; user space sums the CPUs and reports the total.
- */
-BPF_PERCPU_ARRAY(lost, u64, PRPT_KIND_COUNT);
-
-/* Samples not sent because the unit's budget for the interval was spent. */
-BPF_PERCPU_ARRAY(sampled_out, u64, PRPT_KIND_COUNT);
-
-static __always_inline void count_in(void *table_lookup_result)
-{
-	u64 *n = table_lookup_result;
-
-	if (n)
-		(*n)++;
-}
-
-/* ---- aggregation -------------------------------------------------------
+/* ---- counting ----------------------------------------------------------
  *
  * Every failure is counted here, whatever the ring buffer does; the ring
  * carries only the first PRPT_SAMPLE_BUDGET full samples per unit (device,
  * SCSI target, NVMe disk) and PRPT_SAMPLE_INTERVAL_NS, for a human to read.
  *
- * Two generations of maps (..0, ..1); ctl[0] names the one probes write.
- * User space (peripety/tracepoints/aggregates.py) retires a generation by
- * pointing ctl[0] at the other, waits at least one tick (a probe runs with
- * preemption disabled, for microseconds: a generation retired a tick ago has
- * no writer left), then reads and empties it. So no count is read while it
- * can still change, none is reset before it was read, none is read twice.
+ * No bpf() syscall reads or resets a count. While a process is inside a
+ * bpf() map syscall (lookup, update, delete, ...) on a CPU, the kernel
+ * raises bpf_prog_active there (bpf_disable_instrumentation) and runs no
+ * TRACEPOINT program that fires on that CPU meanwhile: newer kernels count
+ * such a skip in the program's recursion_misses, 6.1 does not count it at
+ * all. A daemon draining hash maps with syscalls during a storm therefore
+ * loses failures. So every number user space reads lives in BPF_F_MMAPABLE
+ * arrays (Linux 5.5+) that peripety/tracepoints/aggregates.py maps into its
+ * memory; the hash maps below (slot_index, bucket_index, budget) are only
+ * ever touched by the probes. In steady state user space makes no bpf()
+ * syscall at all: reading the ring buffer is mmapped memory and epoll too.
  *
- * agg0/agg1: (unit, kind, status, op) -> count, first/last time, lowest and
- *   highest failed sector. Per-CPU: the hot path takes no atomic and no
- *   shared cache line. PRPT_AGG_ENTRIES keys per generation; a failure
- *   whose key finds the map full is counted in agg_full[gen][kind] (exact
- *   total per kind, no unit).
- * sectors0/sectors1: (unit, kind, status, op, bucket) -> one bit per
- *   512-byte sector of a PRPT_BUCKET_SECTORS-sector bucket, set with atomic
- *   OR (shared: a per-CPU bitmap would cost its size times the CPUs).
- *   PRPT_SECTOR_ENTRIES buckets per generation; a request whose bucket finds
- *   the map full, or that spans more than two buckets, is counted in its
- *   agg value's `unmapped` (its sectors are then known only to lie within
- *   [min_sector, max_sector_end)).
+ * Epochs. ctl.epoch, written by user space only, numbers the generations;
+ * probes write generation epoch & 1 of each two-generation array. User
+ * space retires an epoch by incrementing ctl.epoch, waits at least one tick
+ * (a probe reads the epoch once, then runs to its end with preemption
+ * disabled, for microseconds: an epoch retired a tick ago has no writer
+ * left), then reads its generation. Nothing is read while it can change,
+ * nothing read twice, and user space never clears a count (see Values), so
+ * no store of user space can race an increment.
+ *
+ * Slots. slot_index maps (key, epoch) -> a slot of the epoch's generation.
+ * A probe finding none claims the next slot number of the epoch with an
+ * atomic add on ctl.slots_claimed[epoch % 4], writes the key and epoch into
+ * slot_keys[gen][slot], then inserts (key, epoch) -> slot with BPF_NOEXIST;
+ * when another CPU inserted the key first, it counts in that slot and its
+ * own stays without values. User space learns the keys from slot_keys.
+ * Beyond PRPT_AGG_ENTRIES slots per epoch a failure is counted per kind
+ * only (agg_full: exact total, no unit). The epoch is part of the hash key,
+ * so an epoch's entries are never found again after it: they are the ones
+ * the LRU evicts first, which keeps the index bounded. An entry evicted
+ * within its epoch only makes its key claim a second slot, which user space
+ * adds to the first.
+ *
+ * Claim counters. Four, by epoch % 4: user space resets the counter of the
+ * epoch after next while retiring an epoch, so a counter is zeroed a whole
+ * tick before its epoch starts, and long after its previous epoch ended.
+ *
+ * Values. slot_vals[gen][cpu][slot]: one writer each (a probe runs with
+ * preemption disabled, and the kernel never runs a tracepoint program on a
+ * CPU where one is running), so no atomics on the hot path. Each value
+ * carries the epoch it counts for; a probe finding an older epoch there
+ * resets it first. User space reads the values of its epoch only.
+ *
+ * Sectors. bucket_index maps (epoch, PRPT_BUCKET_SECTORS-sector bucket,
+ * slot) -> a bucket slot, claimed like the slots (ctl.buckets_claimed);
+ * the claimer zeroes the bucket's bits before inserting it, so no other
+ * CPU can know the bucket slot before its bits are clear. bucket_bits[gen]
+ * [bucket slot] holds one bit per 512-byte sector, set with atomic OR
+ * (shared: a per-CPU bitmap would cost its size times the CPUs). Beyond
+ * PRPT_SECTOR_ENTRIES buckets per epoch, or for a request spanning more
+ * than two buckets, the request is counted in its value's `unmapped` (its
+ * sectors are then known only to lie within [min_sector, max_sector_end));
+ * sectors never affect the count.
+ *
+ * cpu_counters[cpu][counter][kind]: lost and sampled_out samples and
+ * agg_full failures, only ever incremented; user space reports the
+ * increase since it last read them. A row of kinds is PRPT_KINDS_PER_ROW
+ * (a multiple of eight) long, so CPUs do not share cache lines.
  */
 
 struct prpt_agg_key {
@@ -174,11 +197,28 @@ struct prpt_agg_val {
 	u64 min_sector;
 	u64 max_sector_end;	/* exclusive */
 	u64 unmapped;		/* requests whose sectors have no bits */
+	u64 epoch;		/* the epoch these values count for */
 };
 
-struct prpt_sector_key {
+/* slot_keys' entries, and the keys of slot_index. */
+struct prpt_slot {
+	struct prpt_agg_key key;
+	u64 epoch;
+};
+
+/* bucket_keys' entries, and the keys of bucket_index. */
+struct prpt_bucket {
+	u64 epoch;
 	u64 bucket;		/* sector / PRPT_BUCKET_SECTORS */
-	struct prpt_agg_key agg;
+	u32 slot;		/* the slot its failures are counted in */
+	u32 _pad;
+};
+
+struct prpt_ctl {
+	u64 epoch;		/* written by user space only */
+	u64 _pad[7];		/* the claim counters on their own cache line */
+	u64 slots_claimed[4];	/* per epoch % 4 */
+	u64 buckets_claimed[4];
 };
 
 #define PRPT_BUCKET_SECTORS (PRPT_BUCKET_WORDS * 64)
@@ -191,18 +231,25 @@ struct prpt_sector_bits {
 /* The size of each is checked against kinds.toml like the samples'. */
 _Static_assert(sizeof(struct prpt_agg_key) == PRPT_SIZEOF_AGG_KEY, "agg key layout differs from kinds.toml");
 _Static_assert(sizeof(struct prpt_agg_val) == PRPT_SIZEOF_AGG_VAL, "agg value layout differs from kinds.toml");
-_Static_assert(sizeof(struct prpt_sector_key) == PRPT_SIZEOF_SECTOR_KEY, "sector key layout differs from kinds.toml");
+_Static_assert(sizeof(struct prpt_slot) == PRPT_SIZEOF_SLOT, "slot layout differs from kinds.toml");
+_Static_assert(sizeof(struct prpt_bucket) == PRPT_SIZEOF_BUCKET, "bucket layout differs from kinds.toml");
+_Static_assert(sizeof(struct prpt_ctl) == PRPT_SIZEOF_CTL, "ctl layout differs from kinds.toml");
+_Static_assert(PRPT_KINDS_PER_ROW >= PRPT_KIND_COUNT, "a row of cpu_counters holds every kind");
 
-BPF_ARRAY(ctl, u32, 1);
-BPF_PERCPU_HASH(agg0, struct prpt_agg_key, struct prpt_agg_val, PRPT_AGG_ENTRIES);
-BPF_PERCPU_HASH(agg1, struct prpt_agg_key, struct prpt_agg_val, PRPT_AGG_ENTRIES);
-BPF_PERCPU_ARRAY(agg_full0, u64, PRPT_KIND_COUNT);
-BPF_PERCPU_ARRAY(agg_full1, u64, PRPT_KIND_COUNT);
-BPF_HASH(sectors0, struct prpt_sector_key, struct prpt_sector_bits, PRPT_SECTOR_ENTRIES);
-BPF_HASH(sectors1, struct prpt_sector_key, struct prpt_sector_bits, PRPT_SECTOR_ENTRIES);
-/* All zero, never written: the initial value of a new bucket (too big for
- * the 512-byte BPF stack). */
-BPF_ARRAY(zero_bits, struct prpt_sector_bits, 1);
+#define PRPT_NO_SLOT (~0U)
+/* Room for the entries of the live epoch, the previous one and the LRU's
+ * per-CPU free lists. */
+#define PRPT_SLOT_INDEX_ENTRIES (4 * PRPT_AGG_ENTRIES)
+#define PRPT_BUCKET_INDEX_ENTRIES (4 * PRPT_SECTOR_ENTRIES)
+
+BPF_F_TABLE("array", u32, struct prpt_ctl, ctl, 1, BPF_F_MMAPABLE);
+BPF_F_TABLE("array", u32, struct prpt_slot, slot_keys, 2 * PRPT_AGG_ENTRIES, BPF_F_MMAPABLE);
+BPF_F_TABLE("array", u32, struct prpt_agg_val, slot_vals, 2 * PRPT_NR_CPUS * PRPT_AGG_ENTRIES, BPF_F_MMAPABLE);
+BPF_F_TABLE("array", u32, struct prpt_bucket, bucket_keys, 2 * PRPT_SECTOR_ENTRIES, BPF_F_MMAPABLE);
+BPF_F_TABLE("array", u32, struct prpt_sector_bits, bucket_bits, 2 * PRPT_SECTOR_ENTRIES, BPF_F_MMAPABLE);
+BPF_F_TABLE("array", u32, u64, cpu_counters, PRPT_NR_CPUS * PRPT_COUNTERS * PRPT_KINDS_PER_ROW, BPF_F_MMAPABLE);
+BPF_TABLE("lru_hash", struct prpt_slot, u32, slot_index, PRPT_SLOT_INDEX_ENTRIES);
+BPF_TABLE("lru_hash", struct prpt_bucket, u32, bucket_index, PRPT_BUCKET_INDEX_ENTRIES);
 
 struct prpt_budget {
 	u64 interval_start_ns;
@@ -212,33 +259,117 @@ struct prpt_budget {
  * that stopped failing make room for new ones. */
 BPF_TABLE("lru_hash", struct prpt_agg_key, struct prpt_budget, budget, PRPT_BUDGET_ENTRIES);
 
-static __always_inline u32 current_gen(void)
+/* One more of `counter` (PRPT_COUNTER_*) for `kind` on this CPU. */
+static __always_inline void count_cpu(u32 counter, u32 kind)
 {
-	u32 zero = 0;
-	u32 *gen = ctl.lookup(&zero);
+	u32 idx = (bpf_get_smp_processor_id() * PRPT_COUNTERS + counter) * PRPT_KINDS_PER_ROW + kind;
+	u64 *n = cpu_counters.lookup(&idx);
 
-	return gen && *gen ? 1 : 0;
+	if (n && kind < PRPT_KINDS_PER_ROW)
+		(*n)++;
 }
 
-static __always_inline struct prpt_agg_val *agg_slot(u32 gen, struct prpt_agg_key *key)
+/*
+ * Take the next of PRPT_AGG_ENTRIES / PRPT_SECTOR_ENTRIES numbers of an
+ * epoch; -1 when they are all taken (checked first, so a full epoch costs
+ * no atomic per failure).
+ */
+static __always_inline s64 claim(u64 *counter, u64 limit)
 {
-	struct prpt_agg_val zero = {};
+	u64 n;
 
-	if (gen)
-		return agg1.lookup_or_try_init(key, &zero);
-	return agg0.lookup_or_try_init(key, &zero);
+	if (*(volatile u64 *)counter >= limit)
+		return -1;
+	n = __sync_fetch_and_add(counter, 1);
+	return n < limit ? (s64)n : -1;
 }
 
-static __always_inline struct prpt_sector_bits *sector_slot(u32 gen, struct prpt_sector_key *key)
+/* The slot of `key` in `epoch`, claimed when it has none (see above). */
+static __always_inline u32 find_slot(struct prpt_ctl *c, u64 epoch, struct prpt_agg_key *key)
 {
-	u32 zero = 0;
-	struct prpt_sector_bits *init = zero_bits.lookup(&zero);
+	struct prpt_slot want;
+	struct prpt_slot *entry;
+	u32 *found, slot, idx;
+	s64 claimed;
 
-	if (!init)
+	__builtin_memcpy(&want.key, key, sizeof(want.key));
+	want.epoch = epoch;
+	found = slot_index.lookup(&want);
+	if (found)
+		return *found;
+	claimed = claim(&c->slots_claimed[epoch & 3], PRPT_AGG_ENTRIES);
+	if (claimed < 0)
+		return PRPT_NO_SLOT;
+	slot = claimed;
+	idx = (epoch & 1) * PRPT_AGG_ENTRIES + slot;
+	entry = slot_keys.lookup(&idx);
+	if (!entry)
+		return PRPT_NO_SLOT;
+	__builtin_memcpy(entry, &want, sizeof(want));
+	if (slot_index.insert(&want, &slot) != 0) {
+		/* Another CPU inserted this key first: count in its slot. (Had the
+		 * insert failed otherwise, ours is as good.) */
+		found = slot_index.lookup(&want);
+		if (found)
+			return *found;
+	}
+	return slot;
+}
+
+/* This CPU's value of `slot` in `epoch`, reset when it held an older one. */
+static __always_inline struct prpt_agg_val *slot_value(u64 epoch, u32 slot)
+{
+	u32 idx = ((u32)(epoch & 1) * PRPT_NR_CPUS + bpf_get_smp_processor_id()) * PRPT_AGG_ENTRIES + slot;
+	struct prpt_agg_val *val;
+
+	if (slot >= PRPT_AGG_ENTRIES)
 		return 0;
-	if (gen)
-		return sectors1.lookup_or_try_init(key, init);
-	return sectors0.lookup_or_try_init(key, init);
+	val = slot_vals.lookup(&idx);
+	if (val && val->epoch != epoch) {
+		__builtin_memset(val, 0, sizeof(*val));
+		val->epoch = epoch;
+	}
+	return val;
+}
+
+/* The bits of `bucket` for `slot` in `epoch`, claimed when it has none;
+ * NULL when the epoch's buckets are all taken. */
+static __always_inline struct prpt_sector_bits *bucket_bits_of(struct prpt_ctl *c, u64 epoch, u32 slot, u64 bucket)
+{
+	struct prpt_bucket want = {};
+	struct prpt_bucket *entry;
+	struct prpt_sector_bits *bits;
+	u32 *found, bslot, idx;
+	s64 claimed;
+
+	want.epoch = epoch;
+	want.bucket = bucket;
+	want.slot = slot;
+	found = bucket_index.lookup(&want);
+	if (found) {
+		idx = (epoch & 1) * PRPT_SECTOR_ENTRIES + *found;
+		return bucket_bits.lookup(&idx);
+	}
+	claimed = claim(&c->buckets_claimed[epoch & 3], PRPT_SECTOR_ENTRIES);
+	if (claimed < 0)
+		return 0;
+	bslot = claimed;
+	idx = (epoch & 1) * PRPT_SECTOR_ENTRIES + bslot;
+	entry = bucket_keys.lookup(&idx);
+	bits = bucket_bits.lookup(&idx);
+	if (!entry || !bits)
+		return 0;
+	/* Unknown to every other CPU until inserted: clear it first. */
+	__builtin_memset(bits, 0, sizeof(*bits));
+	__builtin_memcpy(entry, &want, sizeof(want));
+	if (bucket_index.insert(&want, &bslot) != 0) {
+		found = bucket_index.lookup(&want);
+		if (found) {
+			idx = (epoch & 1) * PRPT_SECTOR_ENTRIES + *found;
+			return bucket_bits.lookup(&idx);
+		}
+	}
+	return bits;
 }
 
 /*
@@ -246,16 +377,14 @@ static __always_inline struct prpt_sector_bits *sector_slot(u32 gen, struct prpt
  * PRPT_BUCKET_WORDS words; a word already holding its bits is not written,
  * so a storm on the same sectors does not bounce a shared cache line.
  */
-static __always_inline int mark_bucket(u32 gen, struct prpt_sector_key *skey, u64 bucket, u64 first, u64 end)
+static __always_inline int mark_bucket(struct prpt_ctl *c, u64 epoch, u32 slot, u64 bucket, u64 first, u64 end)
 {
 	u64 base = bucket * PRPT_BUCKET_SECTORS;
 	u64 lo = first > base ? first - base : 0;
 	u64 hi = end - base < PRPT_BUCKET_SECTORS ? end - base : PRPT_BUCKET_SECTORS;
-	struct prpt_sector_bits *bits;
+	struct prpt_sector_bits *bits = bucket_bits_of(c, epoch, slot, bucket);
 	u32 i, n;
 
-	skey->bucket = bucket;
-	bits = sector_slot(gen, skey);
 	if (!bits)
 		return -1;
 	/* Words first..last; the index is masked so the verifier sees it
@@ -277,20 +406,17 @@ static __always_inline int mark_bucket(u32 gen, struct prpt_sector_key *skey, u6
 	return 0;
 }
 
-/* Record the failed sectors [sector, sector + nr) of one request. */
-static __always_inline int mark_sectors(u32 gen, struct prpt_agg_key *key, u64 sector, u64 end)
+/* Record the failed sectors [sector, end) of one request. */
+static __always_inline int mark_sectors(struct prpt_ctl *c, u64 epoch, u32 slot, u64 sector, u64 end)
 {
-	struct prpt_sector_key skey;
 	u64 first_bucket = sector / PRPT_BUCKET_SECTORS;
 	u64 last_bucket = (end - 1) / PRPT_BUCKET_SECTORS;
 
 	if (last_bucket - first_bucket > 1)
 		return -1;
-	__builtin_memset(&skey, 0, sizeof(skey));
-	__builtin_memcpy(&skey.agg, key, sizeof(skey.agg));
-	if (mark_bucket(gen, &skey, first_bucket, sector, end))
+	if (mark_bucket(c, epoch, slot, first_bucket, sector, end))
 		return -1;
-	if (last_bucket != first_bucket && mark_bucket(gen, &skey, last_bucket, sector, end))
+	if (last_bucket != first_bucket && mark_bucket(c, epoch, slot, last_bucket, sector, end))
 		return -1;
 	return 0;
 }
@@ -300,20 +426,23 @@ static __always_inline int mark_sectors(u32 gen, struct prpt_agg_key *key, u64 s
 /* Count one failure of `key`; `sector` PRPT_NO_SECTOR when it has none. */
 static __always_inline void count_failure(struct prpt_agg_key *key, u64 sector, u32 nr_sector, u64 now)
 {
-	u32 gen = current_gen();
-	struct prpt_agg_val *val = agg_slot(gen, key);
-	u64 end;
+	u32 zero = 0;
+	struct prpt_ctl *c = ctl.lookup(&zero);
+	struct prpt_agg_val *val = 0;
+	u64 epoch, end;
+	u32 slot = PRPT_NO_SLOT;
 
+	if (c) {
+		/* Read once: everything below counts in this epoch. */
+		epoch = *(volatile u64 *)&c->epoch;
+		slot = find_slot(c, epoch, key);
+		val = slot_value(epoch, slot);
+	}
 	if (!val) {
-		u32 kind = key->kind;
-
-		if (gen)
-			count_in(agg_full1.lookup(&kind));
-		else
-			count_in(agg_full0.lookup(&kind));
+		count_cpu(PRPT_COUNTER_AGG_FULL, key->kind);
 		return;
 	}
-	/* This CPU's slot: no other writer while the probe runs. */
+	/* This CPU's value: no other writer while the probe runs. */
 	if (val->count == 0) {
 		val->first_ns = now;
 		val->min_sector = PRPT_NO_SECTOR;
@@ -327,7 +456,7 @@ static __always_inline void count_failure(struct prpt_agg_key *key, u64 sector, 
 		val->min_sector = sector;
 	if (end > val->max_sector_end)
 		val->max_sector_end = end;
-	if (mark_sectors(gen, key, sector, end))
+	if (mark_sectors(c, epoch, slot, sector, end))
 		val->unmapped++;
 }
 
@@ -340,7 +469,6 @@ static __always_inline int sample_wanted(struct prpt_agg_key *key, u64 now)
 {
 	struct prpt_agg_key unit;
 	struct prpt_budget zero = {}, *b;
-	u32 kind = key->kind;
 
 	__builtin_memcpy(&unit, key, sizeof(unit));
 	unit.status = 0;
@@ -353,7 +481,7 @@ static __always_inline int sample_wanted(struct prpt_agg_key *key, u64 now)
 		b->sent = 0;
 	}
 	if (b->sent >= PRPT_SAMPLE_BUDGET) {
-		count_in(sampled_out.lookup(&kind));
+		count_cpu(PRPT_COUNTER_SAMPLED_OUT, key->kind);
 		return 0;
 	}
 	__sync_fetch_and_add(&b->sent, 1);
@@ -367,11 +495,6 @@ static __always_inline int account(struct prpt_agg_key *key, u64 sector, u32 nr_
 	return sample_wanted(key, now);
 }
 
-static __always_inline void count_lost(u32 kind)
-{
-	count_in(lost.lookup(&kind));
-}
-
 /*
  * Reserve a sample of `size` bytes, zeroed (no stale ring memory reaches
  * user space) with its head filled in; NULL, counted as lost for `kind`,
@@ -382,7 +505,7 @@ static __always_inline void *reserve_sample(u32 size, u32 kind, u32 dev, u64 now
 	struct prpt_head *head = events.ringbuf_reserve(size);
 
 	if (!head) {
-		count_lost(kind);
+		count_cpu(PRPT_COUNTER_LOST, kind);
 		return 0;
 	}
 	__builtin_memset(head, 0, size);

@@ -128,7 +128,7 @@ def _c_align(type_name: str) -> int:
     if type_name in _ALIGN:
         return _ALIGN[type_name]
     if "[" in type_name:
-        return 1
+        return _ALIGN.get(type_name.split("[")[0], 1)
     return max(_c_align(t) for _, t in kinds.LAYOUTS[type_name].fields)
 
 
@@ -145,8 +145,11 @@ def _pack(layout, values: dict) -> bytes:
         if type_name in _FORMAT:
             out += struct.pack("<" + _FORMAT[type_name], values.get(name, 0))
         elif "[" in type_name:
-            n = int(type_name.split("[")[1].rstrip("]"))
-            out += struct.pack(f"<{n}s", values.get(name, b""))
+            element, n = type_name.split("[")[0], int(type_name.split("[")[1].rstrip("]"))
+            if element in _FORMAT and element != "u8":  # u8[N] packs as bytes
+                out += struct.pack(f"<{n}{_FORMAT[element]}", *values.get(name, [0] * n))
+            else:
+                out += struct.pack(f"<{n}s", values.get(name, b""))
         else:
             out += _pack(kinds.LAYOUTS[type_name], values.get(name, {}))
     align = max(_c_align(t) for _, t in layout.fields)

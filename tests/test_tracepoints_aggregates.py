@@ -39,8 +39,12 @@ READ = ord("R")
 def test_struct_sizes_are_passed_to_the_compiler():
     table = defines(AttachPlan(mode="on"))
     assert table["PRPT_SIZEOF_AGG_KEY"] == str(ct.sizeof(agg.AggKey)) == "64"
-    assert table["PRPT_SIZEOF_AGG_VAL"] == str(ct.sizeof(agg.AggValue)) == "48"
-    assert table["PRPT_SIZEOF_SECTOR_KEY"] == str(ct.sizeof(agg.SectorKey)) == "72"
+    assert table["PRPT_SIZEOF_AGG_VAL"] == str(ct.sizeof(agg.AggValue)) == "56"
+    assert table["PRPT_SIZEOF_SLOT"] == str(ct.sizeof(agg.Slot)) == "72"
+    assert table["PRPT_SIZEOF_BUCKET"] == str(ct.sizeof(agg.Bucket)) == "24"
+    # the epoch alone on the control block's first cache line
+    assert table["PRPT_SIZEOF_CTL"] == str(ct.sizeof(agg.Ctl)) == "128"
+    assert agg.Ctl.slots_claimed.offset == 64
     assert table["PRPT_SAMPLE_BUDGET"] == str(DEFAULT_TUNING.sample_budget)
     assert table["PRPT_SAMPLE_INTERVAL_NS"] == "1000000000ULL"
 

@@ -1,61 +1,79 @@
-"""Failure counts kept by bpf/scsi_trace.c in BPF maps, read each tick.
+"""Failure counts kept by bpf/scsi_trace.c in mmapped arrays, read each tick.
 
 The program counts every failure in the kernel, whatever the ring buffer
 does: per (unit, kind, status, op) a count, first/last time and the lowest
 and highest sector, and the failed sectors as bitmaps of 4096-sector
-buckets. ``MapReader.collect()`` turns one drained map generation into
-plain ``Aggregate`` dataclasses; the samples in the ring buffer are only
-the human-readable detail of the first few failures per unit and second.
+buckets. ``MapReader.collect()`` turns one retired epoch into plain
+``Aggregate`` dataclasses; the samples in the ring buffer are only the
+human-readable detail of the first few failures per unit and second.
 
-Read and reset without losing or double counting
--------------------------------------------------
-The maps exist twice (``agg0``/``agg1``, ``sectors0``/``sectors1``, ...);
-the one-element array ``ctl`` names the generation probes write. Each
-``collect()``:
+No bpf() syscall
+----------------
+While this process is inside a bpf() map syscall on a CPU, the kernel runs
+no tracepoint program there (bpf_prog_active): a failure completing on that
+CPU meanwhile is not counted (newer kernels count the skip in the program's
+``recursion_misses``, 6.1 not at all). So the counts live in
+``BPF_F_MMAPABLE`` arrays mapped into this process (``_Mapped``): reading,
+learning the keys and retiring an epoch are loads and stores in memory. In
+steady state the daemon makes no bpf() syscall; the only ones are those of
+loading the program (bcc) and of closing it.
 
-1. reads and empties the generation retired by the previous ``collect()``,
-   at least ``grace`` seconds ago: a probe reads ``ctl`` once, then runs to
-   its end with preemption disabled (tracepoint programs do), for
-   microseconds, so a generation retired that long ago has no writer left.
-   Its values are final when read, and emptying it loses nothing;
-2. points ``ctl`` at the generation just emptied, retiring the one probes
-   were writing.
+Read without losing or double counting
+--------------------------------------
+``ctl.epoch`` numbers the epochs; probes write generation ``epoch & 1``.
+Each ``collect()``:
 
-A failure is therefore read exactly once, one to two ticks after it
-happened, and never lost by a reset. The alternative, read-then-delete per
-key on one live map, loses the increments that land between the read and
-the delete (per-CPU values cannot be decremented atomically from user
-space). The one assumption is that no probe stays inside its program for
-``grace`` seconds; a hypervisor that stalls a vCPU that long mid-probe is
-the only way to break it.
+1. reads the epoch retired by the previous ``collect()``, at least
+   ``grace`` seconds ago: a probe reads the epoch once, then runs to its end
+   with preemption disabled (tracepoint programs do), for microseconds, so
+   an epoch retired that long ago has no writer left and its values are
+   final. Only slots and values tagged with that epoch are read;
+2. zeroes the slot claim counters of the epoch after next (they were last
+   used four epochs ago; a tick passes before they are used again);
+3. increments ``ctl.epoch``, retiring the live epoch.
 
-Bounds (``loader.Tuning``): ``agg_entries`` keys per generation (beyond:
+User space never clears a count: a probe resets a value tagged with an
+older epoch before counting in it, and zeroes a sector bucket it claims
+before any other CPU can find it. So no store of this process can race an
+increment, whatever order the CPU makes its stores visible in. A failure
+is read exactly once, one to two ticks after it happened. The one
+assumption is that no probe stays inside its program for ``grace``
+seconds; a hypervisor that stalls a vCPU that long mid-probe is the only
+way to break it.
+
+Bounds (``loader.Tuning``): ``agg_entries`` slots per epoch (beyond:
 counted per kind in ``Aggregates.untracked``, still exact in total);
-``sector_entries`` buckets per generation (beyond, or for a request
-spanning more than two buckets: ``Aggregate.unmapped`` requests whose
-sectors are known only to lie in ``sector_min..sector_max``).
+``sector_entries`` buckets per epoch (beyond, or for a request spanning
+more than two buckets: ``Aggregate.unmapped`` requests whose sectors are
+known only to lie in ``sector_min..sector_max``).
 """
 
 from __future__ import annotations
 
 import ctypes as ct
 import logging
+import mmap
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Sequence
 
 from . import scsi as codes
 from .decode import dev_num_of
-from .kinds import BY_NUMBER, KINDS, LAYOUTS, KindTableError
+from .kinds import BY_NUMBER, CPU_COUNTERS, KIND_STRIDE, KINDS, LAYOUTS, KindTableError
 
 log = logging.getLogger("peripety.tracepoints.aggregates")
 
 NO_SECTOR = (1 << 64) - 1
 
-# The maps' C structs, from kinds.toml (sizes checked by _Static_assert at compile).
+# The arrays' C structs, from kinds.toml (sizes checked by _Static_assert at compile).
 AggKey = LAYOUTS["agg_key"].struct
 AggValue = LAYOUTS["agg_val"].struct
-SectorKey = LAYOUTS["sector_key"].struct
+Slot = LAYOUTS["slot"].struct
+Bucket = LAYOUTS["bucket"].struct
+Ctl = LAYOUTS["ctl"].struct
+
+EPOCH_COUNTERS = 4
+"""ctl.slots_claimed / buckets_claimed: one counter per epoch % 4."""
 
 _KEY_FIELDS = tuple(name for name, _ in LAYOUTS["agg_key"].fields)
 
@@ -116,7 +134,8 @@ class Aggregates:
 
     items: list[Aggregate] = field(default_factory=list)
     untracked: dict[str, int] = field(default_factory=dict)
-    """Failures per kind counted without a unit (the key map was full)."""
+    """Failures per kind counted without a unit (every slot of their epoch
+    was taken)."""
     lost: dict[str, int] = field(default_factory=dict)
     """Samples the ring buffer had no room for, per kind, since last time
     (their failures are in ``items``)."""
@@ -261,26 +280,61 @@ def aggregate_from_maps(key: AggKey, per_cpu: Sequence[AggValue],
     )
 
 
-# -- reading the live maps --------------------------------------------------------
+# -- reading the live arrays -------------------------------------------------------
+
+
+class _Mapped:
+    """One BPF_F_MMAPABLE array of the program, mapped into this process.
+
+    The kernel lays the values out back to back, each rounded up to 8 bytes
+    (the array's elem_size), from offset 0 of the map's fd; a mapping may
+    cover up to the array's size rounded up to whole pages. ``items`` views
+    it as ``entries * stride / sizeof(element)`` elements of ``element``:
+    the struct itself, or u64 words."""
+
+    def __init__(self, table, element):
+        self.name = table._name if hasattr(table, "_name") else "?"
+        self.entries = int(table.max_entries)
+        self.stride = (ct.sizeof(table.Leaf) + 7) // 8 * 8
+        if self.stride % ct.sizeof(element):
+            raise KindTableError(f"array {self.name}: {ct.sizeof(element)}-byte elements do not tile "
+                                 f"its {self.stride}-byte values")
+        length = -(-self.entries * self.stride // mmap.PAGESIZE) * mmap.PAGESIZE
+        self._mm = mmap.mmap(table.map_fd, length, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self.per_entry = self.stride // ct.sizeof(element)
+        self.items = (element * (self.entries * self.per_entry)).from_buffer(self._mm)
+
+    def close(self) -> None:
+        del self.items  # the ctypes view pins the mapping
+        self._mm.close()
 
 
 class MapReader:
-    """Drain the program's maps generation by generation (see the module
-    docstring); ``bpf`` is the loaded bcc ``BPF`` object."""
+    """Read the program's counts epoch by epoch from mapped memory (see the
+    module docstring); ``bpf`` is the loaded bcc ``BPF`` object. The bounds
+    (slots, buckets, CPUs, bucket size) are read from the arrays themselves."""
 
-    def __init__(self, bpf, *, bucket_words: int = 64, grace: float = 0.2,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(self, bpf, *, grace: float = 0.2, clock: Callable[[], float] = time.monotonic):
         self._bpf = bpf
-        self.bucket_sectors = bucket_words * 64
         self.grace = grace
         self.clock = clock
-        self._ctl = bpf[b"ctl"]
-        self._agg = (bpf[b"agg0"], bpf[b"agg1"])
-        self._full = (bpf[b"agg_full0"], bpf[b"agg_full1"])
-        self._sectors = (bpf[b"sectors0"], bpf[b"sectors1"])
-        self._current = int(self._ctl[self._ctl.Key(0)].value)
-        self._retired_at: float | None = None  # None: the other generation is empty
-        self._seen = {"lost": {}, "sampled_out": {}}
+        self._ctl = _Mapped(bpf[b"ctl"], Ctl)
+        self._keys = _Mapped(bpf[b"slot_keys"], Slot)
+        self._vals = _Mapped(bpf[b"slot_vals"], AggValue)
+        self._bucket_keys = _Mapped(bpf[b"bucket_keys"], Bucket)
+        self._bits = _Mapped(bpf[b"bucket_bits"], ct.c_uint64)
+        self._counters = _Mapped(bpf[b"cpu_counters"], ct.c_uint64)
+        self.slots = self._keys.entries // 2
+        self.buckets = self._bucket_keys.entries // 2
+        self.cpus = self._vals.entries // (2 * self.slots)
+        self.bucket_words = self._bits.per_entry
+        self.bucket_sectors = self.bucket_words * 64
+        if self._counters.entries != self.cpus * len(CPU_COUNTERS) * KIND_STRIDE:
+            raise KindTableError(f"cpu_counters has {self._counters.entries} entries, not "
+                                 f"{self.cpus} CPUs x {len(CPU_COUNTERS)} x {KIND_STRIDE}")
+        self._epoch = int(self._ctl.items[0].epoch)
+        self._retired_at: float | None = None  # None: no epoch retired yet
+        self._seen: dict[str, dict[str, int]] = {name: {} for name in CPU_COUNTERS}
         self._missed_seen = 0
 
     def due(self, now: float | None = None) -> bool:
@@ -293,15 +347,21 @@ class MapReader:
         return 0.0 if self._retired_at is None else self._retired_at + self.grace
 
     def collect(self) -> Aggregates | None:
-        """The failures of the generation retired at least ``grace`` ago
-        (then retire the live one); None when called too early."""
+        """The failures of the epoch retired at least ``grace`` ago (then
+        retire the live one); None when called too early."""
         now = self.clock()
         if not self.due(now):
             return None
-        retired = 1 - self._current
-        out = self._drain(retired) if self._retired_at is not None else Aggregates()
-        self._ctl[self._ctl.Key(0)] = ct.c_uint32(retired)
-        self._current, self._retired_at = retired, now
+        live = self._epoch
+        out = self._drain(live - 1) if self._retired_at is not None else Aggregates()
+        ctl = self._ctl.items[0]
+        # Epoch live + 2 uses these next but one; last used by live - 2.
+        ctl.slots_claimed[(live + 2) % EPOCH_COUNTERS] = 0
+        ctl.buckets_claimed[(live + 2) % EPOCH_COUNTERS] = 0
+        self._epoch = live + 1
+        ctl.epoch = self._epoch
+        self._retired_at = now
+        out.untracked = self._delta("agg_full")
         out.lost = self._delta("lost")
         out.sampled_out = self._delta("sampled_out")
         missed = self.missed()
@@ -346,45 +406,59 @@ class MapReader:
                     table[k] = table.get(k, 0) + n
         return total
 
-    def _drain(self, gen: int) -> Aggregates:
-        agg, sectors = self._agg[gen], self._sectors[gen]
-        # Quiescent: nothing writes this generation, so list, read, delete.
-        bits: dict[tuple, dict[int, list[int]]] = {}
-        sector_keys = list(sectors.keys())
-        for skey in sector_keys:
-            words = sectors[skey]
-            bits.setdefault(key_tuple(skey.agg), {})[int(skey.bucket)] = list(words.w)
-        items = []
-        agg_keys = list(agg.keys())
-        for key in agg_keys:
-            found = aggregate_from_maps(key, list(agg.getvalue(key)), bits.get(key_tuple(key), {}),
-                                        self.bucket_sectors)
-            if found is not None:
-                items.append(found)
-        for key in agg_keys:
-            del agg[key]
-        for skey in sector_keys:
-            del sectors[skey]
-        return Aggregates(items=items, untracked=self._take_full(gen))
+    def totals(self, counter: str) -> dict[str, int]:
+        """A per-CPU counter (``kinds.CPU_COUNTERS``) summed over the CPUs,
+        per kind, since the program was loaded."""
+        which = CPU_COUNTERS.index(counter)
+        row, items = len(CPU_COUNTERS) * KIND_STRIDE, self._counters.items
+        return {name: sum(items[cpu * row + which * KIND_STRIDE + kind.number] for cpu in range(self.cpus))
+                for name, kind in KINDS.items()}
 
-    def _take_full(self, gen: int) -> dict[str, int]:
-        table = self._full[gen]
-        out = {}
-        for name, kind in KINDS.items():
-            key = table.Key(kind.number)
-            n = int(table.sum(key).value)
-            if n:
-                out[name] = n
-                table[key] = table.Leaf()
-        return out
+    def close(self) -> None:
+        for mapped in (self._ctl, self._keys, self._vals, self._bucket_keys, self._bits, self._counters):
+            mapped.close()
+
+    def _drain(self, epoch: int) -> Aggregates:
+        """The failures of ``epoch``, retired at least ``grace`` ago: final."""
+        gen, n_slots, n_cpus = epoch & 1, self.slots, self.cpus
+        ctl = self._ctl.items[0]
+        keys, vals = self._keys.items, self._vals.items
+        found: dict[tuple, tuple] = {}  # key tuple -> (key, [values of every CPU and slot])
+        slot_key: dict[int, tuple] = {}
+        for slot in range(min(int(ctl.slots_claimed[epoch % EPOCH_COUNTERS]), n_slots)):
+            entry = keys[gen * n_slots + slot]
+            if entry.epoch != epoch:  # claimed, then left unwritten: cannot happen
+                continue
+            kt = key_tuple(entry.key)
+            slot_key[slot] = kt
+            values = [AggValue.from_buffer_copy(v) for cpu in range(n_cpus)
+                      if (v := vals[(gen * n_cpus + cpu) * n_slots + slot]).epoch == epoch and v.count]
+            if values:  # none: a slot another CPU's insert beat (its key counts in the winner's)
+                found.setdefault(kt, (AggKey.from_buffer_copy(entry.key), []))[1].extend(values)
+        bits: dict[tuple, dict[int, list[int]]] = {}
+        bkeys, words, n_buckets, width = self._bucket_keys.items, self._bits.items, self.buckets, self.bucket_words
+        for b in range(min(int(ctl.buckets_claimed[epoch % EPOCH_COUNTERS]), n_buckets)):
+            entry = bkeys[gen * n_buckets + b]
+            if entry.epoch != epoch or entry.slot not in slot_key:
+                continue
+            at = (gen * n_buckets + b) * width
+            mine = words[at:at + width]
+            have = bits.setdefault(slot_key[entry.slot], {})
+            old = have.get(entry.bucket)
+            # a bucket the LRU index forgot within the epoch was claimed twice
+            have[entry.bucket] = mine if old is None else [x | y for x, y in zip(old, mine)]
+        items = []
+        for kt, (key, values) in found.items():
+            agg = aggregate_from_maps(key, values, bits.get(kt, {}), self.bucket_sectors)
+            if agg is not None:
+                items.append(agg)
+        return Aggregates(items=items)
 
     def _delta(self, name: str) -> dict[str, int]:
-        """Per-kind increase of a monotonic per-CPU counter array."""
-        table = self._bpf[name.encode()]
+        """Per-kind increase of a monotonic per-CPU counter since last read."""
         seen = self._seen[name]
         out = {}
-        for kind, row in KINDS.items():
-            now = int(table.sum(table.Key(row.number)).value)
+        for kind, now in self.totals(name).items():
             if now > seen.get(kind, 0):
                 out[kind] = now - seen.get(kind, 0)
                 seen[kind] = now

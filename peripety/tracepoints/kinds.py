@@ -21,7 +21,7 @@ _SCALARS = {
     "u8": ct.c_uint8, "u16": ct.c_uint16, "u32": ct.c_uint32, "u64": ct.c_uint64,
     "s32": ct.c_int32, "s64": ct.c_int64,
 }
-_ARRAY = re.compile(r"^(u8|char)\[(\d+)\]$")
+_ARRAY = re.compile(r"^(u8|u16|u32|u64|s32|s64|char)\[(\d+)\]$")
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ def _build_layouts(table: dict) -> dict[str, Layout]:
             return _SCALARS[type_name]
         m = _ARRAY.match(type_name)
         if m:
-            return (ct.c_char if m.group(1) == "char" else ct.c_uint8) * int(m.group(2))
+            return (ct.c_char if m.group(1) == "char" else _SCALARS[m.group(1)]) * int(m.group(2))
         if type_name in layouts:
             return layouts[type_name].struct
         raise KindTableError(f"layout {layout}: unknown type {type_name!r} (a layout must be defined before use)")
@@ -186,6 +186,15 @@ the field naming their unit (mapcounts.MapLedger)."""
 
 KIND_COUNT = max(BY_NUMBER) + 1
 """Size of the C program's per-kind arrays (numbers index them)."""
+
+KIND_STRIDE = -(-KIND_COUNT // 8) * 8
+"""A row of per-kind u64 counters in the mmapped ``cpu_counters``: the kinds
+rounded up to 64 bytes, so two CPUs' rows never share a cache line."""
+
+CPU_COUNTERS = ("lost", "sampled_out", "agg_full")
+"""The per-CPU rows of ``cpu_counters``, in order (``-DPRPT_COUNTER_<NAME>``):
+samples the ring buffer had no room for, samples left out by the budget,
+and failures counted without a unit (every slot of the epoch taken)."""
 
 
 def probe_specs() -> tuple[ProbeSpec, ...]:

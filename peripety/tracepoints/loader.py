@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BpfUnavailable
-from .kinds import KIND_COUNT, KINDS, LAYOUTS
+from .kinds import CPU_COUNTERS, KIND_COUNT, KIND_STRIDE, KINDS, LAYOUTS
 from .plan import AttachPlan
 
 log = logging.getLogger("peripety.tracepoints.loader")
@@ -45,12 +45,15 @@ class Tuning:
     """Full samples per unit (device, SCSI LUN, NVMe disk) and interval."""
     sample_interval_ns: int = 1_000_000_000
     agg_entries: int = 1024
-    """(unit, kind, status, op) keys per map generation; failures beyond
-    are counted per kind only (``Aggregates.untracked``)."""
+    """(unit, kind, status, op) slots per epoch (one tick); failures beyond
+    are counted per kind only (``Aggregates.untracked``). Memory: two
+    generations of a 72-byte key per slot and a 56-byte value per slot and
+    possible CPU (1024 slots: 144 KiB + 112 KiB per CPU)."""
     sector_entries: int = 2048
-    """Sector buckets per generation: 2048 buckets of 4096 sectors (each a
-    512-byte bitmap) cover 4 GiB of failed range per read; requests beyond
-    keep only their key's lowest/highest sector (``Aggregate.unmapped``)."""
+    """Sector buckets per epoch: 2048 buckets of 4096 sectors (each a
+    512-byte bitmap, two generations: 2 MiB) cover 4 GiB of failed range per
+    read; requests beyond keep only their key's lowest/highest sector
+    (``Aggregate.unmapped``)."""
     bucket_words: int = 64
     """64-bit words per sector bucket: 64 -> 4096 sectors (2 MiB)."""
     budget_entries: int = 4096
@@ -75,6 +78,20 @@ DEFAULT_TUNING = Tuning()
 _QUIET_FLAGS = ["-Wno-ignored-attributes"]
 
 
+def possible_cpus(path: str = "/sys/devices/system/cpu/possible") -> int:
+    """How many CPU numbers this kernel can ever use (``0-3,8`` -> 9): the
+    rows of the program's per-CPU arrays (bpf_get_smp_processor_id() is
+    always below it, also for CPUs brought online later)."""
+    try:
+        text = Path(path).read_text().strip()
+    except OSError:
+        return os.cpu_count() or 1
+    highest = 0
+    for part in text.split(","):
+        highest = max(highest, int(part.split("-")[-1]))
+    return highest + 1
+
+
 def source_path() -> Path:
     override = os.environ.get(SOURCE_ENV)
     if override:
@@ -93,6 +110,11 @@ def defines(plan: AttachPlan, tuning: Tuning = DEFAULT_TUNING) -> dict[str, str 
     for kind in KINDS.values():
         table[kind.define] = str(kind.number)
     table["PRPT_KIND_COUNT"] = str(KIND_COUNT)
+    table["PRPT_KINDS_PER_ROW"] = str(KIND_STRIDE)
+    table["PRPT_NR_CPUS"] = str(possible_cpus())
+    table["PRPT_COUNTERS"] = str(len(CPU_COUNTERS))
+    for i, name in enumerate(CPU_COUNTERS):
+        table[f"PRPT_COUNTER_{name.upper()}"] = str(i)
     for layout in LAYOUTS.values():
         table[layout.size_define] = str(ct.sizeof(layout.struct))
     table.update(tuning.defines())

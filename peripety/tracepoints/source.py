@@ -5,9 +5,10 @@ reports it readable (EPOLLIN) while unconsumed samples sit in the ring, so
 the daemon's one selector loop can wait on it like on /dev/kmsg, with no
 thread. bcc's ``ring_buffer_consume()`` then drains it without blocking.
 
-Counts come from the maps, not from the samples: ``collect()`` (called each
-tick) returns the failures the program counted (``aggregates.Aggregates``);
-a hit read from the ring is one of them, in full detail.
+Counts come from the program's mmapped arrays, not from the samples:
+``collect()`` (called each tick) returns the failures the program counted
+(``aggregates.Aggregates``); a hit read from the ring is one of them, in
+full detail. Neither reading the ring nor the counts makes a bpf() syscall.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from ..errors import BpfUnavailable
 from . import loader
 from .aggregates import Aggregates, MapReader
 from .decode import SampleError, TracepointHit, decode_sample
-from .kinds import KINDS
 from .plan import AttachPlan, plan_attach
 
 log = logging.getLogger("peripety.tracepoints.source")
@@ -32,7 +32,7 @@ class TracepointSource:
         self.plan = plan
         self.tuning = tuning
         self._bpf = bpf
-        self.maps = MapReader(bpf, bucket_words=tuning.bucket_words)
+        self.maps = MapReader(bpf)
         self._samples: list[bytes] = []
         self.undecodable = 0
         """Samples that did not decode (logged, never dropped silently)."""
@@ -90,15 +90,16 @@ class TracepointSource:
         return self.maps.flush()
 
     def lost_by_kind(self) -> dict[str, int]:
-        """Samples the kernel could not queue (ring buffer full), per kind."""
-        table = self._bpf[b"lost"]
-        return {name: int(table.sum(table.Key(kind.number)).value) for name, kind in KINDS.items()}
+        """Samples the kernel could not queue (ring buffer full), per kind
+        (read from mapped memory: no syscall)."""
+        return self.maps.totals("lost")
 
     def lost(self) -> int:
         return sum(self.lost_by_kind().values())
 
     def close(self) -> None:
         if self._bpf is not None:
+            self.maps.close()
             self._bpf.cleanup()
             self._bpf = None
 
