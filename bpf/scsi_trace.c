@@ -6,10 +6,11 @@
  * scsi_dispatch_cmd_error/_timeout, scsi_eh_wakeup, ext4_error) or returns
  * before touching any map when the completion status is success.
  *
- * Each failure is counted in BPF maps (per unit, kind, status and op, with
- * its sectors as bitmaps: see "aggregation" below), so counts stay exact at
- * any rate; only the first few failures per unit and interval also go out
- * as full samples through the ring buffer.
+ * Each failure is counted in BPF arrays that user space reads as mapped
+ * memory (per unit, kind, status and op, with its sectors as bitmaps: see
+ * "counting" below), so counts stay exact at any rate and reading them
+ * never stops a probe from running; only the first few failures per unit
+ * and interval also go out as full samples through the ring buffer.
  *
  * Every kind of sample has one row in peripety/tracepoints/kinds.toml: its
  * number, the struct below it fills (a [layout.*] there, field for field),

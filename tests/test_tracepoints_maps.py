@@ -219,3 +219,29 @@ def test_reading_the_counts_during_a_storm_loses_no_probe_run(budgeted):
         # and the kernel handed (nearly) every failure to the probe: see the
         # first test for the few in 10^5 it drops before any program runs
         assert failed[0] - failed[0] // 1000 <= mine <= failed[0], (failed[0], mine, runs)
+
+
+def test_when_an_epoch_runs_out_of_slots_the_rest_is_counted_per_kind():
+    """Two slots and two sector buckets per epoch: a third key is counted
+    per kind only (exact total, no unit), and a request whose bucket found
+    no room keeps only its bounds (``unmapped``): sectors never change a
+    count. Nothing collects in between, so all of it falls in one epoch."""
+    tuning = Tuning(agg_entries=2, sector_entries=2, sample_budget=3, sample_interval_ns=3600 * 10**9)
+    with _open(tuning) as src, FaultyDisk(size=32 * MiB) as a, FaultyDisk(size=32 * MiB) as b:
+        a.fail(0, a.size, "rw")
+        b.fail(0, b.size, "read")
+        src.flush()
+        # a's reads: buckets 0, 1 (4096 sectors each) and 2, which finds no room
+        results = a.read_sectors(0, 4) + a.read_sectors(5000, 4) + a.read_sectors(10000, 4)
+        results += a.write_sectors(100, 5)  # a second key: the last slot; its bucket finds no room
+        results += b.read_sectors(0, 7)  # a third key: no slot left
+        assert [r.error for r in results] == [5] * 28
+        found = src.flush()
+    mine = {(x.dev_num, x.op): x for x in found.items if x.dev_num in (a.dev_num, b.dev_num)}
+    assert sorted(mine) == [(a.dev_num, "READ"), (a.dev_num, "WRITE")]
+    reads, writes = mine[(a.dev_num, "READ")], mine[(a.dev_num, "WRITE")]
+    assert (reads.count, reads.unmapped, reads.sector_min, reads.sector_max) == (12, 4, 0, 10003)
+    assert reads.sectors == ((0, 3), (5000, 5003))
+    assert (writes.count, writes.unmapped, writes.sectors, writes.sector_min, writes.sector_max) == (5, 5, (), 100, 104)
+    assert found.untracked == {"block_rq_error": 7}
+    assert found.total("block_rq_error") == 28 + sum(x.count for x in found.items if x.dev_num not in (a.dev_num, b.dev_num))
