@@ -228,20 +228,24 @@ def test_when_an_epoch_runs_out_of_slots_the_rest_is_counted_per_kind():
     count. Nothing collects in between, so all of it falls in one epoch."""
     tuning = Tuning(agg_entries=2, sector_entries=2, sample_budget=3, sample_interval_ns=3600 * 10**9)
     with _open(tuning) as src, FaultyDisk(size=32 * MiB) as a, FaultyDisk(size=32 * MiB) as b:
-        a.fail(0, a.size, "rw")
-        b.fail(0, b.size, "read")
+        # only these sectors fail: udev's own probing reads of the new disks succeed
+        for first in (20000, 30000, 40000):
+            a.fail_sectors(first, 4, "read")
+        a.fail_sectors(50000, 5, "write")
+        b.fail_sectors(25000, 7, "read")
         src.flush()
-        # a's reads: buckets 0, 1 (4096 sectors each) and 2, which finds no room
-        results = a.read_sectors(0, 4) + a.read_sectors(5000, 4) + a.read_sectors(10000, 4)
-        results += a.write_sectors(100, 5)  # a second key: the last slot; its bucket finds no room
-        results += b.read_sectors(0, 7)  # a third key: no slot left
+        # a's reads: buckets 4, 7 (4096 sectors each) and 9, which finds no room
+        results = a.read_sectors(20000, 4) + a.read_sectors(30000, 4) + a.read_sectors(40000, 4)
+        results += a.write_sectors(50000, 5)  # a second key: the last slot; its bucket finds no room
+        results += b.read_sectors(25000, 7)  # a third key: no slot left
         assert [r.error for r in results] == [5] * 24
         found = src.flush()
     mine = {(x.dev_num, x.op): x for x in found.items if x.dev_num in (a.dev_num, b.dev_num)}
     assert sorted(mine) == [(a.dev_num, "READ"), (a.dev_num, "WRITE")]
     reads, writes = mine[(a.dev_num, "READ")], mine[(a.dev_num, "WRITE")]
-    assert (reads.count, reads.unmapped, reads.sector_min, reads.sector_max) == (12, 4, 0, 10003)
-    assert reads.sectors == ((0, 3), (5000, 5003))
-    assert (writes.count, writes.unmapped, writes.sectors, writes.sector_min, writes.sector_max) == (5, 5, (), 100, 104)
+    assert (reads.count, reads.unmapped, reads.sector_min, reads.sector_max) == (12, 4, 20000, 40003)
+    assert reads.sectors == ((20000, 20003), (30000, 30003))
+    assert (writes.count, writes.unmapped, writes.sectors, writes.sector_min, writes.sector_max) == \
+        (5, 5, (), 50000, 50004)
     assert found.untracked == {"block_rq_error": 7}
     assert found.total("block_rq_error") == 24 + sum(x.count for x in found.items if x.dev_num not in (a.dev_num, b.dev_num))
