@@ -34,9 +34,10 @@ Each ``collect()``:
 
 User space never clears a count: a probe resets a value tagged with an
 older epoch before counting in it, and zeroes a sector bucket it claims
-before any other CPU can find it. So no store of this process can race an
-increment, whatever order the CPU makes its stores visible in. A failure
-is read exactly once, one to two ticks after it happened. The one
+before any other CPU can find it. The only stores of this process are
+``ctl.epoch`` and claim counters no probe uses until a tick later, so none
+can race an increment. A failure is read exactly once, one to two ticks
+after it happened. The one
 assumption is that no probe stays inside its program for ``grace``
 seconds; a hypervisor that stalls a vCPU that long mid-probe is the only
 way to break it.
@@ -293,7 +294,7 @@ class _Mapped:
     the struct itself, or u64 words."""
 
     def __init__(self, table, element):
-        self.name = table._name if hasattr(table, "_name") else "?"
+        self.name = getattr(table, "_name", "?")
         self.entries = int(table.max_entries)
         self.stride = (ct.sizeof(table.Leaf) + 7) // 8 * 8
         if self.stride % ct.sizeof(element):
