@@ -129,6 +129,10 @@ BPF_RINGBUF_OUTPUT(events, PRPT_RINGBUF_PAGES);
  * memory; the hash maps below (slot_index, bucket_index, budget) are only
  * ever touched by the probes. In steady state user space makes no bpf()
  * syscall at all: reading the ring buffer is mmapped memory and epoll too.
+ * The only bpf() syscalls left are bcc's when it creates the maps and loads
+ * and attaches the programs at start, and closing them at stop (plus the
+ * BPF_ENABLE_STATS of tests and benchmarks). The atomics used here (fetch
+ * and add with its result, atomic OR) need Linux 5.12+.
  *
  * Epochs. ctl.epoch, written by user space only, numbers the generations;
  * probes write generation epoch & 1 of each two-generation array. User
