@@ -14,6 +14,7 @@ each type a 12-byte ``struct btf_type`` followed by kind-specific data).
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
@@ -28,35 +29,58 @@ class BTFError(RuntimeError):
     """The BTF could not be read or lacks a wanted member."""
 
 
+@dataclass(frozen=True)
+class BTFType:
+    kind: int
+    name: str
+    vlen: int
+    kflag: bool
+    data: int  # offset of the kind-specific data that follows struct btf_type
+
+
+class BTF:
+    """A raw BTF blob: its types in order, with their names."""
+
+    def __init__(self, data: bytes, path: Path = VMLINUX_BTF) -> None:
+        if len(data) < 24 or struct.unpack_from("<H", data)[0] != BTF_MAGIC:
+            raise BTFError(f"{path}: not BTF")
+        self.data = data
+        _magic, _version, _flags, hdr_len, type_off, type_len, str_off, _ = struct.unpack_from("<HBBIIIII", data)
+        self.types_at, self.types_end, self.strings = hdr_len + type_off, hdr_len + type_off + type_len, hdr_len + str_off
+
+    def name(self, off: int) -> str:
+        start = self.strings + off
+        return self.data[start:self.data.index(b"\0", start)].decode()
+
+    def types(self):
+        pos = self.types_at
+        while pos < self.types_end:
+            name_off, info, _size = struct.unpack_from("<III", self.data, pos)
+            kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
+            yield BTFType(kind, self.name(name_off) if name_off else "", vlen, bool(info >> 31), pos + 12)
+            pos += 12 + FIXED.get(kind, 0) + PER_MEMBER.get(kind, 0) * vlen
+
+    def members(self, t: BTFType):
+        """(name, byte offset) of a struct's members."""
+        for i in range(t.vlen):
+            m_name, _m_type, m_off = struct.unpack_from("<III", self.data, t.data + 12 * i)
+            # With kflag, the high 8 bits hold a bitfield's size, the low 24 its bit offset.
+            yield (self.name(m_name) if m_name else ""), (m_off & 0xFFFFFF if t.kflag else m_off) // 8
+
+
 def member_offsets(wanted: set[tuple[str, str]], path: Path = VMLINUX_BTF) -> dict[tuple[str, str], int]:
     """{(struct name, member name): byte offset} for every wanted member."""
     try:
-        data = path.read_bytes()
+        btf = BTF(path.read_bytes(), path)
     except OSError as err:
         raise BTFError(f"{path}: {err.strerror}") from err
-    magic, _version, _flags, hdr_len, type_off, type_len, str_off, _str_len = struct.unpack_from("<HBBIIIII", data)
-    if magic != BTF_MAGIC:
-        raise BTFError(f"{path}: not BTF (magic {magic:#x})")
-    strings = hdr_len + str_off
-
-    def name(off: int) -> str:
-        return data[strings + off:data.index(b"\0", strings + off)].decode()
-
     structs = {s for s, _ in wanted}
     found: dict[tuple[str, str], int] = {}
-    pos, end = hdr_len + type_off, hdr_len + type_off + type_len
-    while pos < end:
-        name_off, info, _size = struct.unpack_from("<III", data, pos)
-        kind, vlen, kflag = (info >> 24) & 0x1F, info & 0xFFFF, info >> 31
-        pos += 12
-        if kind == KIND_STRUCT and name_off and name(name_off) in structs:
-            sname = name(name_off)
-            for i in range(vlen):
-                m_name, _m_type, m_off = struct.unpack_from("<III", data, pos + 12 * i)
-                key = (sname, name(m_name) if m_name else "")
-                if key in wanted and key not in found:
-                    found[key] = (m_off & 0xFFFFFF if kflag else m_off) // 8
-        pos += FIXED.get(kind, 0) + PER_MEMBER.get(kind, 0) * vlen
+    for t in btf.types():
+        if t.kind == KIND_STRUCT and t.name in structs:
+            for member, offset in btf.members(t):
+                if (t.name, member) in wanted:
+                    found.setdefault((t.name, member), offset)
     missing = wanted - found.keys()
     if missing:
         raise BTFError(f"{path}: no member {', '.join(f'{s}.{m}' for s, m in sorted(missing))}")
