@@ -178,7 +178,9 @@ static __always_inline void record(int prog, u64 sector, u32 dev)
 TRACEPOINT_PROBE(block, block_rq_error)
 {
 	record(0, args->sector, args->dev);
-	return 0;
+	/* 0 would also drop the hit for every perf event on this tracepoint
+	 * (perf_trace_run_bpf_submit), the perf counter below included. */
+	return PRPT_TP_RETURN;
 }
 
 RAW_TRACEPOINT_PROBE(block_rq_error)
@@ -336,6 +338,7 @@ def storm_once(args, run: int) -> dict:
     from benchmarks._btf import member_offsets
     from benchmarks.storm import fio_storm
     from tests.harness.faulty import FaultyDisk, MiB
+    from tests.harness.perfcount import TracepointCounter
 
     offsets = member_offsets({("request", "__sector"), ("request", "part"), ("block_device", "bd_dev")})
     ncpu = max(get_possible_cpus()) + 1
@@ -350,18 +353,23 @@ def storm_once(args, run: int) -> dict:
             f"-DPRPT_DEV={kdev}", f"-DPRPT_PER_CPU={per_cpu}", f"-DPRPT_NREC={ncpu * per_cpu}",
             f"-DPRPT_OFF_RQ_SECTOR={offsets['request', '__sector']}",
             f"-DPRPT_OFF_RQ_PART={offsets['request', 'part']}",
-            f"-DPRPT_OFF_BDEV_DEV={offsets['block_device', 'bd_dev']}", "-w"])
+            f"-DPRPT_OFF_BDEV_DEV={offsets['block_device', 'bd_dev']}", f"-DPRPT_TP_RETURN={args.tp_return}", "-w"])
         if run == 1:
             print(f"{disk.loopdev} ({disk.dev_num}) over faultyfs, every read fails, request merging off; "
                   f"fio 4k randread libaio iodepth 32 x 2 jobs, {args.seconds} s per storm")
         agents = pid1_threads()
-        with Instance(kdev, args.context, 262144 if args.context else 65536) as instance:
-            instance.enable(True)
-            try:
-                failed = fio_storm(disk.loopdev, args.seconds)
-            finally:
-                instance.enable(False)
-            lines, overruns = instance.read()
+        counter = TracepointCounter(TRACEFS / "events/block/block_rq_error", f"dev == {kdev}")
+        try:
+            with Instance(kdev, args.context, 262144 if args.context else 65536) as instance:
+                instance.enable(True)
+                try:
+                    failed = fio_storm(disk.loopdev, args.seconds)
+                finally:
+                    instance.enable(False)
+                lines, overruns = instance.read()
+            perf_count = counter.read()
+        finally:
+            counter.close()
         agents |= pid1_threads()
     misses = recursion_misses()
     runs, in_pid1, leftover = {}, {}, {}
@@ -378,7 +386,7 @@ def storm_once(args, run: int) -> dict:
         in_pid1[name] = sum(bpf["runs_in_pid1"][bpf["runs_in_pid1"].Key(prog)])
         leftover[name] = match(hits, records, name)
     bpf.cleanup()
-    return dict(failed=failed, hits=hits, lines=lines, overruns=overruns, runs=runs, in_pid1=in_pid1,
+    return dict(failed=failed, hits=hits, lines=lines, overruns=overruns, runs=runs, in_pid1=in_pid1, perf=perf_count,
                 leftover=leftover, misses=misses, agents=agents, records_full=runs_beyond(runs, hits, per_cpu))
 
 
@@ -394,6 +402,8 @@ def report(result: dict, run: int, args) -> None:
           f"{result['overruns']} overruns{'  (ftrace lost lines: matching incomplete)' if result['overruns'] else ''}")
     print(f"  {'consumer':<15} {'hits':>9} {'short of fio':>12} {'recursion misses':>16} {'runs in PID 1':>13}")
     print(f"  {'ftrace':<15} {len(hits):9,} {failed - len(hits):12,} {'-':>16} {'-':>13}")
+    print(f"  {'perf counter':<15} {result['perf']:9,} {failed - result['perf']:12,} {'-':>16} {'-':>13}"
+          f"  (TRACEPOINT program returns {args.tp_return})")
     for name in PROGRAM_NAMES:
         print(f"  {name:<15} {result['runs'][name]:9,} {failed - result['runs'][name]:12,} "
               f"{result['misses'].get(name, '-')!s:>16} {result['in_pid1'][name]:13,}")
@@ -443,6 +453,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=int, default=5, help="fio run time (the storm's length)")
     parser.add_argument("--runs", type=int, default=1, help="storms to run, one after the other")
     parser.add_argument("--show", type=int, default=5, help="missed hits to list per storm")
+    parser.add_argument("--tp-return", type=int, choices=(0, 1), default=1,
+                        help="what the TRACEPOINT program returns: 0 also drops the hit for perf events "
+                             "on the tracepoint (as peripetyd's probes did), 1 keeps it")
     parser.add_argument("--context", action="store_true",
                         help="also trace softirq/hardirq/sched_switch events and print them around each listed hit")
     args = parser.parse_args(argv if argv is not None else [])
