@@ -53,7 +53,9 @@ storms, every one of them, and no other). A stock kernel has no such rule.
 So with probes this benchmark also traces block_rq_error of the device in
 an ftrace instance of its own during the storm and prints how many of
 fio's failures completed in PID 1's context, and whether peripetyd counted
-every other one (the goal stays 100 % of fio's failures).
+every other one (the goal stays 100 % of fio's failures), and the kernel's
+own count from a counting perf event on the tracepoint, which no BPF blind
+spot touches (it equals fio's failures).
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ class Result:
     complete_after: float | None
     traced: int | None = None  # block_rq_error hits of the device in an ftrace instance
     in_pid1: int | None = None  # of them, hits whose current task was a thread of PID 1
+    perf: int | None = None  # the device's block_rq_error hits per a counting perf event
 
 
 def cpu_seconds(pid: int) -> float:
@@ -193,29 +196,34 @@ def run_mode(mode: str, disk, workdir: Path, seconds: int, settle: float) -> Res
         raise SystemExit(f"peripetyd {' '.join(extra)} exited {code}: see {daemon.log_path}")
     counted, events, lost, missed = stored(db, disk.dev_num)
     return Result(mode, failed, counted, lost, missed, runs, cpu, events, complete_after,
-                  trace.get("traced"), trace.get("in_pid1"))
+                  trace.get("traced"), trace.get("in_pid1"), trace.get("perf"))
 
 
 @contextlib.contextmanager
 def traced_storm(disk, probes: bool):
     """With probes: block_rq_error of the device in an ftrace instance during the storm, to
     tell the failures that completed on top of a thread of PID 1 (the project VM's kernel runs
-    no BPF program there: ``benchmarks tracepoint_dispatch``). Yields a dict filled at exit."""
+    no BPF program there: ``benchmarks tracepoint_dispatch``), and in a counting perf event
+    (the kernel's own count, which BPF's blind spots do not touch). Yields a dict filled at exit."""
     from benchmarks.tracepoint_dispatch import TRACEFS, Instance, hits_by_pid, pid1_threads
 
     trace: dict[str, int] = {}
     if not probes or not (TRACEFS / "instances").is_dir():
         yield trace
         return
+    from tests.harness.perfcount import TracepointCounter
+
     major, minor = (int(x) for x in disk.dev_num.split(":"))
     agents = pid1_threads()
-    with Instance(major << 20 | minor, context=False, buffer_kb=65536) as instance:
+    with Instance(major << 20 | minor, context=False, buffer_kb=65536) as instance, \
+            TracepointCounter(TRACEFS / "events/block/block_rq_error", f"dev == {major << 20 | minor}") as perf:
         instance.enable(True)
         try:
             yield trace
         finally:
             instance.enable(False)
         lines, overruns = instance.read()
+        trace["perf"] = perf.read()
     agents |= pid1_threads()
     if overruns:
         print(f"  (ftrace instance overran by {overruns} events: PID 1 attribution incomplete)")
@@ -273,6 +281,8 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"  completed on top of a thread of PID 1, where this kernel runs no BPF program "
                       f"(ftrace instance, {r.traced:,} hits): {r.in_pid1:,}; every other failure counted: "
                       f"{'yes' if r.counted == reachable else 'NO'} ({r.counted:,} of {reachable:,})")
+                print(f"  the kernel's own count (counting perf event on block_rq_error, no BPF): {r.perf:,} "
+                      f"({'equals' if r.perf == r.failed else 'DIFFERS from'} fio's failures)")
 
 
 if __name__ == "__main__":
