@@ -1,5 +1,5 @@
 """Which block_rq_error hits never reach BPF, and why: fio's failures against
-three consumers of the same tracepoint, hit by hit.
+four consumers of the same tracepoint, hit by hit.
 
 (Findings below, after the method.)
 
@@ -18,14 +18,18 @@ whole range fails reads (request merging off), the storm of issue 14
   RAW_TRACEPOINT  a BPF raw tracepoint program (``RAW_TRACEPOINT_PROBE``,
                   run by ``__bpf_trace_run``; it reads ``struct request``
                   at offsets taken from the kernel's BTF)
+  perf counter    a counting perf event per CPU (no BPF, no sampling:
+                  what ``perf stat`` reads), filtered on the device;
+                  ``--tp-return 0`` makes the TRACEPOINT program return 0,
+                  as peripetyd's probes did, which hides hits from it
 
 Each BPF program records every hit (CPU, bpf_ktime_get_ns, sector) in a
 per-CPU slice of a mmap-able array (a program never nests on its own CPU,
 so a per-CPU index needs no atomic), and counts the runs whose current task
 is in PID 1. Every ftrace line (CPU, CLOCK_MONOTONIC time, context flags,
-current task, sector) is then matched to the programs' records by CPU and
-sector at the nearest time, which lists the hits a program missed with their
-context and current task. ``--context`` also records softirq, hardirq and
+current task, sector) is then matched to the programs' records of the same
+CPU and sector within 1 ms, closest pairs first, which lists the hits a
+program missed with their context and current task. ``--context`` also records softirq, hardirq and
 sched_switch events in the instance and prints the lines around each missed
 hit; ``--runs N`` repeats the storm.
 
@@ -51,6 +55,8 @@ Findings (project VM, Linux 6.18.44-fc-v857, 2 vCPUs; every storm under
   15     648,869       648,869  648,862     7       648,869
   16     630,026       630,026  629,970     56      630,026
   17     664,078       664,078  663,954     124     664,078
+  18     666,422       666,422  666,422     0       666,422       --runs 2
+  19     462,355       462,355  462,333     22      462,355
 
   a: an earlier version of this script, top-level ftrace buffer.
   b: ``perf stat -a -e block:block_rq_error`` beside the benchmark instead
@@ -65,7 +71,7 @@ Findings (project VM, Linux 6.18.44-fc-v857, 2 vCPUs; every storm under
   I/O before it exits; the programs' records match ftrace's lines one for
   one, none left over).
 - The TRACEPOINT and RAW_TRACEPOINT programs miss exactly the same hits,
-  640 of 9,609,214 over 17 storms (0-124 per storm), and each of them ran
+  662 of 10,737,991 over 19 storms (0-124 per storm), and each of them ran
   in the BLOCK softirq on top of a thread of PID 1 (``tokio-rt-worker``,
   a thread of /process_api, the sandbox's firecracker-init agent:
   rdinit=/process_api on the kernel command line). No hit whose current
@@ -83,8 +89,8 @@ Findings (project VM, Linux 6.18.44-fc-v857, 2 vCPUs; every storm under
   fentry/fexit (BPF_PROG_TYPE_TRACING, BPF trampolines) cannot be loaded
   here at all: EPERM as root.
 - A counting perf event on the tracepoint (no BPF, read with read(2);
-  tests/harness/perfcount.py) counts every failure, those 275 no BPF
-  program saw included: 4,264,487 of 4,264,487 over storms 11-17. But only
+  tests/harness/perfcount.py) counts every failure, those 297 no BPF
+  program saw included: 5,393,264 of 5,393,264 over storms 11-19. But only
   if the TRACEPOINT program returns non-zero: a tracepoint program's
   return value gates the perf events of its tracepoint
   (``perf_trace_run_bpf_submit`` in kernel/events/core.c: ``if
@@ -434,10 +440,10 @@ def storm_once(args, run: int) -> dict:
         leftover[name] = match(hits, records, name)
     bpf.cleanup()
     return dict(failed=failed, hits=hits, lines=lines, overruns=overruns, runs=runs, in_pid1=in_pid1, perf=perf_count,
-                leftover=leftover, misses=misses, agents=agents, records_full=runs_beyond(runs, hits, per_cpu))
+                leftover=leftover, misses=misses, agents=agents, records_full=slots_ran_out(hits, per_cpu))
 
 
-def runs_beyond(runs: dict[str, int], hits: list[Hit], per_cpu: int) -> bool:
+def slots_ran_out(hits: list[Hit], per_cpu: int) -> bool:
     """Whether some CPU had more hits than the record slots (then matching undercounts)."""
     per_cpu_hits = collections.Counter(h.cpu for h in hits)
     return any(n > per_cpu for n in per_cpu_hits.values())
@@ -460,7 +466,7 @@ def report(result: dict, run: int, args) -> None:
         table[key, "ftrace"] += 1
         for name in h.seen_by:
             table[key, name] += 1
-    print(f"  ftrace's hits by context and current task, and how many of them each program ran for:")
+    print("  ftrace's hits by context and current task, and how many of them each program ran for:")
     print(f"  {'context':<8} {'current task':<22} {'ftrace':>9} {'TRACEPOINT':>10} {'RAW_TRACEPOINT':>14}")
     for ctx, in_agent in sorted({k for k, _ in table}):
         print(f"  {ctx:<8} {'a thread of PID 1' if in_agent else 'any other':<22} {table[(ctx, in_agent), 'ftrace']:9,} "
