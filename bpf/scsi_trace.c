@@ -577,22 +577,34 @@ static __always_inline int on_block(u32 dev, u64 sector, u32 nr_sector, s32 erro
 }
 #endif
 
+/*
+ * What every TRACEPOINT_PROBE below returns, whatever it did. A tracepoint
+ * program's return value also decides whether perf events on the same
+ * tracepoint get the hit (perf_trace_run_bpf_submit, kernel/events/core.c:
+ * 0 drops it), so returning 0 would hide these tracepoints from anyone's
+ * `perf stat/record/trace` while peripetyd runs -- every SCSI and NVMe
+ * completion included. 1 leaves perf users what they would see without us.
+ */
+#define PRPT_PERF_KEEP 1
+
 #ifdef PRPT_BLOCK_RQ_ERROR
 /* Fires only for failed requests (5.18+), under the same condition as the
  * kernel's "I/O error, dev ..." line, but never rate limited. */
 TRACEPOINT_PROBE(block, block_rq_error)
 {
-	return on_block(args->dev, args->sector, args->nr_sector, args->error,
-			args->rwbs, sizeof(args->rwbs), 0);
+	on_block(args->dev, args->sector, args->nr_sector, args->error,
+		 args->rwbs, sizeof(args->rwbs), 0);
+	return PRPT_PERF_KEEP;
 }
 #elif defined(PRPT_BLOCK_RQ_COMPLETE)
 /* Older kernels: every completion passes here; keep failures only. */
 TRACEPOINT_PROBE(block, block_rq_complete)
 {
 	if (args->error == 0)
-		return 0;
-	return on_block(args->dev, args->sector, args->nr_sector, args->error,
-			args->rwbs, sizeof(args->rwbs), 1);
+		return PRPT_PERF_KEEP;
+	on_block(args->dev, args->sector, args->nr_sector, args->error,
+		 args->rwbs, sizeof(args->rwbs), 1);
+	return PRPT_PERF_KEEP;
 }
 #endif
 
@@ -640,13 +652,13 @@ TRACEPOINT_PROBE(scsi, scsi_dispatch_cmd_error)
 
 	PRPT_SCSI_KEY(key, PRPT_KIND_SCSI_CMD_ERROR, args->rtn);
 	if (!account(&key, PRPT_NO_SECTOR, 0, now))
-		return 0;
+		return PRPT_PERF_KEEP;
 	ev = reserve_sample(sizeof(*ev), PRPT_KIND_SCSI_CMD_ERROR, 0, now);
 	if (!ev)
-		return 0;
+		return PRPT_PERF_KEEP;
 	PRPT_FILL_SCSI_CMD(ev, args->rtn);
 	events.ringbuf_submit(ev, 0);
-	return 0;
+	return PRPT_PERF_KEEP;
 }
 #endif
 
@@ -659,16 +671,16 @@ TRACEPOINT_PROBE(scsi, scsi_dispatch_cmd_timeout)
 
 	PRPT_SCSI_KEY(key, PRPT_KIND_SCSI_CMD_TIMEOUT, args->result);
 	if (!account(&key, PRPT_NO_SECTOR, 0, now))
-		return 0;
+		return PRPT_PERF_KEEP;
 	ev = reserve_sample(sizeof(*ev), PRPT_KIND_SCSI_CMD_TIMEOUT, 0, now);
 	if (!ev)
-		return 0;
+		return PRPT_PERF_KEEP;
 	PRPT_FILL_SCSI_CMD(ev, args->result);
 #ifdef PRPT_SCSI_DISPATCH_CMD_TIMEOUT_SENSE
 	PRPT_FILL_SCSI_SENSE(ev);
 #endif
 	events.ringbuf_submit(ev, 0);
-	return 0;
+	return PRPT_PERF_KEEP;
 }
 #endif
 
@@ -681,20 +693,20 @@ TRACEPOINT_PROBE(scsi, scsi_dispatch_cmd_done)
 	u64 now;
 
 	if (args->result == 0)
-		return 0;
+		return PRPT_PERF_KEEP;
 	now = bpf_ktime_get_ns();
 	PRPT_SCSI_KEY(key, PRPT_KIND_SCSI_CMD_DONE, args->result);
 	if (!account(&key, PRPT_NO_SECTOR, 0, now))
-		return 0;
+		return PRPT_PERF_KEEP;
 	ev = reserve_sample(sizeof(*ev), PRPT_KIND_SCSI_CMD_DONE, 0, now);
 	if (!ev)
-		return 0;
+		return PRPT_PERF_KEEP;
 	PRPT_FILL_SCSI_CMD(ev, args->result);
 #ifdef PRPT_SCSI_DISPATCH_CMD_DONE_SENSE
 	PRPT_FILL_SCSI_SENSE(ev);
 #endif
 	events.ringbuf_submit(ev, 0);
-	return 0;
+	return PRPT_PERF_KEEP;
 }
 #endif
 
@@ -708,13 +720,13 @@ TRACEPOINT_PROBE(scsi, scsi_eh_wakeup)
 	agg_key_init(&key, PRPT_KIND_SCSI_EH_WAKEUP, 0, 0, 0);
 	key.host_no = args->host_no;
 	if (!account(&key, PRPT_NO_SECTOR, 0, now))
-		return 0;
+		return PRPT_PERF_KEEP;
 	ev = reserve_sample(sizeof(*ev), PRPT_KIND_SCSI_EH_WAKEUP, 0, now);
 	if (!ev)
-		return 0;
+		return PRPT_PERF_KEEP;
 	ev->host_no = args->host_no;
 	events.ringbuf_submit(ev, 0);
-	return 0;
+	return PRPT_PERF_KEEP;
 }
 #endif
 
@@ -731,16 +743,16 @@ TRACEPOINT_PROBE(nvme, nvme_complete_rq)
 	u64 now;
 
 	if (args->status == 0)
-		return 0;
+		return PRPT_PERF_KEEP;
 	now = bpf_ktime_get_ns();
 	agg_key_init(&key, PRPT_KIND_NVME_COMPLETE_RQ, args->status, 0, 0);
 	key.host_no = args->ctrl_id;
 	bpf_probe_read_kernel(key.disk, sizeof(key.disk) - 1, args->disk);
 	if (!account(&key, PRPT_NO_SECTOR, 0, now))
-		return 0;
+		return PRPT_PERF_KEEP;
 	ev = reserve_sample(sizeof(*ev), PRPT_KIND_NVME_COMPLETE_RQ, 0, now);
 	if (!ev)
-		return 0;
+		return PRPT_PERF_KEEP;
 	__builtin_memcpy(ev->disk, key.disk, sizeof(ev->disk));
 	ev->ctrl_id = args->ctrl_id;
 	ev->qid = args->qid;
@@ -750,7 +762,7 @@ TRACEPOINT_PROBE(nvme, nvme_complete_rq)
 	ev->flags = args->flags;
 	ev->result = args->result;
 	events.ringbuf_submit(ev, 0);
-	return 0;
+	return PRPT_PERF_KEEP;
 }
 #endif
 
@@ -766,15 +778,15 @@ TRACEPOINT_PROBE(ext4, ext4_error)
 
 	agg_key_init(&key, PRPT_KIND_EXT4_ERROR, 0, args->line, args->dev);
 	if (!account(&key, PRPT_NO_SECTOR, 0, now))
-		return 0;
+		return PRPT_PERF_KEEP;
 	ev = reserve_sample(sizeof(*ev), PRPT_KIND_EXT4_ERROR, args->dev, now);
 	if (!ev)
-		return 0;
+		return PRPT_PERF_KEEP;
 	ev->line = args->line;
 	/* `function` points at a string constant inside the kernel image. */
 	bpf_probe_read_kernel_str(ev->function, sizeof(ev->function), (const void *)args->function);
 	events.ringbuf_submit(ev, 0);
-	return 0;
+	return PRPT_PERF_KEEP;
 }
 #endif
 
@@ -794,21 +806,21 @@ TRACEPOINT_PROBE(xfs, xfs_buf_ioerror)
 	u64 now;
 
 	if (args->error == 0)
-		return 0;
+		return PRPT_PERF_KEEP;
 	now = bpf_ktime_get_ns();
 	/* bno/length are 512-byte basic blocks: sectors. */
 	agg_key_init(&key, PRPT_KIND_XFS_BUF_IOERROR, args->error, 0, args->dev);
 	if (!account(&key, args->bno, args->length, now))
-		return 0;
+		return PRPT_PERF_KEEP;
 	ev = reserve_sample(sizeof(*ev), PRPT_KIND_XFS_BUF_IOERROR, args->dev, now);
 	if (!ev)
-		return 0;
+		return PRPT_PERF_KEEP;
 	ev->bno = args->bno;
 	ev->length = args->length;
 	ev->flags = args->flags;
 	ev->error = args->error;
 	ev->caller_ip = (u64)args->caller_ip;
 	events.ringbuf_submit(ev, 0);
-	return 0;
+	return PRPT_PERF_KEEP;
 }
 #endif

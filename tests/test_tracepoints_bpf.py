@@ -19,6 +19,7 @@ import pytest
 from peripety.tracepoints import TracepointSource, plan_attach
 from peripety.tracepoints.loader import Tuning
 from tests.harness.faulty import FaultyDisk, MiB
+from tests.harness.perfcount import TracepointCounter
 
 pytestmark = [pytest.mark.root, pytest.mark.bpf]
 
@@ -91,6 +92,26 @@ def test_successful_io_produces_no_hits(source, disk):
     assert disk.read_sectors(sentinel, 1)[0].error == 5
     hits = _hits_for(source, disk.dev_num, lambda h: any(x.sector == sentinel for x in h))
     assert [(h.sector, h.errno) for h in hits] == [(sentinel, 5)]
+
+
+def test_probes_leave_perf_users_every_hit(source, disk):
+    """A TRACEPOINT program's return value also gates the perf events on its
+    tracepoint (perf_trace_run_bpf_submit in kernel/events/core.c: 0 drops
+    the hit). With peripety's probes attached, a perf user (here a counting
+    perf event, as ``perf stat -e block:block_rq_error``) must still see every
+    failure; before the probes returned PRPT_PERF_KEEP it saw none."""
+    event = "block_rq_error" if Path("/sys/kernel/tracing/events/block/block_rq_error").is_dir() else "block_rq_complete"
+    major, minor = (int(x) for x in disk.dev_num.split(":"))
+    first, count = 8192, 16
+    disk.fail_sectors(first, count, "read")
+    source.flush()
+    with TracepointCounter(Path("/sys/kernel/tracing/events/block") / event, f"dev == {major << 20 | minor}") as perf:
+        results = disk.read_sectors(first, count)
+        assert [r.error for r in results] == [5] * count
+        # The probes ran for every failure...
+        assert len(_hits_for(source, disk.dev_num, lambda h: len(h) >= count)) == count
+        # ...and perf counted every one of them too.
+        assert perf.read() == count
 
 
 def test_failing_write_is_reported_as_write(source, disk):
