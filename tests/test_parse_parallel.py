@@ -4,6 +4,7 @@ parsed by worker processes with the output in file order."""
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import tomllib
@@ -15,11 +16,13 @@ from click.testing import CliRunner
 import peripety.classify as classify_mod
 import peripety.event as event_mod
 import peripety.event_json as event_json_mod
+import peripety.json_lines as json_lines_mod
 from peripety.cli import main
 from peripety.record import LogRecord
 from peripety.rules import Rule, RuleSet
 from peripety.rules.engine import _Bucket, _guard, rule_from_table
 from peripety.sources import from_text, parallel
+from peripety.sources.logfile import LogFile
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LOGS = FIXTURES / "logs"
@@ -119,8 +122,10 @@ def _same_ids_and_time(monkeypatch):
     monkeypatch.setattr(event_mod, "new_event_id", fake_id)
     monkeypatch.setattr(event_json_mod, "new_event_id", fake_id)
     monkeypatch.setattr(classify_mod, "new_event_id", fake_id)
+    monkeypatch.setattr(json_lines_mod, "new_event_id", fake_id)
     moment = event_mod.parse_timestamp("2025-11-25T03:44:01.123456+01:00")
     monkeypatch.setattr(classify_mod, "now", lambda: moment)
+    monkeypatch.setattr(json_lines_mod, "now", lambda: moment)
 
 
 @pytest.mark.parametrize("log", sorted(p.name for p in LOGS.glob("*") if p.suffix != ".md"))
@@ -132,6 +137,67 @@ def test_json_lines_are_byte_identical_to_the_events_json(monkeypatch, log):
     _same_ids_and_time(monkeypatch)
     slow = [e.to_json() + "\n" for e in classify_mod.events_from_matches(from_text(text).matches(rules), "höst")]
     assert fast == slow
+
+
+def _fused_and_pairs(monkeypatch, make_logfile, rules, **kwargs):
+    _same_ids_and_time(monkeypatch)
+    logfile = make_logfile()
+    fused = list(logfile.json_lines(rules, **kwargs))
+    _same_ids_and_time(monkeypatch)
+    count = kwargs.pop("count_malformed", True)
+    pairs = list(classify_mod.json_lines_from_matches(make_logfile().matches(rules, count), **kwargs))
+    return fused, pairs, logfile
+
+
+def _kmsg_of_every_fixture_line() -> str:
+    """Every fixture line as a kmsg record, at each level, from the kernel
+    and from user space, and with text JSON escapes or isprintable refuses."""
+    out, seq = [], 0
+    for n, text in enumerate(_fixture_texts()):
+        for prio in (n % 8, 8 + n % 8):
+            out.append(f"{prio},{seq},{1000 + seq},-;{text}")
+            seq += 1
+    for text in ('XFS (loop0): metadata I/O error in "xfs_trans_read" at daddr 0x2 len 8 error 5',
+                 "XFS (loop0): metadata I/O error in xfs_\\trans at daddr 0x2 len 8 error 5",
+                 "XFS (loop0): metadata I/O error in x\u00adfs_trans at daddr 0x2 len 8 error 5 \u2028",
+                 "sd 2:0:0:0: [sdb] tag#0 CDB: Read(10) 28 00 00 00 00 08 00 00 08 00",
+                 "EXT4-fs (sd\xc3\x28b1): mounted filesystem with ordered data mode"):
+        out.append(f"3,{seq},{1000 + seq},-;{text}")
+        seq += 1
+    return "\n".join(out) + "\n"
+
+
+@pytest.mark.parametrize("boot_time", [None, "2025-11-25T03:44:01+01:00"])
+@pytest.mark.parametrize("source", ["fixture lines", *sorted(p.name for p in LOGS.glob("*") if p.suffix != ".md")])
+def test_json_lines_straight_from_the_bytes_equal_the_matches_json(monkeypatch, source, boot_time):
+    """``LogFile.json_lines`` (the usual kmsg record from its bytes to its
+    JSON, no record or match made) writes what the matches' JSON lines are,
+    byte for byte, and counts the same."""
+    rules = RuleSet.builtin()
+    if source == "fixture lines":
+        data, fmt = _kmsg_of_every_fixture_line().encode("utf-8", "surrogateescape"), "kmsg"
+    else:
+        data, fmt = (LOGS / source).read_bytes(), "auto"
+    boot = None if boot_time is None else event_mod.parse_timestamp(boot_time)
+    make = lambda: LogFile(io.BytesIO(data), source, fmt)  # noqa: E731
+    fused, pairs, logfile = _fused_and_pairs(monkeypatch, make, rules, boot_time=boot)
+    assert fused == pairs
+    assert logfile.stats.matched == len(fused)
+    assert fused or "multiline" in source
+    if source == "fixture lines":
+        assert len(fused) > 200
+        assert rules.first is not None  # the fast path was taken
+
+
+def test_json_lines_with_site_rules_take_the_matches_path(monkeypatch):
+    rules = RuleSet.builtin().with_user_rules(RuleSet.from_toml(
+        "[[collector.regexs]]\nregex = 'XFS \\((?P<kdev>\\w+)\\): Mounting'\n"
+        "sub_system = 'xfs'\nevent_type = 'SITE_XFS'\n").rules)
+    assert rules.first is None
+    data = _kmsg_of_every_fixture_line().encode("utf-8", "surrogateescape")
+    fused, pairs, _ = _fused_and_pairs(monkeypatch, lambda: LogFile(io.BytesIO(data), "x", "kmsg"), rules)
+    assert fused == pairs
+    assert any('"SITE_XFS"' in line for line in fused)
 
 
 def test_json_lines_escape_what_json_escapes(monkeypatch):

@@ -191,10 +191,8 @@ def _write_events(logfile: LogFile, ruleset, stats: bool, writer: EventWriter, r
 def _write_json_lines(logfile: LogFile, ruleset, stats: bool, writer: EventWriter, boot_time) -> None:
     """--jsonl without --resolve: each event is only ever written, so its JSON
     is built straight from the match (the 1M lines/s path)."""
-    from ..classify import json_lines_from_matches
-
     out = writer.stream
-    lines = json_lines_from_matches(logfile.matches(ruleset, count_malformed=stats), boot_time=boot_time)
+    lines = logfile.json_lines(ruleset, count_malformed=stats, boot_time=boot_time)
     if writer.flush_each:
         for line in lines:
             out.write(line)
@@ -232,11 +230,11 @@ def _write_parts(logfile: LogFile, ruleset, stats: bool, writer: EventWriter, wo
 
 def _render_part(ruleset, output_format: str, stats: bool, boot_time, logfile: LogFile):
     """Output text of one part of a file (runs in a worker process)."""
-    from ..classify import events_from_matches, json_lines_from_matches
+    from ..classify import events_from_matches
 
-    pairs = logfile.matches(ruleset, count_malformed=stats)
     if output_format == OUTPUT_JSONL:
-        return json_lines_from_matches(pairs, boot_time=boot_time)
+        return logfile.json_lines(ruleset, count_malformed=stats, boot_time=boot_time)
+    pairs = logfile.matches(ruleset, count_malformed=stats)
     buffer = io.StringIO()
     writer = EventWriter(buffer, output_format, flush_each=False)
     writer.written = 1  # not the first event of the output: pretty JSON gets its blank line

@@ -294,34 +294,45 @@ class _Bucket:
         self.literals = tuple(guards[id(rule)][0] or "" for rule in rules)
         self.entries = tuple(entries)
 
-    def __call__(self, text: str, level: int | None = None) -> Match | None:
+    def first(self, text: str) -> tuple[tuple, tuple] | None:
+        """(entry, groups) of the first rule that matches ``text``: its
+        entry (prefixes, find, rule, severity or None for a grammar,
+        group indices, extension names) and ``m.group(0, kdev, *extension)``.
+        ``prpt parse --jsonl`` writes JSON from these, no Match built."""
         entries = self.entries
         for n, literal in enumerate(self.literals):  # most rules end here, cheaply
             if literal not in text:
                 continue
-            prefixes, find, rule, severity, indices, names = entries[n]
-            if not text.startswith(prefixes):
+            entry = entries[n]
+            if not text.startswith(entry[0]):
                 continue
-            m = find(text)
+            m = entry[1](text)
             if m is None:
                 continue
-            values = m.group(*indices)
-            if rule.no_device:
-                kdev = ""
-            else:
-                kdev = values[1]
-                if not kdev:
-                    continue  # an empty device: this rule did not match after all
-            found = values[2:]
-            extension = dict(zip(names, found))
-            if None in found:  # optional groups that took no part
-                extension = {k: v for k, v in extension.items() if v is not None}
-            for derive in rule.derive:
-                derive(extension)
-            if severity is None:  # a grammar: the family's generic event
-                severity = generic_severity(text, extension, level)
-            return Match(rule, kdev, rule.sub_system, rule.event_type, severity, extension)
+            values = m.group(*entry[4])
+            if not values[1] and not entry[2].no_device:
+                continue  # an empty device: this rule did not match after all
+            return entry, values
         return None
+
+    def __call__(self, text: str, level: int | None = None) -> Match | None:
+        found = self.first(text)
+        return None if found is None else match_from_groups(found[0], found[1], text, level)
+
+
+def match_from_groups(entry: tuple, values: tuple, text: str, level: int | None) -> Match:
+    """The Match of a bucket entry's groups (see ``_Bucket.first``)."""
+    _, _, rule, severity, _, names = entry
+    kdev = "" if rule.no_device else values[1]
+    found = values[2:]
+    extension = dict(zip(names, found))
+    if None in found:  # optional groups that took no part
+        extension = {k: v for k, v in extension.items() if v is not None}
+    for derive in rule.derive:
+        derive(extension)
+    if severity is None:  # a grammar: the family's generic event
+        severity = generic_severity(text, extension, level)
+    return Match(rule, kdev, rule.sub_system, rule.event_type, severity, extension)
 
 
 def _is_keyed(rule: Rule) -> bool:
@@ -363,6 +374,11 @@ class _PrefixIndex:
     def __call__(self, text: str, level: int | None = None) -> Match | None:
         bucket = self._by_key.get(text[:KEY_LENGTH], self._fallback)
         return None if bucket is None else bucket(text, level)  # most lines: no bucket at all
+
+    def first(self, text: str) -> tuple[tuple, tuple] | None:
+        """``_Bucket.first`` of the line's bucket."""
+        bucket = self._by_key.get(text[:KEY_LENGTH], self._fallback)
+        return None if bucket is None else bucket.first(text)
 
 
 _SET_MINIMUM = 4
@@ -465,6 +481,10 @@ class RuleSet:
         # the match function, saving a call on every line.
         if len(self._tiers) == 1:
             self.match = self._tiers[0]
+        self.first = getattr(self._tiers[0], "first", None) if len(self._tiers) == 1 else None
+        """(entry, groups) of a kernel line's first matching rule, without
+        a Match (``_Bucket.first``): only for a rule set of the built-in
+        kind (Python ``re``, one tier); else None (use ``match``)."""
         tier = self._tiers[-1]
         self._by_key = getattr(tier, "_by_key", {})
 

@@ -204,32 +204,73 @@ class LogFile:
         is a pass of its own (the kmsg and dmesg fast path: ~25 % of the time
         on a large file).
         """
+        for records in self._record_runs(ruleset, count_malformed):
+            for record in records:
+                if type(record) is tuple:  # the usual kmsg record, read in place
+                    text, prio, usec, seq = record
+                    record = LogRecord(text, FILE_SOURCE, prio >> 3 == KERNEL_FACILITY, usec, None, seq,
+                                       prio & 7, prio >> 3)
+                yield from self._matched(record, ruleset)
+
+    def json_lines(self, ruleset: RuleSet, count_malformed: bool = True, hostname: str | None = None,
+                   boot_time=None) -> Iterator[str]:
+        """``json_lines_from_matches(self.matches(ruleset, count_malformed))``,
+        the same text (tests check), faster: the usual kmsg record goes from
+        its bytes to its JSON line with no record or match object made on the
+        way (``JsonLines.kernel``), when ``ruleset.first`` allows."""
+        from ..json_lines import JsonLines
+
+        out = JsonLines(hostname, boot_time)
+        first = ruleset.first
+        stats = self.stats
+        for records in self._record_runs(ruleset, count_malformed):
+            for record in records:
+                if type(record) is tuple and first is not None:
+                    text, prio, usec, seq = record
+                    if prio >> 3 != KERNEL_FACILITY:
+                        continue  # user space wrote it: never a kernel event
+                    found = first(text)
+                    if found is not None:
+                        stats.matched += 1
+                        yield out.kernel(text, usec, prio & 7, seq, *found)
+                    continue
+                if type(record) is tuple:
+                    text, prio, usec, seq = record
+                    record = LogRecord(text, FILE_SOURCE, prio >> 3 == KERNEL_FACILITY, usec, None, seq,
+                                       prio & 7, prio >> 3)
+                for line, match in self._matched(record, ruleset):
+                    yield out.pair(line, match)
+
+    def _record_runs(self, ruleset: RuleSet, count_malformed: bool) -> Iterator[Iterator]:
+        """Per chunk, its records: LogRecords, and for the usual kmsg record
+        (found by the fast path) a tuple (text, prio, usec, seq)."""
         # The fast path searches the raw bytes and decodes only the records
         # found: UTF-8 decoding ("replace") of a line is the same alone as
         # within its chunk, a newline byte being never part of a character.
         for chunk, first_line in self._chunks(count_lines=count_malformed):
             fast = self._candidate_regex(chunk, ruleset)
             if fast is None:
-                records = self._parse_lines(chunk.decode("utf-8", "replace"), first_line)
-            else:
-                self.stats.records_known = False
-                records = self._parse_candidates(chunk, fast)
-                if count_malformed:
-                    self._count_malformed(chunk, first_line)
-            kernel_match, match_record = ruleset.match, ruleset.match_record
-            for record in records:
-                if "\n" in record.text:  # one record, several lines: each its own (as the daemon does)
-                    for _, line in record_lines(record):
-                        match = match_record(line)
-                        if match is not None:
-                            self.stats.matched += 1
-                            yield line, match
-                    continue
-                # (ruleset.match_record, one call less: a kernel record meets the kernel rules)
-                match = kernel_match(record.text, record.level) if record.trusted_kernel else match_record(record)
+                yield self._parse_lines(chunk.decode("utf-8", "replace"), first_line)
+                continue
+            self.stats.records_known = False
+            if count_malformed:
+                self._count_malformed(chunk, first_line)
+            yield self._parse_candidates(chunk, fast)
+
+    def _matched(self, record: LogRecord, ruleset: RuleSet) -> Iterator[tuple[LogRecord, Match]]:
+        """(line, match) for each line of ``record`` a rule matches."""
+        if "\n" in record.text:  # one record, several lines: each its own (as the daemon does)
+            for _, line in record_lines(record):
+                match = ruleset.match_record(line)
                 if match is not None:
                     self.stats.matched += 1
-                    yield record, match
+                    yield line, match
+            return
+        # (ruleset.match_record, one call less: a kernel record meets the kernel rules)
+        match = ruleset.match(record.text, record.level) if record.trusted_kernel else ruleset.match_record(record)
+        if match is not None:
+            self.stats.matched += 1
+            yield record, match
 
     # -- chunks -------------------------------------------------------------
     def _read(self, size: int, where: tuple[int | None, int]) -> bytes:
@@ -516,7 +557,10 @@ class LogFile:
             return "\n"
         return None
 
-    def _parse_candidates(self, chunk: bytes, regex: re.Pattern) -> Iterator[LogRecord]:
+    def _parse_candidates(self, chunk: bytes, regex: re.Pattern) -> Iterator[LogRecord | tuple]:
+        """The records of the lines ``regex`` finds in ``chunk``; the usual
+        /dev/kmsg record as a tuple (text, prio, usec, seq), for the caller
+        to make its LogRecord if it needs one."""
         parse = self.format.parse
         multiline = self.format.multiline
         if regex.pattern.startswith(b"\n"):
@@ -544,10 +588,7 @@ class LogFile:
                 if len(head) == 4 and head[3] == b"-" and head[0].isdigit() and head[1].isdigit() \
                         and head[2].isdigit():
                     done = end
-                    prio = int(head[0])
-                    yield LogRecord(chunk[pos + 1 : end].decode("utf-8", "replace"), FILE_SOURCE,
-                                    prio >> 3 == KERNEL_FACILITY, int(head[2]), None, int(head[1]), prio & 7,
-                                    prio >> 3)
+                    yield chunk[pos + 1 : end].decode("utf-8", "replace"), int(head[0]), int(head[2]), int(head[1])
                     continue
             if multiline:
                 while chunk.startswith(b" ", end + 1):
