@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -318,3 +319,41 @@ def test_the_fast_path_finds_what_reading_every_record_finds(log):
                     slow.append((line, m.rule, m.kdev, m.extension))
     assert fast == slow
     assert fast or "multiline" in log  # the fixtures hold storage lines
+
+
+def _sixteen_megabytes(tmp_path: Path) -> Path:
+    """A kmsg file just large enough to be split by the real ``prpt``."""
+    copy = _big_kmsg(tmp_path).read_text()
+    path = tmp_path / "large.kmsg"
+    path.write_text(copy * (parallel.PARALLEL_MIN_SIZE // len(copy) + 1))
+    assert parallel.worth_splitting(str(path), 2)
+    return path
+
+
+def test_a_split_file_with_a_bad_config_is_one_clean_error(tmp_path):
+    """Every process loads the rules itself (after the fork): a bad
+    --config is still one message and exit 1, no traceback, no output."""
+    from tests.test_parse_cli import PRPT
+
+    path = _sixteen_megabytes(tmp_path)
+    conf = tmp_path / "bad.conf"
+    conf.write_text('[[collector.regexs]]\nregex = "x("\nsub_system = "SCSI"\nevent_type = "X"\n')
+    done = subprocess.run([str(PRPT), "parse", "--jsonl", "-j", "4", "--config", str(conf), str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"Error: {conf}: collector.regexs[0] (line 2): regex does not compile")
+
+
+def test_a_split_file_into_a_reader_that_goes_away_ends_quietly(tmp_path):
+    from tests.test_parse_cli import PRPT
+
+    path = _sixteen_megabytes(tmp_path)
+    done = subprocess.run(f"{PRPT} parse --jsonl -j 4 {path} | head -1", shell=True, capture_output=True,
+                          text=True, timeout=120)
+    assert json.loads(done.stdout)["event_type"]
+    assert done.stderr == ""
+    # no worker is left behind
+    left = subprocess.run(["pgrep", "-f", f"parse --jsonl -j 4 {path}"], capture_output=True, text=True)
+    assert left.stdout == ""
