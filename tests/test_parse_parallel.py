@@ -281,6 +281,20 @@ def test_small_files_and_standard_input_stay_in_one_process(tmp_path):
     assert not parallel.worth_splitting(str(tmp_path / "missing"), 8)
 
 
+def test_rules_compiled_from_one_parse_are_what_re_compile_makes():
+    """Built-in rules are compiled from the parse their guard is read from:
+    the very pattern ``re.compile`` makes (``==`` compares the code), and the
+    guard a separate parse gives."""
+    import re
+
+    for rule in RuleSet.builtin().rules:
+        expected = re.compile(rule.regex)
+        assert rule.compiled == expected, rule.regex
+        assert (rule.compiled.groupindex, rule.compiled.groups) == (expected.groupindex, expected.groups)
+        assert rule.guard is not None
+        assert rule.guard == _guard(Rule(rule.regex, rule.sub_system, rule.event_type, compiled=expected))
+
+
 def test_a_literal_guard_is_only_text_every_match_holds():
     cases = {
         r"^disk (?P<kdev>\w+) failed: (?P<why>timeout|reset) now": " failed: ",

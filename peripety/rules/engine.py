@@ -86,6 +86,8 @@ class Rule:
     template: Template = field(default=None, repr=False, compare=False)
     derive: tuple = field(default=(), repr=False, compare=False)
     """Functions adding fields derived from named groups (``derived.py``)."""
+    guard: tuple | None = field(default=None, repr=False, compare=False)
+    """``_guard``'s answer, where it was found when the regex was compiled."""
 
     def match(self, text: str, level: int | None = None) -> Match | None:
         """The match of ``text``; ``level`` (syslog 0-7) is the record's
@@ -159,7 +161,7 @@ def rule_from_table(entry: dict, origin: str, path=None, *, trusted: bool = Fals
     no_device = entry.get("no_device", False)
     if not isinstance(no_device, bool):
         fail("'no_device' must be true or false", "no_device")
-    compiled = _compile(entry["regex"], trusted, fail)
+    compiled, guard = _compile(entry["regex"], trusted, fail)
     if no_device and "kdev" in compiled.groupindex:
         fail("a no_device rule's regex must have no 'kdev' group", "regex")
     if not no_device and "kdev" not in compiled.groupindex:
@@ -189,19 +191,51 @@ def rule_from_table(entry: dict, origin: str, path=None, *, trusted: bool = Fals
         compiled=compiled,
         template=template,
         derive=derivers(compiled.groupindex),
+        guard=guard,
     )
 
 
 def _compile(pattern: str, trusted: bool, fail):
+    """(the compiled regex, its guard (see ``_guard``) or None)."""
     if trusted:
         try:
-            return re.compile(pattern)
+            return _compile_reviewed(pattern)
         except re.error as exc:
             fail(f"regex does not compile: {exc}", "regex")
     try:
-        return compile_user_regex(pattern)
+        return compile_user_regex(pattern), None
     except UserRegexError as exc:
         fail(str(exc), "regex")
+
+
+def _compile_reviewed(pattern: str) -> tuple[re.Pattern, tuple | None]:
+    """``re.compile(pattern)`` and its guard, from one parse of the pattern.
+
+    ``re.compile`` parses the pattern in Python, and so does ``_guard``:
+    half of the time of loading the built-in rules. Here the parse is made
+    once and compiled as ``re._compiler.compile`` does (the same code: tests
+    check ``==``, which compares it); should the private modules differ,
+    plain ``re.compile`` and no guard."""
+    try:
+        from re import _compiler, _parser
+
+        import _sre
+
+        parsed = _parser.parse(pattern, 0)
+    except re.error:
+        raise
+    except Exception:  # noqa: BLE001 - another Python's internals: the public way
+        return re.compile(pattern), None
+    try:
+        state = parsed.state
+        indexgroup = [None] * state.groups
+        for name, index in state.groupdict.items():
+            indexgroup[index] = name
+        compiled = _sre.compile(pattern, state.flags, _compiler._code(parsed, state.flags), state.groups - 1,
+                                state.groupdict, tuple(indexgroup))
+    except Exception:  # noqa: BLE001
+        return re.compile(pattern), None
+    return compiled, _guard_of(parsed.data, compiled)
 
 
 def _default_msg(event_type: str, no_device: bool = False) -> str:
@@ -238,14 +272,24 @@ def _guard(rule: Rule) -> tuple[str | None, bool]:
     whether every match starts at position 0, so ``match`` may replace
     ``search``). Python's own parser answers exactly; it is private, so any
     surprise from it only means no guard and ``search``."""
+    if rule.guard is not None:
+        return rule.guard
     compiled = rule.compiled
     if not isinstance(compiled, re.Pattern):
         return None, False
     try:
-        from re import _constants as c
         from re import _parser
 
-        items = _parser.parse(rule.regex, compiled.flags).data
+        return _guard_of(_parser.parse(rule.regex, compiled.flags).data, compiled)
+    except Exception:  # noqa: BLE001 - any failure only disables the guard
+        return None, False
+
+
+def _guard_of(items, compiled: re.Pattern) -> tuple[str | None, bool]:
+    """``_guard`` from the parsed regex (``_parser.parse(...).data``)."""
+    try:
+        from re import _constants as c
+
         anchored = bool(items) and items[0][0] is c.AT and items[0][1] in (c.AT_BEGINNING, c.AT_BEGINNING_STRING)
         if compiled.flags & re.IGNORECASE:
             return None, anchored
