@@ -207,9 +207,7 @@ class LogFile:
         for records in self._record_runs(ruleset, count_malformed):
             for record in records:
                 if type(record) is tuple:  # the usual kmsg record, read in place
-                    text, prio, usec, seq = record
-                    record = LogRecord(text, FILE_SOURCE, prio >> 3 == KERNEL_FACILITY, usec, None, seq,
-                                       prio & 7, prio >> 3)
+                    record = _kmsg_record(*record)
                 yield from self._matched(record, ruleset)
 
     def json_lines(self, ruleset: RuleSet, count_malformed: bool = True, hostname: str | None = None,
@@ -222,22 +220,21 @@ class LogFile:
 
         out = JsonLines(hostname, boot_time)
         first = ruleset.first
-        stats = self.stats
-        for records in self._record_runs(ruleset, count_malformed):
-            for record in records:
-                if type(record) is tuple and first is not None:
-                    text, prio, usec, seq = record
-                    if prio >> 3 != KERNEL_FACILITY:
-                        continue  # user space wrote it: never a kernel event
-                    found = first(text)
-                    if found is not None:
-                        stats.matched += 1
-                        yield out.kernel(text, usec, prio & 7, seq, *found)
+        for chunk, first_line in self._chunks(count_lines=count_malformed):
+            fast = self._candidate_regex(chunk, ruleset)
+            if fast is None:
+                records = self._parse_lines(chunk.decode("utf-8", "replace"), first_line)
+            else:
+                self.stats.records_known = False
+                if count_malformed:
+                    self._count_malformed(chunk, first_line)
+                if first is not None and self._plain_kmsg(fast):
+                    yield from self._kmsg_json_lines(chunk, fast, ruleset, out)
                     continue
+                records = self._parse_candidates(chunk, fast)
+            for record in records:
                 if type(record) is tuple:
-                    text, prio, usec, seq = record
-                    record = LogRecord(text, FILE_SOURCE, prio >> 3 == KERNEL_FACILITY, usec, None, seq,
-                                       prio & 7, prio >> 3)
+                    record = _kmsg_record(*record)
                 for line, match in self._matched(record, ruleset):
                     yield out.pair(line, match)
 
@@ -557,25 +554,32 @@ class LogFile:
             return "\n"
         return None
 
+    def _plain_kmsg(self, regex: re.Pattern) -> bool:
+        """Are the lines ``regex`` finds /dev/kmsg records, their text after ";"?"""
+        return self.format.name == "kmsg" and regex.pattern.startswith(b";")
+
+    def _hits(self, chunk: bytes, regex: re.Pattern) -> Iterator[re.Match]:
+        """Where ``regex`` finds a rule prefix in ``chunk``, in order (and the
+        "\\x0a"-continued lines of kmsg records, where the chunk has any)."""
+        hits = regex.finditer(chunk)
+        escaped = self._regex_cache[3] if self._regex_cache else None
+        if escaped is not None and b"\\x0a" in chunk:
+            hits = sorted(itertools.chain(hits, escaped.finditer(chunk)), key=_start)
+        return hits
+
     def _parse_candidates(self, chunk: bytes, regex: re.Pattern) -> Iterator[LogRecord | tuple]:
         """The records of the lines ``regex`` finds in ``chunk``; the usual
         /dev/kmsg record as a tuple (text, prio, usec, seq), for the caller
         to make its LogRecord if it needs one."""
-        parse = self.format.parse
-        multiline = self.format.multiline
         if regex.pattern.startswith(b"\n"):
             chunk = b"\n" + chunk  # the first line has no newline before it
         find, rfind, startswith = chunk.find, chunk.rfind, chunk.startswith
         # The usual /dev/kmsg record ("prio,seq,usec,-;text", no escapes, no
         # dictionary) is read right here, as parse_kmsg reads it: a large
         # saved log spends much of its time on this line.
-        plain_kmsg = self.format.name == "kmsg" and regex.pattern.startswith(b";")
+        plain_kmsg = self._plain_kmsg(regex)
         done = -1
-        hits = regex.finditer(chunk)
-        escaped = self._regex_cache[3] if self._regex_cache else None
-        if escaped is not None and b"\\x0a" in chunk:
-            hits = sorted(itertools.chain(hits, escaped.finditer(chunk)), key=_start)
-        for m in hits:
+        for m in self._hits(chunk, regex):
             pos = m.start()
             if pos < done:
                 continue  # a second hit inside a line already handled
@@ -590,16 +594,54 @@ class LogFile:
                     done = end
                     yield chunk[pos + 1 : end].decode("utf-8", "replace"), int(head[0]), int(head[2]), int(head[1])
                     continue
-            if multiline:
-                while chunk.startswith(b" ", end + 1):
-                    nxt = find(b"\n", end + 1)
-                    end = nxt if nxt >= 0 else len(chunk)
-            done = end
-            if chunk.startswith(b" ", start):
-                continue  # inside a continuation line of a record not found
-            record = parse(chunk[start:end].decode("utf-8", "replace"))
+            record, done = self._record_at(chunk, start, end)
             if record is not None:
                 yield record
+
+    def _kmsg_json_lines(self, chunk: bytes, regex: re.Pattern, ruleset: RuleSet, out) -> Iterator[str]:
+        """``json_lines`` of a kmsg chunk: ``_parse_candidates``, with the
+        usual record's text matched (``ruleset.first``) and written
+        (``out.kernel``) in place, no record or match made."""
+        find, rfind, startswith = chunk.find, chunk.rfind, chunk.startswith
+        first, kernel, stats = ruleset.first, out.kernel, self.stats
+        done = -1
+        for m in self._hits(chunk, regex):
+            pos = m.start()
+            if pos < done:
+                continue  # a second hit inside a line already handled
+            start = rfind(b"\n", 0, pos) + 1
+            end = find(b"\n", pos + 1)
+            if end < 0:
+                end = len(chunk)
+            if chunk[pos] == 59 and not startswith(b" ", end + 1) and find(b"\\", pos, end) < 0:
+                head = chunk[start:pos].split(b",")
+                if len(head) == 4 and head[3] == b"-" and head[0].isdigit() and head[1].isdigit() \
+                        and head[2].isdigit():
+                    done = end
+                    prio = int(head[0])
+                    if prio >> 3 != KERNEL_FACILITY:
+                        continue  # user space wrote it: never a kernel event
+                    text = chunk[pos + 1 : end].decode("utf-8", "replace")
+                    found = first(text)
+                    if found is not None:
+                        stats.matched += 1
+                        yield kernel(text, int(head[2]), prio & 7, int(head[1]), *found)
+                    continue
+            record, done = self._record_at(chunk, start, end)
+            if record is not None:
+                for line, match in self._matched(record, ruleset):
+                    yield out.pair(line, match)
+
+    def _record_at(self, chunk: bytes, start: int, end: int) -> tuple[LogRecord | None, int]:
+        """(the record of the line at ``start``..``end`` with its
+        continuation lines, or None; where it ends)."""
+        if self.format.multiline:
+            while chunk.startswith(b" ", end + 1):
+                nxt = chunk.find(b"\n", end + 1)
+                end = nxt if nxt >= 0 else len(chunk)
+        if chunk.startswith(b" ", start):
+            return None, end  # inside a continuation line of a record not found
+        return self.format.parse(chunk[start:end].decode("utf-8", "replace")), end
 
     def _count_malformed(self, chunk: bytes, first_line: int) -> None:
         name = self.format.name
@@ -616,6 +658,11 @@ class LogFile:
                 first_pos = m.start()
         if count:
             self.stats.add_malformed(count, first_line + text.count(b"\n", 0, first_pos))
+
+
+def _kmsg_record(text: str, prio: int, usec: int, seq: int) -> LogRecord:
+    """The record of a usual kmsg line read in place (``_parse_candidates``)."""
+    return LogRecord(text, FILE_SOURCE, prio >> 3 == KERNEL_FACILITY, usec, None, seq, prio & 7, prio >> 3)
 
 
 def _start(m: re.Match) -> int:
