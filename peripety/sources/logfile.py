@@ -29,14 +29,16 @@ import sys
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import TYPE_CHECKING, BinaryIO, Iterator
 
 from ..errors import LogFormatError
 from ..record import KERNEL_FACILITY, LogRecord, record_lines
-from ..rules import Match, RuleSet
 from .logformats import FORMAT_NAMES, FORMATS, LogFormat, detect_format, format_list, iso_stamped
 from .logformats import SOURCE as FILE_SOURCE
 from .prefilter import candidate_regex, kernel_prefixes
+
+if TYPE_CHECKING:  # (the rules are loaded after a large file's workers are forked: see parallel)
+    from ..rules import Match, RuleSet
 
 log = logging.getLogger("peripety.sources.logfile")
 
