@@ -337,9 +337,11 @@ def test_the_fast_path_finds_what_reading_every_record_finds(log):
 
 def _sixteen_megabytes(tmp_path: Path) -> Path:
     """A kmsg file just large enough to be split by the real ``prpt``."""
-    copy = _big_kmsg(tmp_path).read_text()
+    events = _big_kmsg(tmp_path).read_text()
+    noise = "".join(f"6,{n},{n},-;usb 1-{n % 9}: new high-speed USB device number {n} using xhci_hcd\n"
+                    for n in range(parallel.PARALLEL_MIN_SIZE // 4 // 70))
     path = tmp_path / "large.kmsg"
-    path.write_text(copy * (parallel.PARALLEL_MIN_SIZE // len(copy) + 1))
+    path.write_text((events + noise) * 4)  # every part holds events
     assert parallel.worth_splitting(str(path), 2)
     return path
 
@@ -371,3 +373,29 @@ def test_a_split_file_into_a_reader_that_goes_away_ends_quietly(tmp_path):
     # no worker is left behind
     left = subprocess.run(["pgrep", "-f", f"parse --jsonl -j 4 {path}"], capture_output=True, text=True)
     assert left.stdout == ""
+
+
+@pytest.mark.parametrize("output", ["--jsonl", "-J"])
+@pytest.mark.parametrize("into", ["file", "pipe"])
+def test_workers_output_copied_by_the_kernel_is_what_one_process_writes(tmp_path, output, into):
+    """The real ``prpt``: workers' output goes out by sendfile (a regular
+    file, a pipe), after the caller's own part, in order."""
+    from tests.test_parse_cli import PRPT
+
+    path = _sixteen_megabytes(tmp_path)
+    texts = {}
+    for jobs in ("1", "4"):
+        command = [str(PRPT), "parse", output, "-j", jobs, str(path)]
+        if into == "file":
+            target = tmp_path / f"out-{jobs}"
+            with open(target, "w") as out:
+                out.write("kept\n")  # what stdout held before
+                out.flush()
+                subprocess.run(command, stdout=out, check=True, timeout=120)
+            texts[jobs] = target.read_text()
+        else:
+            texts[jobs] = "kept\n" + subprocess.run(command, capture_output=True, text=True, check=True,
+                                                    timeout=120).stdout
+    assert texts["4"].startswith("kept\n")
+    assert _normalised(texts["4"][5:], output) == _normalised(texts["1"][5:], output)
+    assert len(_normalised(texts["4"][5:], output)) == 4 * 40 * 57

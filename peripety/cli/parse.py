@@ -233,6 +233,9 @@ def _write_parts(logfile: LogFile, rules: _Rules, stats: bool, writer: EventWrit
     render = functools.partial(_render_part, rules, writer.output_format, stats, boot_time)
     first = writer.written == 0
     for part in render_parts(logfile, render, workers, encoding, errors):
+        if binary is not None and not (writer.output_format == OUTPUT_JSON and first) and part.send_to(binary):
+            first = first and not part.size()
+            part = replace(part, fd=None)  # (its output is out)
         for data in part.chunks():
             if writer.output_format == OUTPUT_JSON and first:
                 data = data[1:]  # every part's events came with the blank line between events

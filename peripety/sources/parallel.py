@@ -22,6 +22,7 @@ small file starting workers costs more than it saves.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import pickle
@@ -55,6 +56,34 @@ class Part:
     data: bytes
     stats: LogFileStats | None
     fd: int | None = None
+
+    def size(self) -> int:
+        return len(self.data) if self.fd is None else os.fstat(self.fd).st_size
+
+    def send_to(self, out) -> bool:
+        """Copy a worker's output to the binary stream ``out`` in the kernel
+        (sendfile), after what ``out`` holds; False where that cannot be
+        (no memory file, ``out`` has no descriptor or takes no sendfile):
+        then use ``chunks()``."""
+        if self.fd is None:
+            return False
+        try:
+            target = out.fileno()
+        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both of the last
+            return False
+        out.flush()
+        offset, size = 0, self.size()
+        while offset < size:
+            try:
+                sent = os.sendfile(target, self.fd, offset, size - offset)
+            except OSError as exc:
+                if offset == 0 and exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                    return False
+                raise
+            if sent == 0:
+                raise OSError(errno.EIO, f"sendfile wrote nothing at {offset} of {size} bytes")
+            offset += sent
+        return True
 
     def chunks(self, size: int = 1 << 20) -> Iterator[bytes]:
         if self.fd is None:
