@@ -16,6 +16,9 @@ with no record, Match or extension dict made on the way.
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
+import operator
+from operator import is_
 
 from json.encoder import ESCAPE as _JSON_ESCAPE
 from json.encoder import encode_basestring as _json_str
@@ -35,6 +38,7 @@ kernel time stays in kernel_usec."""
 _SEVERITY_NAMES = {s: s.name for s in Severity}  # Enum.name is a slow property
 _LEVEL_NAMES = tuple(Severity(level).name for level in range(8))
 _FILE_SOURCE = "file"
+_NONE = itertools.repeat(None)
 
 
 class JsonLines:
@@ -50,10 +54,7 @@ class JsonLines:
         self._encoded: dict[str, str] = {}  # sub-systems, event types, sources: a few dozen strings
         self._layouts: dict[tuple, FreshLayout] = {}
         self._fast: dict[int, tuple | None] = {}
-        """id(bucket entry) -> (layout, severity name or None, no_device), or
-        None where the entry's lines take ``pair`` (a deriving rule)."""
-        self._partial: dict[tuple, FreshLayout] = {}
-        """(id(bucket entry), which groups are None) -> layout."""
+        """id(bucket entry) -> ``_fast_entry``."""
         self._last_time, self._last_time_json = None, ""
         self._file_json = self._enc(_FILE_SOURCE)
 
@@ -142,48 +143,59 @@ class JsonLines:
         # Every group is a part of text, and the layout's own words need no
         # escape: printable text without quote or backslash needs none at all.
         if fast is not None and text.isprintable() and '"' not in text and "\\" not in text:
-            layout, severity, no_device = fast
+            line, severity, no_device, partial = fast
             values = groups[2:]
             if None in values:  # optional groups that took no part: not in the extension
-                layout = self._optional_layout(entry, values)
-                values = tuple([v for v in values if v is not None])
-            kdev = "" if no_device else groups[1]
-            if layout.generic:
-                msg = text
-            elif layout.message is not None:
-                args = layout.pick((*values, kdev))
-                msg = layout.message % args if "" not in args else None
-            else:
-                msg = None
-            if msg is not None:
+                absent = tuple(map(is_, values, _NONE))
+                line = partial.get(absent, False)
+                if line is False:
+                    line = partial[absent] = self._kernel_line(entry, absent)
+            # (an empty value would make the sentence say "?": the general path)
+            if line is not None and "" not in values:
                 if self.boot_time is None:
                     timestamp = self.default_time
                     time_json = self._last_time_json if timestamp is self._last_time else \
                         self._time_json(timestamp)
                 else:
                     time_json = self._time_json(self.boot_time + _dt.timedelta(microseconds=usec))
-                return layout.json % (
-                    self.host_json, severity or _LEVEL_NAMES[level], time_json, usec, new_event_id(),
-                    kdev, msg, text, *values, self._file_json)
+                fmt, arrange = line
+                return fmt % arrange((severity or _LEVEL_NAMES[level], time_json, usec, new_event_id(),
+                                      "" if no_device else groups[1], text, *values))
         record = LogRecord(text, _FILE_SOURCE, True, usec, None, seq, level, 0)
         return self._pair(record, match_from_groups(entry, groups, text, level))
 
-    def _optional_layout(self, entry: tuple, values: tuple) -> FreshLayout:
-        """The layout of ``entry``'s matches whose groups that are None in
-        ``values`` took no part."""
-        key = (id(entry), *[v is None for v in values])
-        layout = self._partial.get(key)
-        if layout is None:
-            names = tuple([name for name, v in zip(entry[5], values) if v is not None])
-            layout = self._partial[key] = self._layout(entry[2], names)
-        return layout
-
     def _fast_entry(self, entry: tuple) -> tuple | None:
+        """(the %-format of its lines and what arranges their values, or None,
+        severity name or None, no_device, {which groups are absent: the same})
+        of a bucket entry; None where its lines take ``pair`` (a deriving rule)."""
         _, _, rule, severity, _, names = entry
         if rule.derive:
             return None  # fields added from the groups: the general path
-        layout = self._layout(rule, names)
-        return layout, None if severity is None else _SEVERITY_NAMES[severity], rule.no_device
+        line = self._kernel_line(entry, (False,) * len(names))
+        return line, None if severity is None else _SEVERITY_NAMES[severity], rule.no_device, {}
+
+    def _kernel_line(self, entry: tuple, absent: tuple) -> tuple | None:
+        """(%-format, arrange) of the whole JSON line of ``entry``'s matches
+        whose groups flagged in ``absent`` took no part: the rule's
+        ``FreshLayout`` with its sentence written in, so a line is one
+        % operation on ``arrange((severity, time JSON, usec, event id, kdev,
+        text, *groups))``. None where the layout renders no sentence."""
+        names = tuple(name for name, gone in zip(entry[5], absent) if not gone)
+        layout = self._layout(entry[2], names)
+        # The layout filled with markers (NUL: never in JSON text), then cut at them.
+        values = tuple(f"\0{6 + n}\0" for n, gone in enumerate(absent) if not gone)
+        kdev, text = "\0" "4\0", "\0" "5\0"
+        if layout.generic:
+            msg = text
+        elif layout.message is not None:
+            msg = layout.message % layout.pick((*values, kdev))
+        else:
+            return None
+        filled = layout.json % (self.host_json, "\0" "0\0", "\0" "1\0", "\0" "2\0", "\0" "3\0", kdev, msg, text,
+                                *values, self._file_json)
+        pieces = filled.split("\0")
+        fmt = "".join(piece.replace("%", "%%") if n % 2 == 0 else "%s" for n, piece in enumerate(pieces))
+        return fmt, operator.itemgetter(*map(int, pieces[1::2]))
 
 
 def json_lines_from_matches(pairs, hostname: str | None = None, boot_time: _dt.datetime | None = None):
