@@ -8,8 +8,9 @@ times, in the same run:
   floor      Python reading the same lines and splitting the kmsg prefix
   rules      RuleSet.match on every line's text, no prefilter: what noise
              costs the rule engine (one dict lookup; a bucket one regex)
-  library    LogFile.matches -> events -> JSON lines, in process (the
-             StorageEvent path, and the direct JSON path prpt uses)
+  library    in process: LogFile.matches -> events -> JSON lines (the
+             StorageEvent path), and LogFile.json_lines (the direct JSON
+             path prpt parse --jsonl uses)
   cli        the real ``prpt parse --jsonl`` as a subprocess, output to
              /dev/null: one process (-j 1) and the default (one worker per
              CPU for files of 16 MB or more)
@@ -160,7 +161,7 @@ def time_rules(path: Path) -> tuple[float, int]:
 
 
 def time_library(path: Path, direct_json: bool) -> tuple[float, int]:
-    from peripety.classify import events_from_matches, json_lines_from_matches
+    from peripety.classify import events_from_matches
     from peripety.cli.output import EventWriter
     from peripety.rules import RuleSet
     from peripety.sources.logfile import LogFile
@@ -168,13 +169,13 @@ def time_library(path: Path, direct_json: bool) -> tuple[float, int]:
     start = time.perf_counter()
     ruleset = RuleSet.builtin()
     with open(os.devnull, "w") as sink, LogFile.open(path, "kmsg") as logfile:
-        matches = logfile.matches(ruleset, count_malformed=False)
         if direct_json:
             written = 0
-            for line in json_lines_from_matches(matches):
+            for line in logfile.json_lines(ruleset, count_malformed=False):
                 sink.write(line)
                 written += 1
             return time.perf_counter() - start, written
+        matches = logfile.matches(ruleset, count_malformed=False)
         writer = EventWriter(sink, "jsonl", flush_each=False)
         for event in events_from_matches(matches):
             writer.write(event)

@@ -23,6 +23,7 @@ small file starting workers costs more than it saves.
 from __future__ import annotations
 
 import errno
+import gc
 import itertools
 import os
 import pickle
@@ -126,6 +127,9 @@ def render_parts(
     job = (logfile.name, fmt.name, render, encoding, errors)
     children: list[tuple[int, int, int]] = []  # (pid, read end of its pipe, its memory file)
     running: set[int] = set()
+    # What exists now is shared with the workers: frozen, their collector
+    # never writes to it (no copy of those pages, no pass over them).
+    gc.freeze()
     try:
         for span in ranges[1:]:
             receive, send = os.pipe2(os.O_CLOEXEC)
@@ -144,12 +148,14 @@ def render_parts(
             os.close(send)
             children.append((pid, receive, output))
             running.add(pid)
+        gc.unfreeze()
         yield from _own_part(job, ranges[0])
         for pid, receive, output in children:
             yield _received(receive, output, logfile.name)
             os.waitpid(pid, 0)
             running.discard(pid)
     finally:
+        gc.unfreeze()  # (a fork that failed)
         for pid, receive, output in children:
             os.close(receive)
             os.close(output)
