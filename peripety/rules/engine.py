@@ -118,14 +118,16 @@ class Rule:
 
 def rule_from_table(entry: dict, origin: str, path=None, *, trusted: bool = False,
                     lines: TomlLines | None = None, index: int | None = None,
-                    array: str = "collector.regexs", generic: bool = False) -> Rule:
+                    array: str = "collector.regexs", generic: bool = False,
+                    compiled_cache: dict | None = None) -> Rule:
     """Build and compile one rule from its TOML table, or raise ConfigError.
 
     ``trusted`` rules (the built-in file) compile with Python ``re``; all
     others with RE2. ``lines``/``index`` locate the rule in its file (an
     item of the ``array`` of tables) so an error can name the line.
     ``generic`` marks a subsystem grammar: with no ``msg`` its event's
-    message is the kernel line itself.
+    message is the kernel line itself. ``compiled_cache`` (trusted rules):
+    compiled code of patterns seen before, added to (see ``cache``).
     """
     block = lines.array_item(array, index) if lines and index is not None else None
 
@@ -161,7 +163,7 @@ def rule_from_table(entry: dict, origin: str, path=None, *, trusted: bool = Fals
     no_device = entry.get("no_device", False)
     if not isinstance(no_device, bool):
         fail("'no_device' must be true or false", "no_device")
-    compiled, guard = _compile(entry["regex"], trusted, fail)
+    compiled, guard = _compile(entry["regex"], trusted, fail, compiled_cache)
     if no_device and "kdev" in compiled.groupindex:
         fail("a no_device rule's regex must have no 'kdev' group", "regex")
     if not no_device and "kdev" not in compiled.groupindex:
@@ -195,11 +197,11 @@ def rule_from_table(entry: dict, origin: str, path=None, *, trusted: bool = Fals
     )
 
 
-def _compile(pattern: str, trusted: bool, fail):
+def _compile(pattern: str, trusted: bool, fail, compiled_cache: dict | None = None):
     """(the compiled regex, its guard (see ``_guard``) or None)."""
     if trusted:
         try:
-            return _compile_reviewed(pattern)
+            return _compile_reviewed(pattern, compiled_cache)
         except re.error as exc:
             fail(f"regex does not compile: {exc}", "regex")
     try:
@@ -208,8 +210,10 @@ def _compile(pattern: str, trusted: bool, fail):
         fail(str(exc), "regex")
 
 
-def _compile_reviewed(pattern: str) -> tuple[re.Pattern, tuple | None]:
-    """``re.compile(pattern)`` and its guard, from one parse of the pattern.
+def _compile_reviewed(pattern: str, compiled_cache: dict | None = None) -> tuple[re.Pattern, tuple | None]:
+    """``re.compile(pattern)`` and its guard, from one parse of the pattern,
+    or from ``compiled_cache`` (pattern -> ``cache.Entry``), which gets the
+    entries of patterns compiled here.
 
     ``re.compile`` parses the pattern in Python, and so does ``_guard``:
     half of the time of loading the built-in rules. Here the parse is made
@@ -220,22 +224,36 @@ def _compile_reviewed(pattern: str) -> tuple[re.Pattern, tuple | None]:
         from re import _compiler, _parser
 
         import _sre
-
+    except ImportError:  # another Python's internals: the public way
+        return re.compile(pattern), None
+    known = compiled_cache.get(pattern) if compiled_cache else None
+    if known is not None:
+        try:
+            flags, code, groups, groupindex, indexgroup, (literal, anchored) = known
+            return _sre.compile(pattern, flags, code, groups, groupindex, indexgroup), (literal, anchored)
+        except Exception:  # noqa: BLE001 - a code _sre refuses, or not an entry: compile it
+            pass
+    try:
         parsed = _parser.parse(pattern, 0)
     except re.error:
         raise
-    except Exception:  # noqa: BLE001 - another Python's internals: the public way
+    except Exception:  # noqa: BLE001
         return re.compile(pattern), None
     try:
         state = parsed.state
         indexgroup = [None] * state.groups
         for name, index in state.groupdict.items():
             indexgroup[index] = name
-        compiled = _sre.compile(pattern, state.flags, _compiler._code(parsed, state.flags), state.groups - 1,
-                                state.groupdict, tuple(indexgroup))
+        code = _compiler._code(parsed, state.flags)
+        args = (state.flags, code, state.groups - 1, dict(state.groupdict), tuple(indexgroup))
+        compiled = _sre.compile(pattern, *args)
     except Exception:  # noqa: BLE001
         return re.compile(pattern), None
-    return compiled, _guard_of(parsed.data, compiled)
+    guard = _guard_of(parsed.data, compiled)
+    if compiled_cache is not None:
+        flags, code, *rest = args
+        compiled_cache[pattern] = (flags, list(map(int, code)), *rest, guard)  # (plain ints: marshal)
+    return compiled, guard
 
 
 def _default_msg(event_type: str, no_device: bool = False) -> str:
@@ -551,10 +569,19 @@ class RuleSet:
         ``grammars.toml`` (tried only when no specific rule matched)."""
         global _BUILTIN
         if _BUILTIN is None:
+            from . import cache
+
             text = resources.files(__package__).joinpath(BUILTIN_RULES).read_text()
-            specific = _rules_from_data(load_toml(text), f"peripety/rules/{BUILTIN_RULES}",
-                                        TomlLines(text), trusted=True)
-            _BUILTIN = cls([*specific, *load_grammars()])
+            grammars = grammars_text()
+            sources = [text, grammars]
+            kept = cache.load(sources)
+            compiled = dict(kept.get("regex") or {})
+            tomls = kept.get("toml") or [load_toml(text), load_toml(grammars, f"peripety/rules/{GRAMMARS}")]
+            specific = _rules_from_data(tomls[0], f"peripety/rules/{BUILTIN_RULES}", TomlLines(text), trusted=True,
+                                        compiled_cache=compiled)
+            _BUILTIN = cls([*specific, *load_grammars(compiled, tomls[1])])
+            if compiled != kept.get("regex") or not kept.get("toml"):  # made here: kept for the next run
+                cache.store(compiled, tomls, sources)
         return _BUILTIN
 
     @classmethod
@@ -622,7 +649,8 @@ class RuleSet:
 _BUILTIN: RuleSet | None = None
 
 
-def _rules_from_data(data: dict, path, lines: TomlLines | None, trusted: bool) -> list[Rule]:
+def _rules_from_data(data: dict, path, lines: TomlLines | None, trusted: bool,
+                     compiled_cache: dict | None = None) -> list[Rule]:
     collector = data.get("collector", {})
     if not isinstance(collector, dict):
         raise ConfigError(path, "collector", "must be a table ([collector] or [[collector.regexs]])")
@@ -630,20 +658,22 @@ def _rules_from_data(data: dict, path, lines: TomlLines | None, trusted: bool) -
     if not isinstance(entries, list):
         raise ConfigError(path, "collector.regexs", "must be an array of tables ([[collector.regexs]])")
     return [
-        rule_from_table(e, f"collector.regexs[{i}]", path, trusted=trusted, lines=lines, index=i)
+        rule_from_table(e, f"collector.regexs[{i}]", path, trusted=trusted, lines=lines, index=i,
+                        compiled_cache=compiled_cache)
         for i, e in enumerate(entries)
     ]
 
 
-def load_grammars() -> list[Rule]:
-    """The subsystem grammars (``[[grammar]]`` of ``grammars.toml``) as rules."""
+def load_grammars(compiled_cache: dict | None = None, data: dict | None = None) -> list[Rule]:
+    """The subsystem grammars (``[[grammar]]`` of ``grammars.toml``, or its
+    parsed ``data``) as rules."""
     text = grammars_text()
     path = f"peripety/rules/{GRAMMARS}"
     lines = TomlLines(text)
     return [
         rule_from_table(e, f"grammar[{i}]", path, trusted=True, lines=lines, index=i,
-                        array="grammar", generic=True)
-        for i, e in enumerate(load_toml(text, path).get("grammar", []))
+                        array="grammar", generic=True, compiled_cache=compiled_cache)
+        for i, e in enumerate((load_toml(text, path) if data is None else data).get("grammar", []))
     ]
 
 
