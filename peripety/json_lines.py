@@ -10,7 +10,8 @@ render, take ``fresh_event_json`` and ``Match.message``.
 
 ``JsonLines.kernel`` goes one step further for a saved log's usual kmsg
 record: from the rule engine's groups (``RuleSet.first``) to the JSON line,
-with no record, Match or extension dict made on the way.
+with no record, Match or extension dict made on the way, in one %
+operation (the rule's sentence is written into its JSON layout).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class JsonLines:
         self._layouts: dict[tuple, FreshLayout] = {}
         self._fast: dict[int, tuple | None] = {}
         """id(bucket entry) -> ``_fast_entry``."""
+        self._entries: list[tuple] = []  # (those entries, kept so that no id is reused)
         self._last_time, self._last_time_json = None, ""
         self._file_json = self._enc(_FILE_SOURCE)
 
@@ -140,6 +142,7 @@ class JsonLines:
         fast = self._fast.get(id(entry), False)
         if fast is False:
             fast = self._fast[id(entry)] = self._fast_entry(entry)
+            self._entries.append(entry)
         # Every group is a part of text, and the layout's own words need no
         # escape: printable text without quote or backslash needs none at all.
         if fast is not None and text.isprintable() and '"' not in text and "\\" not in text:

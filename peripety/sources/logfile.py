@@ -206,8 +206,8 @@ class LogFile:
         is a pass of its own (the kmsg and dmesg fast path: ~25 % of the time
         on a large file).
         """
-        for records in self._record_runs(ruleset, count_malformed):
-            for record in records:
+        for chunk, first_line, fast in self._scanned(ruleset, count_malformed):
+            for record in self._records(chunk, first_line, fast):
                 if type(record) is tuple:  # the usual kmsg record, read in place
                     record = _kmsg_record(*record)
                 yield from self._matched(record, ruleset)
@@ -221,40 +221,37 @@ class LogFile:
         from ..json_lines import JsonLines
 
         out = JsonLines(hostname, boot_time)
-        first = ruleset.first
-        for chunk, first_line in self._chunks(count_lines=count_malformed):
-            fast = self._candidate_regex(chunk, ruleset)
-            if fast is None:
-                records = self._parse_lines(chunk.decode("utf-8", "replace"), first_line)
-            else:
-                self.stats.records_known = False
-                if count_malformed:
-                    self._count_malformed(chunk, first_line)
-                if first is not None and self._plain_kmsg(fast):
-                    yield from self._kmsg_json_lines(chunk, fast, ruleset, out)
-                    continue
-                records = self._parse_candidates(chunk, fast)
-            for record in records:
+        direct = ruleset.first is not None
+        for chunk, first_line, fast in self._scanned(ruleset, count_malformed):
+            if direct and fast is not None and self._plain_kmsg(fast):
+                yield from self._kmsg_json_lines(chunk, fast, ruleset, out)
+                continue
+            for record in self._records(chunk, first_line, fast):
                 if type(record) is tuple:
                     record = _kmsg_record(*record)
                 for line, match in self._matched(record, ruleset):
                     yield out.pair(line, match)
 
-    def _record_runs(self, ruleset: RuleSet, count_malformed: bool) -> Iterator[Iterator]:
-        """Per chunk, its records: LogRecords, and for the usual kmsg record
-        (found by the fast path) a tuple (text, prio, usec, seq)."""
+    def _scanned(self, ruleset: RuleSet, count_malformed: bool) -> Iterator[tuple[bytes, int | None,
+                                                                             re.Pattern | None]]:
+        """(chunk, its first line number, the regex finding its candidate
+        lines or None: read every line) of each chunk."""
         # The fast path searches the raw bytes and decodes only the records
         # found: UTF-8 decoding ("replace") of a line is the same alone as
         # within its chunk, a newline byte being never part of a character.
         for chunk, first_line in self._chunks(count_lines=count_malformed):
             fast = self._candidate_regex(chunk, ruleset)
-            if fast is None:
-                yield self._parse_lines(chunk.decode("utf-8", "replace"), first_line)
-                continue
-            self.stats.records_known = False
-            if count_malformed:
-                self._count_malformed(chunk, first_line)
-            yield self._parse_candidates(chunk, fast)
+            if fast is not None:
+                self.stats.records_known = False
+                if count_malformed:
+                    self._count_malformed(chunk, first_line)
+            yield chunk, first_line, fast
+
+    def _records(self, chunk: bytes, first_line: int | None, fast: re.Pattern | None) -> Iterator[LogRecord | tuple]:
+        """The chunk's records (see ``_parse_candidates`` for the tuples)."""
+        if fast is None:
+            return self._parse_lines(chunk.decode("utf-8", "replace"), first_line)
+        return self._parse_candidates(chunk, fast)
 
     def _matched(self, record: LogRecord, ruleset: RuleSet) -> Iterator[tuple[LogRecord, Match]]:
         """(line, match) for each line of ``record`` a rule matches."""

@@ -125,7 +125,7 @@ def render_parts(
     size = os.fstat(logfile.stream.fileno()).st_size
     ranges = _ranges(logfile.stream, size, fmt.multiline, workers)
     job = (logfile.name, fmt.name, render, encoding, errors)
-    children: list[tuple[int, int, int]] = []  # (pid, read end of its pipe, its memory file)
+    children: list[tuple[int, int, int]] = []  # (pid or 0, read end of its pipe, its memory file)
     running: set[int] = set()
     # What exists now is shared with the workers: frozen, their collector
     # never writes to it (no copy of those pages, no pass over them).
@@ -133,9 +133,14 @@ def render_parts(
     try:
         for span in ranges[1:]:
             receive, send = os.pipe2(os.O_CLOEXEC)
-            output = os.memfd_create("prpt-parse-part", os.MFD_CLOEXEC)
+            children.append((0, receive, os.memfd_create("prpt-parse-part", os.MFD_CLOEXEC)))
+            output = children[-1][2]
             # (fork: the workers inherit the rules, if loaded, and ``render``: closures cannot be pickled)
-            pid = os.fork()
+            try:
+                pid = os.fork()
+            except OSError:
+                os.close(send)
+                raise
             if pid == 0:  # the worker: never returns into the caller's code
                 code = 1
                 try:
@@ -146,7 +151,7 @@ def render_parts(
                 finally:
                     os._exit(code)
             os.close(send)
-            children.append((pid, receive, output))
+            children[-1] = (pid, receive, output)
             running.add(pid)
         gc.unfreeze()
         yield from _own_part(job, ranges[0])
