@@ -268,15 +268,14 @@ def _write_parts(logfile: LogFile, rules: _Rules, stats: bool, writer: EventWrit
 
 def _render_part(rules: _Rules, output_format: str, stats: bool, boot_time, logfile: LogFile):
     """Output text of one part of a file (runs in a worker process)."""
-    from ..classify import events_from_matches
-
     try:
         ruleset = rules()
     except click.ClickException as exc:  # a bad --config: a worker reports it as the caller does
         raise PeripetyError(exc.format_message()) from None
-
     if output_format == OUTPUT_JSONL:
         return logfile.json_lines(ruleset, count_malformed=stats, boot_time=boot_time)
+    from ..classify import events_from_matches
+
     pairs = logfile.matches(ruleset, count_malformed=stats)
     buffer = io.StringIO()
     writer = EventWriter(buffer, output_format, flush_each=False)
