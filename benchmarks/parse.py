@@ -8,8 +8,9 @@ times, in the same run:
   floor      Python reading the same lines and splitting the kmsg prefix
   rules      RuleSet.match on every line's text, no prefilter: what noise
              costs the rule engine (one dict lookup; a bucket one regex)
-  library    LogFile.matches -> events -> JSON lines, in process (the
-             StorageEvent path, and the direct JSON path prpt uses)
+  library    in process: LogFile.matches -> events -> JSON lines (the
+             StorageEvent path), and LogFile.json_lines (the direct JSON
+             path prpt parse --jsonl uses)
   cli        the real ``prpt parse --jsonl`` as a subprocess, output to
              /dev/null: one process (-j 1) and the default (one worker per
              CPU for files of 16 MB or more)
@@ -18,7 +19,9 @@ and prints lines/s and each one's ratio to the floor (with --runs N: the
 floor and the commands N times, interleaved, and their medians; the ratios
 are to the median floor of the same runs). Targets: >= 1,000,000
 lines/s, within 4x of the floor. It also prints the size of the built-in
-rule set (specific rules and subsystem grammars) and how long 20,000 site
+rule set (specific rules and subsystem grammars), how long it takes to load
+(compiling every regex, and from the compiled-rules cache that every
+process after the first reads: rules/cache.py), how long 20,000 site
 rules take to load (half with a starts_with prefix, half without: target
 under 2 s, linear), and how fast they then match. The event count is checked against the
 number of storage lines written, so a fast but wrong parser shows up. On a
@@ -160,7 +163,7 @@ def time_rules(path: Path) -> tuple[float, int]:
 
 
 def time_library(path: Path, direct_json: bool) -> tuple[float, int]:
-    from peripety.classify import events_from_matches, json_lines_from_matches
+    from peripety.classify import events_from_matches
     from peripety.cli.output import EventWriter
     from peripety.rules import RuleSet
     from peripety.sources.logfile import LogFile
@@ -168,13 +171,13 @@ def time_library(path: Path, direct_json: bool) -> tuple[float, int]:
     start = time.perf_counter()
     ruleset = RuleSet.builtin()
     with open(os.devnull, "w") as sink, LogFile.open(path, "kmsg") as logfile:
-        matches = logfile.matches(ruleset, count_malformed=False)
         if direct_json:
             written = 0
-            for line in json_lines_from_matches(matches):
+            for line in logfile.json_lines(ruleset, count_malformed=False):
                 sink.write(line)
                 written += 1
             return time.perf_counter() - start, written
+        matches = logfile.matches(ruleset, count_malformed=False)
         writer = EventWriter(sink, "jsonl", flush_each=False)
         for event in events_from_matches(matches):
             writer.write(event)
@@ -225,14 +228,21 @@ def time_rule_load(path: Path, count: int = USER_RULES) -> None:
     """Built-in rule counts, then the load and match time of ``count`` site rules."""
     from peripety.rules import RuleSet, engine
 
-    engine._BUILTIN = None  # time a cold load of the shipped rules,
-    re.purge()  # with no regex left compiled in re's cache by the runs before
-    start = time.perf_counter()
+    loads = {}
+    for cached in (False, True):  # compiling every regex, then from the compiled-rules cache
+        os.environ["PERIPETY_NO_RULE_CACHE"] = "" if cached else "1"
+        RuleSet.builtin()  # (writes the cache when it was not there)
+        engine._BUILTIN = None  # time a cold load of the shipped rules,
+        re.purge()  # with no regex left compiled in re's cache by the runs before
+        start = time.perf_counter()
+        builtin = RuleSet.builtin()
+        loads[cached] = time.perf_counter() - start
+        engine._BUILTIN = None
+    del os.environ["PERIPETY_NO_RULE_CACHE"]
     builtin = RuleSet.builtin()
-    builtin_load = time.perf_counter() - start
     grammars = len(builtin.grammars)
     print(f"built-in rules: {len(builtin.rules) - grammars} specific + {grammars} grammars"
-          f" (loaded in {builtin_load:.3f} s)")
+          f" (loaded in {loads[True]:.3f} s from the compiled-rules cache, {loads[False]:.3f} s compiling)")
     for n in (count // 5, count):
         text = user_rules_toml(n)
         start = time.perf_counter()

@@ -10,11 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import dataclass
 
-from json.encoder import ESCAPE as _JSON_ESCAPE
-from json.encoder import encode_basestring as _json_str
-
-from .event import BlkInfo, Severity, StorageEvent, local_hostname, new_event_id, now
-from .event_json import FreshLayout, _timestamp_json, fresh_event_json
+from .event import BlkInfo, StorageEvent, local_hostname, new_event_id, now
 from .sources.kmsg.clock import kernel_usec_to_wallclock
 from .record import LogRecord
 from .rules import Match
@@ -114,74 +110,9 @@ def events_from_matches(pairs, hostname: str | None = None, boot_time: _dt.datet
 
 
 def json_lines_from_matches(pairs, hostname: str | None = None, boot_time: _dt.datetime | None = None):
-    """``event.to_json()`` of each event ``events_from_matches`` would yield,
-    without building the events: the ``prpt parse --jsonl`` path, where the
-    event is only ever written out. Byte-identical (tests check).
+    """``event.to_json() + "\\n"`` of each event ``events_from_matches`` would
+    yield, without building the events: the ``prpt parse --jsonl`` path,
+    where the event is only ever written out (``json_lines``)."""
+    from .json_lines import json_lines_from_matches as lines
 
-    Each (rule, extension keys) gets a ``FreshLayout`` once: the JSON with
-    all the rule fixes written in, and its message as one %-format; a line
-    then costs one escape search and two % operations. Lines with text
-    to escape, or a message the layout cannot render, take
-    ``fresh_event_json`` and ``Match.message``."""
-    host_json = _json_str(hostname or local_hostname())
-    default_time = now()
-    severity_names = {s: s.name for s in Severity}  # Enum.name is a slow property
-    encoded: dict[str, str] = {}  # sub-systems, event types, sources: a few dozen strings
-    layouts: dict[tuple, FreshLayout] = {}
-    new_id = new_event_id
-    # The output zone (--utc) is set before the first line is read: a time
-    # object seen last renders the same.
-    last_time, last_time_json = None, ""
-
-    def enc(value: str) -> str:
-        text = encoded.get(value)
-        if text is None:
-            if len(encoded) > 10_000:  # host names from a file: keep it bounded
-                encoded.clear()
-            text = encoded[value] = _json_str(value)
-        return text
-
-    for n, (record, match) in enumerate(pairs, 1):
-        if n % _CLOCK_EVERY == 0:
-            default_time = now()
-        text = record.text
-        host = record.hostname
-        timestamp = record.wallclock
-        if timestamp is None:  # (record_time, inlined for a saved log's lines)
-            timestamp = default_time if boot_time is None and record.source != "kmsg" else \
-                record_time(record, default_time, boot_time)
-        if timestamp is not last_time:  # lines of one stretch share one time object
-            last_time, last_time_json = timestamp, _timestamp_json(timestamp)
-        extension = match.extension
-        values = tuple(extension.values())
-        kdev = match.kdev
-        key = (id(match.rule), *extension)
-        layout = layouts.get(key)
-        if layout is None:
-            if len(layouts) > 10_000:
-                layouts.clear()
-            rule = match.rule
-            # (the layout holds the rule: its id is not reused while the key lives)
-            layout = layouts[key] = FreshLayout(rule, tuple(extension), enc(rule.sub_system), enc(rule.event_type))
-        if layout.generic:
-            msg = text
-        elif layout.message is not None:
-            args = layout.pick((*values, kdev))
-            msg = layout.message % args if "" not in args else (match.message() or text)
-        else:
-            msg = match.message() or text
-        usec = record.kernel_usec
-        joined = "".join((text, msg, kdev, *values))
-        # No JSON escape needed? Printable text without quote or backslash
-        # never needs one (isprintable is a C loop, several times faster than
-        # encode_basestring's ESCAPE regex, which decides other text).
-        if (joined.isprintable() and '"' not in joined and "\\" not in joined) or _JSON_ESCAPE.search(joined) is None:
-            yield layout.json % (
-                host_json if host is None else enc(host), severity_names[match.severity],
-                last_time_json, "null" if usec is None else usec, new_id(), kdev, msg, text,
-                *values, encoded.get(record.source) or enc(record.source))
-            continue
-        yield fresh_event_json(
-            host_json if host is None else enc(host), severity_names[match.severity], enc(match.sub_system),
-            timestamp, enc(match.event_type), kdev, msg, text, extension, enc(record.source), usec,
-        ) + "\n"
+    return lines(pairs, hostname, boot_time)

@@ -4,8 +4,10 @@ parsed by worker processes with the output in file order."""
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -15,11 +17,13 @@ from click.testing import CliRunner
 import peripety.classify as classify_mod
 import peripety.event as event_mod
 import peripety.event_json as event_json_mod
+import peripety.json_lines as json_lines_mod
 from peripety.cli import main
 from peripety.record import LogRecord
 from peripety.rules import Rule, RuleSet
 from peripety.rules.engine import _Bucket, _guard, rule_from_table
 from peripety.sources import from_text, parallel
+from peripety.sources.logfile import LogFile
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LOGS = FIXTURES / "logs"
@@ -119,8 +123,10 @@ def _same_ids_and_time(monkeypatch):
     monkeypatch.setattr(event_mod, "new_event_id", fake_id)
     monkeypatch.setattr(event_json_mod, "new_event_id", fake_id)
     monkeypatch.setattr(classify_mod, "new_event_id", fake_id)
+    monkeypatch.setattr(json_lines_mod, "new_event_id", fake_id)
     moment = event_mod.parse_timestamp("2025-11-25T03:44:01.123456+01:00")
     monkeypatch.setattr(classify_mod, "now", lambda: moment)
+    monkeypatch.setattr(json_lines_mod, "now", lambda: moment)
 
 
 @pytest.mark.parametrize("log", sorted(p.name for p in LOGS.glob("*") if p.suffix != ".md"))
@@ -132,6 +138,67 @@ def test_json_lines_are_byte_identical_to_the_events_json(monkeypatch, log):
     _same_ids_and_time(monkeypatch)
     slow = [e.to_json() + "\n" for e in classify_mod.events_from_matches(from_text(text).matches(rules), "höst")]
     assert fast == slow
+
+
+def _fused_and_pairs(monkeypatch, make_logfile, rules, **kwargs):
+    _same_ids_and_time(monkeypatch)
+    logfile = make_logfile()
+    fused = list(logfile.json_lines(rules, **kwargs))
+    _same_ids_and_time(monkeypatch)
+    count = kwargs.pop("count_malformed", True)
+    pairs = list(classify_mod.json_lines_from_matches(make_logfile().matches(rules, count), **kwargs))
+    return fused, pairs, logfile
+
+
+def _kmsg_of_every_fixture_line() -> str:
+    """Every fixture line as a kmsg record, at each level, from the kernel
+    and from user space, and with text JSON escapes or isprintable refuses."""
+    out, seq = [], 0
+    for n, text in enumerate(_fixture_texts()):
+        for prio in (n % 8, 8 + n % 8):
+            out.append(f"{prio},{seq},{1000 + seq},-;{text}")
+            seq += 1
+    for text in ('XFS (loop0): metadata I/O error in "xfs_trans_read" at daddr 0x2 len 8 error 5',
+                 "XFS (loop0): metadata I/O error in xfs_\\trans at daddr 0x2 len 8 error 5",
+                 "XFS (loop0): metadata I/O error in x\u00adfs_trans at daddr 0x2 len 8 error 5 \u2028",
+                 "sd 2:0:0:0: [sdb] tag#0 CDB: Read(10) 28 00 00 00 00 08 00 00 08 00",
+                 "EXT4-fs (sd\xc3\x28b1): mounted filesystem with ordered data mode"):
+        out.append(f"3,{seq},{1000 + seq},-;{text}")
+        seq += 1
+    return "\n".join(out) + "\n"
+
+
+@pytest.mark.parametrize("boot_time", [None, "2025-11-25T03:44:01+01:00"])
+@pytest.mark.parametrize("source", ["fixture lines", *sorted(p.name for p in LOGS.glob("*") if p.suffix != ".md")])
+def test_json_lines_straight_from_the_bytes_equal_the_matches_json(monkeypatch, source, boot_time):
+    """``LogFile.json_lines`` (the usual kmsg record from its bytes to its
+    JSON, no record or match made) writes what the matches' JSON lines are,
+    byte for byte, and counts the same."""
+    rules = RuleSet.builtin()
+    if source == "fixture lines":
+        data, fmt = _kmsg_of_every_fixture_line().encode("utf-8", "surrogateescape"), "kmsg"
+    else:
+        data, fmt = (LOGS / source).read_bytes(), "auto"
+    boot = None if boot_time is None else event_mod.parse_timestamp(boot_time)
+    make = lambda: LogFile(io.BytesIO(data), source, fmt)  # noqa: E731
+    fused, pairs, logfile = _fused_and_pairs(monkeypatch, make, rules, boot_time=boot)
+    assert fused == pairs
+    assert logfile.stats.matched == len(fused)
+    assert fused or "multiline" in source
+    if source == "fixture lines":
+        assert len(fused) > 200
+        assert rules.first is not None  # the fast path was taken
+
+
+def test_json_lines_with_site_rules_take_the_matches_path(monkeypatch):
+    rules = RuleSet.builtin().with_user_rules(RuleSet.from_toml(
+        "[[collector.regexs]]\nregex = 'XFS \\((?P<kdev>\\w+)\\): Mounting'\n"
+        "sub_system = 'xfs'\nevent_type = 'SITE_XFS'\n").rules)
+    assert rules.first is None
+    data = _kmsg_of_every_fixture_line().encode("utf-8", "surrogateescape")
+    fused, pairs, _ = _fused_and_pairs(monkeypatch, lambda: LogFile(io.BytesIO(data), "x", "kmsg"), rules)
+    assert fused == pairs
+    assert any('"SITE_XFS"' in line for line in fused)
 
 
 def test_json_lines_escape_what_json_escapes(monkeypatch):
@@ -214,6 +281,20 @@ def test_small_files_and_standard_input_stay_in_one_process(tmp_path):
     assert not parallel.worth_splitting(str(tmp_path / "missing"), 8)
 
 
+def test_rules_compiled_from_one_parse_are_what_re_compile_makes():
+    """Built-in rules are compiled from the parse their guard is read from:
+    the very pattern ``re.compile`` makes (``==`` compares the code), and the
+    guard a separate parse gives."""
+    import re
+
+    for rule in RuleSet.builtin().rules:
+        expected = re.compile(rule.regex)
+        assert rule.compiled == expected, rule.regex
+        assert (rule.compiled.groupindex, rule.compiled.groups) == (expected.groupindex, expected.groups)
+        assert rule.guard is not None
+        assert rule.guard == _guard(Rule(rule.regex, rule.sub_system, rule.event_type, compiled=expected))
+
+
 def test_a_literal_guard_is_only_text_every_match_holds():
     cases = {
         r"^disk (?P<kdev>\w+) failed: (?P<why>timeout|reset) now": " failed: ",
@@ -252,3 +333,69 @@ def test_the_fast_path_finds_what_reading_every_record_finds(log):
                     slow.append((line, m.rule, m.kdev, m.extension))
     assert fast == slow
     assert fast or "multiline" in log  # the fixtures hold storage lines
+
+
+def _sixteen_megabytes(tmp_path: Path) -> Path:
+    """A kmsg file just large enough to be split by the real ``prpt``."""
+    events = _big_kmsg(tmp_path).read_text()
+    noise = "".join(f"6,{n},{n},-;usb 1-{n % 9}: new high-speed USB device number {n} using xhci_hcd\n"
+                    for n in range(parallel.PARALLEL_MIN_SIZE // 4 // 70))
+    path = tmp_path / "large.kmsg"
+    path.write_text((events + noise) * 4)  # every part holds events
+    assert parallel.worth_splitting(str(path), 2)
+    return path
+
+
+def test_a_split_file_with_a_bad_config_is_one_clean_error(tmp_path):
+    """Every process loads the rules itself (after the fork): a bad
+    --config is still one message and exit 1, no traceback, no output."""
+    from tests.test_parse_cli import PRPT
+
+    path = _sixteen_megabytes(tmp_path)
+    conf = tmp_path / "bad.conf"
+    conf.write_text('[[collector.regexs]]\nregex = "x("\nsub_system = "SCSI"\nevent_type = "X"\n')
+    done = subprocess.run([str(PRPT), "parse", "--jsonl", "-j", "4", "--config", str(conf), str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"Error: {conf}: collector.regexs[0] (line 2): regex does not compile")
+
+
+def test_a_split_file_into_a_reader_that_goes_away_ends_quietly(tmp_path):
+    from tests.test_parse_cli import PRPT
+
+    path = _sixteen_megabytes(tmp_path)
+    done = subprocess.run(f"{PRPT} parse --jsonl -j 4 {path} | head -1", shell=True, capture_output=True,
+                          text=True, timeout=120)
+    assert json.loads(done.stdout)["event_type"]
+    assert done.stderr == ""
+    # no worker is left behind
+    left = subprocess.run(["pgrep", "-f", f"parse --jsonl -j 4 {path}"], capture_output=True, text=True)
+    assert left.stdout == ""
+
+
+@pytest.mark.parametrize("output", ["--jsonl", "-J"])
+@pytest.mark.parametrize("into", ["file", "pipe"])
+def test_workers_output_copied_by_the_kernel_is_what_one_process_writes(tmp_path, output, into):
+    """The real ``prpt``: workers' output goes out by sendfile (a regular
+    file, a pipe), after the caller's own part, in order."""
+    from tests.test_parse_cli import PRPT
+
+    path = _sixteen_megabytes(tmp_path)
+    texts = {}
+    for jobs in ("1", "4"):
+        command = [str(PRPT), "parse", output, "-j", jobs, str(path)]
+        if into == "file":
+            target = tmp_path / f"out-{jobs}"
+            with open(target, "w") as out:
+                out.write("kept\n")  # what stdout held before
+                out.flush()
+                subprocess.run(command, stdout=out, check=True, timeout=120)
+            texts[jobs] = target.read_text()
+        else:
+            texts[jobs] = "kept\n" + subprocess.run(command, capture_output=True, text=True, check=True,
+                                                    timeout=120).stdout
+    assert texts["4"].startswith("kept\n")
+    assert _normalised(texts["4"][5:], output) == _normalised(texts["1"][5:], output)
+    assert len(_normalised(texts["4"][5:], output)) == 4 * 40 * 57

@@ -86,6 +86,8 @@ class Rule:
     template: Template = field(default=None, repr=False, compare=False)
     derive: tuple = field(default=(), repr=False, compare=False)
     """Functions adding fields derived from named groups (``derived.py``)."""
+    guard: tuple | None = field(default=None, repr=False, compare=False)
+    """``_guard``'s answer, where it was found when the regex was compiled."""
 
     def match(self, text: str, level: int | None = None) -> Match | None:
         """The match of ``text``; ``level`` (syslog 0-7) is the record's
@@ -116,14 +118,16 @@ class Rule:
 
 def rule_from_table(entry: dict, origin: str, path=None, *, trusted: bool = False,
                     lines: TomlLines | None = None, index: int | None = None,
-                    array: str = "collector.regexs", generic: bool = False) -> Rule:
+                    array: str = "collector.regexs", generic: bool = False,
+                    compiled_cache: dict | None = None) -> Rule:
     """Build and compile one rule from its TOML table, or raise ConfigError.
 
     ``trusted`` rules (the built-in file) compile with Python ``re``; all
     others with RE2. ``lines``/``index`` locate the rule in its file (an
     item of the ``array`` of tables) so an error can name the line.
     ``generic`` marks a subsystem grammar: with no ``msg`` its event's
-    message is the kernel line itself.
+    message is the kernel line itself. ``compiled_cache`` (trusted rules):
+    compiled code of patterns seen before, added to (see ``cache``).
     """
     block = lines.array_item(array, index) if lines and index is not None else None
 
@@ -159,7 +163,7 @@ def rule_from_table(entry: dict, origin: str, path=None, *, trusted: bool = Fals
     no_device = entry.get("no_device", False)
     if not isinstance(no_device, bool):
         fail("'no_device' must be true or false", "no_device")
-    compiled = _compile(entry["regex"], trusted, fail)
+    compiled, guard = _compile(entry["regex"], trusted, fail, compiled_cache)
     if no_device and "kdev" in compiled.groupindex:
         fail("a no_device rule's regex must have no 'kdev' group", "regex")
     if not no_device and "kdev" not in compiled.groupindex:
@@ -189,19 +193,67 @@ def rule_from_table(entry: dict, origin: str, path=None, *, trusted: bool = Fals
         compiled=compiled,
         template=template,
         derive=derivers(compiled.groupindex),
+        guard=guard,
     )
 
 
-def _compile(pattern: str, trusted: bool, fail):
+def _compile(pattern: str, trusted: bool, fail, compiled_cache: dict | None = None):
+    """(the compiled regex, its guard (see ``_guard``) or None)."""
     if trusted:
         try:
-            return re.compile(pattern)
+            return _compile_reviewed(pattern, compiled_cache)
         except re.error as exc:
             fail(f"regex does not compile: {exc}", "regex")
     try:
-        return compile_user_regex(pattern)
+        return compile_user_regex(pattern), None
     except UserRegexError as exc:
         fail(str(exc), "regex")
+
+
+def _compile_reviewed(pattern: str, compiled_cache: dict | None = None) -> tuple[re.Pattern, tuple | None]:
+    """``re.compile(pattern)`` and its guard, from one parse of the pattern,
+    or from ``compiled_cache`` (pattern -> ``cache.Entry``), which gets the
+    entries of patterns compiled here.
+
+    ``re.compile`` parses the pattern in Python, and so does ``_guard``:
+    half of the time of loading the built-in rules. Here the parse is made
+    once and compiled as ``re._compiler.compile`` does (the same code: tests
+    check ``==``, which compares it); should the private modules differ,
+    plain ``re.compile`` and no guard."""
+    try:
+        from re import _compiler, _parser
+
+        import _sre
+    except ImportError:  # another Python's internals: the public way
+        return re.compile(pattern), None
+    known = compiled_cache.get(pattern) if compiled_cache else None
+    if known is not None:
+        try:
+            flags, code, groups, groupindex, indexgroup, (literal, anchored) = known
+            return _sre.compile(pattern, flags, code, groups, groupindex, indexgroup), (literal, anchored)
+        except Exception:  # noqa: BLE001 - a code _sre refuses, or not an entry: compile it
+            pass
+    try:
+        parsed = _parser.parse(pattern, 0)
+    except re.error:
+        raise
+    except Exception:  # noqa: BLE001
+        return re.compile(pattern), None
+    try:
+        state = parsed.state
+        indexgroup = [None] * state.groups
+        for name, index in state.groupdict.items():
+            indexgroup[index] = name
+        code = _compiler._code(parsed, state.flags)
+        args = (state.flags, code, state.groups - 1, dict(state.groupdict), tuple(indexgroup))
+        compiled = _sre.compile(pattern, *args)
+    except Exception:  # noqa: BLE001
+        return re.compile(pattern), None
+    guard = _guard_of(parsed.data, compiled)
+    if compiled_cache is not None:
+        flags, code, *rest = args
+        compiled_cache[pattern] = (flags, list(map(int, code)), *rest, guard)  # (plain ints: marshal)
+    return compiled, guard
 
 
 def _default_msg(event_type: str, no_device: bool = False) -> str:
@@ -238,14 +290,24 @@ def _guard(rule: Rule) -> tuple[str | None, bool]:
     whether every match starts at position 0, so ``match`` may replace
     ``search``). Python's own parser answers exactly; it is private, so any
     surprise from it only means no guard and ``search``."""
+    if rule.guard is not None:
+        return rule.guard
     compiled = rule.compiled
     if not isinstance(compiled, re.Pattern):
         return None, False
     try:
-        from re import _constants as c
         from re import _parser
 
-        items = _parser.parse(rule.regex, compiled.flags).data
+        return _guard_of(_parser.parse(rule.regex, compiled.flags).data, compiled)
+    except Exception:  # noqa: BLE001 - any failure only disables the guard
+        return None, False
+
+
+def _guard_of(items, compiled: re.Pattern) -> tuple[str | None, bool]:
+    """``_guard`` from the parsed regex (``_parser.parse(...).data``)."""
+    try:
+        from re import _constants as c
+
         anchored = bool(items) and items[0][0] is c.AT and items[0][1] in (c.AT_BEGINNING, c.AT_BEGINNING_STRING)
         if compiled.flags & re.IGNORECASE:
             return None, anchored
@@ -294,34 +356,45 @@ class _Bucket:
         self.literals = tuple(guards[id(rule)][0] or "" for rule in rules)
         self.entries = tuple(entries)
 
-    def __call__(self, text: str, level: int | None = None) -> Match | None:
+    def first(self, text: str) -> tuple[tuple, tuple] | None:
+        """(entry, groups) of the first rule that matches ``text``: its
+        entry (prefixes, find, rule, severity or None for a grammar,
+        group indices, extension names) and ``m.group(0, kdev, *extension)``.
+        ``prpt parse --jsonl`` writes JSON from these, no Match built."""
         entries = self.entries
         for n, literal in enumerate(self.literals):  # most rules end here, cheaply
             if literal not in text:
                 continue
-            prefixes, find, rule, severity, indices, names = entries[n]
-            if not text.startswith(prefixes):
+            entry = entries[n]
+            if not text.startswith(entry[0]):
                 continue
-            m = find(text)
+            m = entry[1](text)
             if m is None:
                 continue
-            values = m.group(*indices)
-            if rule.no_device:
-                kdev = ""
-            else:
-                kdev = values[1]
-                if not kdev:
-                    continue  # an empty device: this rule did not match after all
-            found = values[2:]
-            extension = dict(zip(names, found))
-            if None in found:  # optional groups that took no part
-                extension = {k: v for k, v in extension.items() if v is not None}
-            for derive in rule.derive:
-                derive(extension)
-            if severity is None:  # a grammar: the family's generic event
-                severity = generic_severity(text, extension, level)
-            return Match(rule, kdev, rule.sub_system, rule.event_type, severity, extension)
+            values = m.group(*entry[4])
+            if not values[1] and not entry[2].no_device:
+                continue  # an empty device: this rule did not match after all
+            return entry, values
         return None
+
+    def __call__(self, text: str, level: int | None = None) -> Match | None:
+        found = self.first(text)
+        return None if found is None else match_from_groups(found[0], found[1], text, level)
+
+
+def match_from_groups(entry: tuple, values: tuple, text: str, level: int | None) -> Match:
+    """The Match of a bucket entry's groups (see ``_Bucket.first``)."""
+    _, _, rule, severity, _, names = entry
+    kdev = "" if rule.no_device else values[1]
+    found = values[2:]
+    extension = dict(zip(names, found))
+    if None in found:  # optional groups that took no part
+        extension = {k: v for k, v in extension.items() if v is not None}
+    for derive in rule.derive:
+        derive(extension)
+    if severity is None:  # a grammar: the family's generic event
+        severity = generic_severity(text, extension, level)
+    return Match(rule, kdev, rule.sub_system, rule.event_type, severity, extension)
 
 
 def _is_keyed(rule: Rule) -> bool:
@@ -363,6 +436,11 @@ class _PrefixIndex:
     def __call__(self, text: str, level: int | None = None) -> Match | None:
         bucket = self._by_key.get(text[:KEY_LENGTH], self._fallback)
         return None if bucket is None else bucket(text, level)  # most lines: no bucket at all
+
+    def first(self, text: str) -> tuple[tuple, tuple] | None:
+        """``_Bucket.first`` of the line's bucket."""
+        bucket = self._by_key.get(text[:KEY_LENGTH], self._fallback)
+        return None if bucket is None else bucket.first(text)
 
 
 _SET_MINIMUM = 4
@@ -465,6 +543,10 @@ class RuleSet:
         # the match function, saving a call on every line.
         if len(self._tiers) == 1:
             self.match = self._tiers[0]
+        self.first = getattr(self._tiers[0], "first", None) if len(self._tiers) == 1 else None
+        """(entry, groups) of a kernel line's first matching rule, without
+        a Match (``_Bucket.first``): only for a rule set of the built-in
+        kind (Python ``re``, one tier); else None (use ``match``)."""
         tier = self._tiers[-1]
         self._by_key = getattr(tier, "_by_key", {})
 
@@ -487,10 +569,19 @@ class RuleSet:
         ``grammars.toml`` (tried only when no specific rule matched)."""
         global _BUILTIN
         if _BUILTIN is None:
+            from . import cache
+
             text = resources.files(__package__).joinpath(BUILTIN_RULES).read_text()
-            specific = _rules_from_data(load_toml(text), f"peripety/rules/{BUILTIN_RULES}",
-                                        TomlLines(text), trusted=True)
-            _BUILTIN = cls([*specific, *load_grammars()])
+            grammars = grammars_text()
+            sources = [text, grammars]
+            kept = cache.load(sources)
+            compiled = dict(kept.get("regex") or {})
+            tomls = kept.get("toml") or [load_toml(text), load_toml(grammars, f"peripety/rules/{GRAMMARS}")]
+            specific = _rules_from_data(tomls[0], f"peripety/rules/{BUILTIN_RULES}", TomlLines(text), trusted=True,
+                                        compiled_cache=compiled)
+            _BUILTIN = cls([*specific, *load_grammars(compiled, tomls[1])])
+            if compiled != kept.get("regex") or not kept.get("toml"):  # made here: kept for the next run
+                cache.store(compiled, tomls, sources)
         return _BUILTIN
 
     @classmethod
@@ -558,7 +649,8 @@ class RuleSet:
 _BUILTIN: RuleSet | None = None
 
 
-def _rules_from_data(data: dict, path, lines: TomlLines | None, trusted: bool) -> list[Rule]:
+def _rules_from_data(data: dict, path, lines: TomlLines | None, trusted: bool,
+                     compiled_cache: dict | None = None) -> list[Rule]:
     collector = data.get("collector", {})
     if not isinstance(collector, dict):
         raise ConfigError(path, "collector", "must be a table ([collector] or [[collector.regexs]])")
@@ -566,20 +658,22 @@ def _rules_from_data(data: dict, path, lines: TomlLines | None, trusted: bool) -
     if not isinstance(entries, list):
         raise ConfigError(path, "collector.regexs", "must be an array of tables ([[collector.regexs]])")
     return [
-        rule_from_table(e, f"collector.regexs[{i}]", path, trusted=trusted, lines=lines, index=i)
+        rule_from_table(e, f"collector.regexs[{i}]", path, trusted=trusted, lines=lines, index=i,
+                        compiled_cache=compiled_cache)
         for i, e in enumerate(entries)
     ]
 
 
-def load_grammars() -> list[Rule]:
-    """The subsystem grammars (``[[grammar]]`` of ``grammars.toml``) as rules."""
+def load_grammars(compiled_cache: dict | None = None, data: dict | None = None) -> list[Rule]:
+    """The subsystem grammars (``[[grammar]]`` of ``grammars.toml``, or its
+    parsed ``data``) as rules."""
     text = grammars_text()
     path = f"peripety/rules/{GRAMMARS}"
     lines = TomlLines(text)
     return [
         rule_from_table(e, f"grammar[{i}]", path, trusted=True, lines=lines, index=i,
-                        array="grammar", generic=True)
-        for i, e in enumerate(load_toml(text, path).get("grammar", []))
+                        array="grammar", generic=True, compiled_cache=compiled_cache)
+        for i, e in enumerate((load_toml(text, path) if data is None else data).get("grammar", []))
     ]
 
 

@@ -29,14 +29,16 @@ import sys
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import TYPE_CHECKING, BinaryIO, Iterator
 
 from ..errors import LogFormatError
 from ..record import KERNEL_FACILITY, LogRecord, record_lines
-from ..rules import Match, RuleSet
 from .logformats import FORMAT_NAMES, FORMATS, LogFormat, detect_format, format_list, iso_stamped
 from .logformats import SOURCE as FILE_SOURCE
 from .prefilter import candidate_regex, kernel_prefixes
+
+if TYPE_CHECKING:  # (the rules are loaded after a large file's workers are forked: see parallel)
+    from ..rules import Match, RuleSet
 
 log = logging.getLogger("peripety.sources.logfile")
 
@@ -204,32 +206,67 @@ class LogFile:
         is a pass of its own (the kmsg and dmesg fast path: ~25 % of the time
         on a large file).
         """
+        for chunk, first_line, fast in self._scanned(ruleset, count_malformed):
+            for record in self._records(chunk, first_line, fast):
+                if type(record) is tuple:  # the usual kmsg record, read in place
+                    record = _kmsg_record(*record)
+                yield from self._matched(record, ruleset)
+
+    def json_lines(self, ruleset: RuleSet, count_malformed: bool = True, hostname: str | None = None,
+                   boot_time=None) -> Iterator[str]:
+        """``json_lines_from_matches(self.matches(ruleset, count_malformed))``,
+        the same text (tests check), faster: the usual kmsg record goes from
+        its bytes to its JSON line with no record or match object made on the
+        way (``JsonLines.kernel``), when ``ruleset.first`` allows."""
+        from ..json_lines import JsonLines
+
+        out = JsonLines(hostname, boot_time)
+        direct = ruleset.first is not None
+        for chunk, first_line, fast in self._scanned(ruleset, count_malformed):
+            if direct and fast is not None and self._plain_kmsg(fast):
+                yield from self._kmsg_json_lines(chunk, fast, ruleset, out)
+                continue
+            for record in self._records(chunk, first_line, fast):
+                if type(record) is tuple:
+                    record = _kmsg_record(*record)
+                for line, match in self._matched(record, ruleset):
+                    yield out.pair(line, match)
+
+    def _scanned(self, ruleset: RuleSet, count_malformed: bool) -> Iterator[tuple[bytes, int | None,
+                                                                             re.Pattern | None]]:
+        """(chunk, its first line number, the regex finding its candidate
+        lines or None: read every line) of each chunk."""
         # The fast path searches the raw bytes and decodes only the records
         # found: UTF-8 decoding ("replace") of a line is the same alone as
         # within its chunk, a newline byte being never part of a character.
         for chunk, first_line in self._chunks(count_lines=count_malformed):
             fast = self._candidate_regex(chunk, ruleset)
-            if fast is None:
-                records = self._parse_lines(chunk.decode("utf-8", "replace"), first_line)
-            else:
+            if fast is not None:
                 self.stats.records_known = False
-                records = self._parse_candidates(chunk, fast)
                 if count_malformed:
                     self._count_malformed(chunk, first_line)
-            kernel_match, match_record = ruleset.match, ruleset.match_record
-            for record in records:
-                if "\n" in record.text:  # one record, several lines: each its own (as the daemon does)
-                    for _, line in record_lines(record):
-                        match = match_record(line)
-                        if match is not None:
-                            self.stats.matched += 1
-                            yield line, match
-                    continue
-                # (ruleset.match_record, one call less: a kernel record meets the kernel rules)
-                match = kernel_match(record.text, record.level) if record.trusted_kernel else match_record(record)
+            yield chunk, first_line, fast
+
+    def _records(self, chunk: bytes, first_line: int | None, fast: re.Pattern | None) -> Iterator[LogRecord | tuple]:
+        """The chunk's records (see ``_parse_candidates`` for the tuples)."""
+        if fast is None:
+            return self._parse_lines(chunk.decode("utf-8", "replace"), first_line)
+        return self._parse_candidates(chunk, fast)
+
+    def _matched(self, record: LogRecord, ruleset: RuleSet) -> Iterator[tuple[LogRecord, Match]]:
+        """(line, match) for each line of ``record`` a rule matches."""
+        if "\n" in record.text:  # one record, several lines: each its own (as the daemon does)
+            for _, line in record_lines(record):
+                match = ruleset.match_record(line)
                 if match is not None:
                     self.stats.matched += 1
-                    yield record, match
+                    yield line, match
+            return
+        # (ruleset.match_record, one call less: a kernel record meets the kernel rules)
+        match = ruleset.match(record.text, record.level) if record.trusted_kernel else ruleset.match_record(record)
+        if match is not None:
+            self.stats.matched += 1
+            yield record, match
 
     # -- chunks -------------------------------------------------------------
     def _read(self, size: int, where: tuple[int | None, int]) -> bytes:
@@ -251,6 +288,28 @@ class LogFile:
                                                 "the rest of the file is lost")
             return b""
 
+    def _read_after(self, carry: bytes, size: int, where: tuple[int | None, int]) -> bytearray:
+        """``carry + self._read(size)`` for a regular file read as it is
+        (not decompressed): one new buffer holding ``carry``, read into in
+        place, so no copy of a whole chunk is made to join it to the carry
+        or to cut the carry off again (half the time of reading a log)."""
+        if self._remaining is not None:
+            size = max(0, min(size, self._remaining))
+        buf = bytearray(len(carry) + size)
+        buf[: len(carry)] = carry
+        got = 0
+        if size:
+            readinto = getattr(self.stream, "readinto1", None) or self.stream.readinto
+            try:
+                with memoryview(buf) as view, view[len(carry):] as free:
+                    got = readinto(free) or 0
+            except OSError as exc:
+                raise LogFormatError(f"{self.name}: cannot read: {exc.strerror or exc}") from None
+        del buf[len(carry) + got:]
+        if self._remaining is not None:
+            self._remaining -= got
+        return buf
+
     def _chunks(self, count_lines: bool = True) -> Iterator[tuple[bytes, int | None]]:
         """Raw text ending at a record boundary, with its first line
         number. Lines are counted when ``count_lines``, or where a problem
@@ -268,21 +327,27 @@ class LogFile:
             # case continuation lines follow; the lines kept for format
             # detection) is all there is for now, show it.
             paused = bool(carry) and carry.endswith(b"\n") and self._live and self._paused()
-            data = b"" if paused else self._read(CHUNK_SIZE, (line_number, self._base + read_total - len(carry)))
-            read_total += len(data)
-            eof = not data and not paused
-            if skipping is not None:
-                end = data.find(b"\n")
-                if end < 0 and not eof:
-                    skipping[2] += len(data)
-                    continue
-                skipping[2] += len(data) if end < 0 else end
-                self._skipped_long_line(*skipping)
-                data = b"" if end < 0 else data[end + 1:]
-                if line_number is not None:
-                    line_number += 1
-                skipping = None
-            buf = carry + data
+            where = (line_number, self._base + read_total - len(carry))
+            if skipping is None and self._seekable_file and self.compressed is None:
+                buf = self._read_after(carry, CHUNK_SIZE, where)
+                read_total += len(buf) - len(carry)
+                eof = len(buf) == len(carry)
+            else:
+                data = b"" if paused else self._read(CHUNK_SIZE, where)
+                read_total += len(data)
+                eof = not data and not paused
+                if skipping is not None:
+                    end = data.find(b"\n")
+                    if end < 0 and not eof:
+                        skipping[2] += len(data)
+                        continue
+                    skipping[2] += len(data) if end < 0 else end
+                    self._skipped_long_line(*skipping)
+                    data = b"" if end < 0 else data[end + 1:]
+                    if line_number is not None:
+                        line_number += 1
+                    skipping = None
+                buf = carry + data
             if first and not eof and not paused and buf.count(b"\n") < 40 and len(buf) < SNIFF_SIZE:
                 carry = buf  # format detection wants a few lines
                 continue
@@ -305,7 +370,12 @@ class LogFile:
             if cut <= 0 and not garbage:
                 carry = buf
                 continue
-            chunk_bytes, carry = buf[:cut], (b"" if garbage else buf[cut:])
+            if type(buf) is bytearray:  # (read in place: the carry is copied out, the chunk is not)
+                carry = b"" if garbage else bytes(buf[cut:])
+                del buf[cut:]
+                chunk_bytes = buf
+            else:
+                chunk_bytes, carry = buf[:cut], (b"" if garbage else buf[cut:])
             lines = None
             if line_number is not None:
                 lines = chunk_bytes.count(b"\n") + (0 if chunk_bytes.endswith(b"\n") or not chunk_bytes else 1)
@@ -516,22 +586,32 @@ class LogFile:
             return "\n"
         return None
 
-    def _parse_candidates(self, chunk: bytes, regex: re.Pattern) -> Iterator[LogRecord]:
-        parse = self.format.parse
-        multiline = self.format.multiline
+    def _plain_kmsg(self, regex: re.Pattern) -> bool:
+        """Are the lines ``regex`` finds /dev/kmsg records, their text after ";"?"""
+        return self.format.name == "kmsg" and regex.pattern.startswith(b";")
+
+    def _hits(self, chunk: bytes, regex: re.Pattern) -> Iterator[re.Match]:
+        """Where ``regex`` finds a rule prefix in ``chunk``, in order (and the
+        "\\x0a"-continued lines of kmsg records, where the chunk has any)."""
+        hits = regex.finditer(chunk)
+        escaped = self._regex_cache[3] if self._regex_cache else None
+        if escaped is not None and b"\\x0a" in chunk:
+            hits = sorted(itertools.chain(hits, escaped.finditer(chunk)), key=_start)
+        return hits
+
+    def _parse_candidates(self, chunk: bytes, regex: re.Pattern) -> Iterator[LogRecord | tuple]:
+        """The records of the lines ``regex`` finds in ``chunk``; the usual
+        /dev/kmsg record as a tuple (text, prio, usec, seq), for the caller
+        to make its LogRecord if it needs one."""
         if regex.pattern.startswith(b"\n"):
             chunk = b"\n" + chunk  # the first line has no newline before it
         find, rfind, startswith = chunk.find, chunk.rfind, chunk.startswith
         # The usual /dev/kmsg record ("prio,seq,usec,-;text", no escapes, no
         # dictionary) is read right here, as parse_kmsg reads it: a large
         # saved log spends much of its time on this line.
-        plain_kmsg = self.format.name == "kmsg" and regex.pattern.startswith(b";")
+        plain_kmsg = self._plain_kmsg(regex)
         done = -1
-        hits = regex.finditer(chunk)
-        escaped = self._regex_cache[3] if self._regex_cache else None
-        if escaped is not None and b"\\x0a" in chunk:
-            hits = sorted(itertools.chain(hits, escaped.finditer(chunk)), key=_start)
-        for m in hits:
+        for m in self._hits(chunk, regex):
             pos = m.start()
             if pos < done:
                 continue  # a second hit inside a line already handled
@@ -544,21 +624,56 @@ class LogFile:
                 if len(head) == 4 and head[3] == b"-" and head[0].isdigit() and head[1].isdigit() \
                         and head[2].isdigit():
                     done = end
-                    prio = int(head[0])
-                    yield LogRecord(chunk[pos + 1 : end].decode("utf-8", "replace"), FILE_SOURCE,
-                                    prio >> 3 == KERNEL_FACILITY, int(head[2]), None, int(head[1]), prio & 7,
-                                    prio >> 3)
+                    yield chunk[pos + 1 : end].decode("utf-8", "replace"), int(head[0]), int(head[2]), int(head[1])
                     continue
-            if multiline:
-                while chunk.startswith(b" ", end + 1):
-                    nxt = find(b"\n", end + 1)
-                    end = nxt if nxt >= 0 else len(chunk)
-            done = end
-            if chunk.startswith(b" ", start):
-                continue  # inside a continuation line of a record not found
-            record = parse(chunk[start:end].decode("utf-8", "replace"))
+            record, done = self._record_at(chunk, start, end)
             if record is not None:
                 yield record
+
+    def _kmsg_json_lines(self, chunk: bytes, regex: re.Pattern, ruleset: RuleSet, out) -> Iterator[str]:
+        """``json_lines`` of a kmsg chunk: ``_parse_candidates``, with the
+        usual record's text matched (``ruleset.first``) and written
+        (``out.kernel``) in place, no record or match made."""
+        find, rfind, startswith = chunk.find, chunk.rfind, chunk.startswith
+        first, kernel, stats = ruleset.first, out.kernel, self.stats
+        done = -1
+        for m in self._hits(chunk, regex):
+            pos = m.start()
+            if pos < done:
+                continue  # a second hit inside a line already handled
+            start = rfind(b"\n", 0, pos) + 1
+            end = find(b"\n", pos + 1)
+            if end < 0:
+                end = len(chunk)
+            if chunk[pos] == 59 and not startswith(b" ", end + 1) and find(b"\\", pos, end) < 0:
+                head = chunk[start:pos].split(b",")
+                if len(head) == 4 and head[3] == b"-" and head[0].isdigit() and head[1].isdigit() \
+                        and head[2].isdigit():
+                    done = end
+                    prio = int(head[0])
+                    if prio >> 3 != KERNEL_FACILITY:
+                        continue  # user space wrote it: never a kernel event
+                    text = chunk[pos + 1 : end].decode("utf-8", "replace")
+                    found = first(text)
+                    if found is not None:
+                        stats.matched += 1
+                        yield kernel(text, int(head[2]), prio & 7, int(head[1]), *found)
+                    continue
+            record, done = self._record_at(chunk, start, end)
+            if record is not None:
+                for line, match in self._matched(record, ruleset):
+                    yield out.pair(line, match)
+
+    def _record_at(self, chunk: bytes, start: int, end: int) -> tuple[LogRecord | None, int]:
+        """(the record of the line at ``start``..``end`` with its
+        continuation lines, or None; where it ends)."""
+        if self.format.multiline:
+            while chunk.startswith(b" ", end + 1):
+                nxt = chunk.find(b"\n", end + 1)
+                end = nxt if nxt >= 0 else len(chunk)
+        if chunk.startswith(b" ", start):
+            return None, end  # inside a continuation line of a record not found
+        return self.format.parse(chunk[start:end].decode("utf-8", "replace")), end
 
     def _count_malformed(self, chunk: bytes, first_line: int) -> None:
         name = self.format.name
@@ -575,6 +690,11 @@ class LogFile:
                 first_pos = m.start()
         if count:
             self.stats.add_malformed(count, first_line + text.count(b"\n", 0, first_pos))
+
+
+def _kmsg_record(text: str, prio: int, usec: int, seq: int) -> LogRecord:
+    """The record of a usual kmsg line read in place (``_parse_candidates``)."""
+    return LogRecord(text, FILE_SOURCE, prio >> 3 == KERNEL_FACILITY, usec, None, seq, prio & 7, prio >> 3)
 
 
 def _start(m: re.Match) -> int:

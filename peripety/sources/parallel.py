@@ -3,12 +3,17 @@
 Records are independent of each other, so a large regular file is cut at
 record boundaries into one part per process, of about equal size. The
 calling process renders the first part itself, writing as it goes, while
-forked worker processes (they inherit the loaded rules, so nothing is
-compiled twice or pickled) each render one later part into a file in memory
+forked worker processes each render one later part into a file in memory
 (memfd) as they go, and say through a pipe when they are done; the caller
 copies each worker's output in file order once the parts before it are out.
 One part per process, rather than many small parts through a pool, keeps
 the cost of the split to a fork, a pipe and one copy of the output.
+
+Workers are forked as soon as the parts are known, before anything the
+render needs is made: ``render`` loads the rules on its first call, in
+each process at once, rather than once in the caller before the fork while
+the other cores wait (``prpt parse``: rules loaded before the fork are
+inherited, not loaded again).
 
 Only regular files of at least ``PARALLEL_MIN_SIZE`` bytes go this way:
 standard input may be a live pipe whose events must appear at once, and on a
@@ -17,10 +22,13 @@ small file starting workers costs more than it saves.
 
 from __future__ import annotations
 
+import errno
+import gc
 import itertools
-import multiprocessing
 import os
 import pickle
+import signal
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -49,6 +57,34 @@ class Part:
     data: bytes
     stats: LogFileStats | None
     fd: int | None = None
+
+    def size(self) -> int:
+        return len(self.data) if self.fd is None else os.fstat(self.fd).st_size
+
+    def send_to(self, out) -> bool:
+        """Copy a worker's output to the binary stream ``out`` in the kernel
+        (sendfile), after what ``out`` holds; False where that cannot be
+        (no memory file, ``out`` has no descriptor or takes no sendfile):
+        then use ``chunks()``."""
+        if self.fd is None:
+            return False
+        try:
+            target = out.fileno()
+        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both of the last
+            return False
+        out.flush()
+        offset, size = 0, self.size()
+        while offset < size:
+            try:
+                sent = os.sendfile(target, self.fd, offset, size - offset)
+            except OSError as exc:
+                if offset == 0 and exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                    return False
+                raise
+            if sent == 0:
+                raise OSError(errno.EIO, f"sendfile wrote nothing at {offset} of {size} bytes")
+            offset += sent
+        return True
 
     def chunks(self, size: int = 1 << 20) -> Iterator[bytes]:
         if self.fd is None:
@@ -89,29 +125,48 @@ def render_parts(
     size = os.fstat(logfile.stream.fileno()).st_size
     ranges = _ranges(logfile.stream, size, fmt.multiline, workers)
     job = (logfile.name, fmt.name, render, encoding, errors)
-    # fork: the workers inherit the rules and ``render`` (closures cannot be pickled).
-    context = multiprocessing.get_context("fork")
-    children = []
+    children: list[tuple[int, int, int]] = []  # (pid or 0, read end of its pipe, its memory file)
+    running: set[int] = set()
+    # What exists now is shared with the workers: frozen, their collector
+    # never writes to it (no copy of those pages, no pass over them).
+    gc.freeze()
     try:
         for span in ranges[1:]:
-            receive, send = context.Pipe(duplex=False)
-            output = os.memfd_create("prpt-parse-part", os.MFD_CLOEXEC)
-            children.append((None, receive, output))
-            child = context.Process(target=_worker, args=(job, span, send, output), daemon=True)
-            child.start()
-            send.close()
-            children[-1] = (child, receive, output)
+            receive, send = os.pipe2(os.O_CLOEXEC)
+            children.append((0, receive, os.memfd_create("prpt-parse-part", os.MFD_CLOEXEC)))
+            output = children[-1][2]
+            # (fork: the workers inherit the rules, if loaded, and ``render``: closures cannot be pickled)
+            try:
+                pid = os.fork()
+            except OSError:
+                os.close(send)
+                raise
+            if pid == 0:  # the worker: never returns into the caller's code
+                code = 1
+                try:
+                    os.close(receive)
+                    code = _worker(job, span, send, output)
+                except BaseException:  # noqa: BLE001 - a bug: say where, then end this process only
+                    traceback.print_exc()
+                finally:
+                    os._exit(code)
+            os.close(send)
+            children[-1] = (pid, receive, output)
+            running.add(pid)
+        gc.unfreeze()
         yield from _own_part(job, ranges[0])
-        for child, receive, output in children:
+        for pid, receive, output in children:
             yield _received(receive, output, logfile.name)
-            child.join()
+            os.waitpid(pid, 0)
+            running.discard(pid)
     finally:
-        for child, receive, output in children:
-            receive.close()
+        gc.unfreeze()  # (a fork that failed)
+        for pid, receive, output in children:
+            os.close(receive)
             os.close(output)
-            if child is not None and child.is_alive():  # the output went away (broken pipe): stop the rest
-                child.terminate()
-                child.join()
+            if pid in running:  # the output went away (broken pipe), or an error: stop the rest
+                os.kill(pid, signal.SIGTERM)
+                os.waitpid(pid, 0)
 
 
 def _ranges(stream, size: int, multiline: bool, count: int) -> list[tuple[int, int]]:
@@ -168,29 +223,35 @@ def _own_part(job, span: tuple[int, int]) -> Iterator[Part]:
         yield Part(b"", part.stats)
 
 
-def _worker(job, span: tuple[int, int], send, output: int) -> None:
+def _worker(job, span: tuple[int, int], send: int, output: int) -> int:
     """A worker process: render one part into the memory file ``output``
-    a batch at a time, then send (error, stats)."""
+    a batch at a time, then write (error, stats) to the pipe ``send``;
+    the exit status."""
     name, fmt_name, render, encoding, errors = job
     try:
         with _open_part(name, fmt_name, span) as part, open(output, "wb", closefd=False) as out:
             lines = iter(render(part))
             while batch := list(itertools.islice(lines, _BATCH)):
                 out.write("".join(batch).encode(encoding, errors))
-        send.send_bytes(pickle.dumps((None, part.stats)))
+        result = (None, part.stats)
     except PeripetyError as exc:
-        send.send_bytes(pickle.dumps((str(exc), None)))
-    except BrokenPipeError:
-        pass  # the parent stopped reading
-    finally:
-        send.close()
-
-
-def _received(receive, output: int, name: str) -> Part:
+        result = (str(exc), None)
+    except KeyboardInterrupt:
+        return 130
     try:
-        error, stats = pickle.loads(receive.recv_bytes())
-    except EOFError:
-        raise LogFormatError(f"{name}: a worker process ended without its part of the output") from None
+        with open(send, "wb") as pipe:
+            pipe.write(pickle.dumps(result))
+    except BrokenPipeError:
+        pass  # the caller stopped reading
+    return 0
+
+
+def _received(receive: int, output: int, name: str) -> Part:
+    with open(receive, "rb", closefd=False) as pipe:
+        data = pipe.read()
+    if not data:
+        raise LogFormatError(f"{name}: a worker process ended without its part of the output")
+    error, stats = pickle.loads(data)
     if error is not None:
         raise LogFormatError(error)
     return Part(b"", stats, output)

@@ -10,8 +10,10 @@ only the lines found. The exact decision stays with the rule engine.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-from ..rules import RuleSet
+if TYPE_CHECKING:
+    from ..rules import RuleSet
 
 
 def kernel_prefixes(ruleset: RuleSet) -> tuple[str, ...] | None:
