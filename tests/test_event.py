@@ -185,3 +185,58 @@ def test_json_of_the_right_shape_with_a_field_of_the_wrong_kind_is_not_an_event(
     data[field] = value
     with pytest.raises(EventFormatError, match="not a peripety event"):
         StorageEvent.from_json(json.dumps(data))
+
+
+@pytest.fixture
+def zone(monkeypatch):
+    """Set the local zone (TZ) for one test; the per-second caches start empty."""
+    import time
+
+    from peripety import event
+
+    def set_zone(name: str) -> None:
+        monkeypatch.setenv("TZ", name)
+        time.tzset()
+        monkeypatch.setattr(event, "_LOCAL_SECOND", (1.0, 0.0, None))
+        monkeypatch.setattr(event, "_SECONDS", {})
+
+    yield set_zone
+    monkeypatch.undo()
+    time.tzset()
+
+
+def _around(instants: list[float]) -> list[float]:
+    """Times at and around each instant's seconds, where rounding to the
+    microsecond may carry into the next second, in increasing order."""
+    offsets = (-1.0, -1e-6, -5e-7, -4e-7, 0.0, 1e-6, 0.25, 0.4999995, 0.999998, 0.999999, 0.9999995, 0.9999996, 1.0)
+    return sorted({t + d + k for t in instants for k in (-3600.0, -1.0, 0.0, 1.0, 1800.0) for d in offsets})
+
+
+@pytest.mark.parametrize("name,transitions", [
+    ("Europe/Berlin", ["2026-03-29T01:00:00+00:00", "2026-10-25T01:00:00+00:00"]),
+    ("Australia/Lord_Howe", ["2026-04-04T15:00:00+00:00", "2026-10-03T15:30:00+00:00"]),  # 30-minute shifts
+    ("UTC", ["2026-01-01T00:00:00+00:00"]),
+])
+def test_local_times_and_their_text_are_astimezones_across_offset_changes(zone, name, transitions):
+    """``local_time`` and ``format_timestamp`` keep the local zone per second:
+    their results equal ``fromtimestamp().astimezone()`` and
+    ``astimezone().isoformat()`` on both sides of daylight saving changes
+    and where the microsecond rounding carries into the next second."""
+    from peripety.event import format_timestamp, local_time, set_output_utc
+
+    zone(name)
+    times = _around([dt.datetime.fromisoformat(t).timestamp() for t in transitions])
+    offsets = set()
+    for t in times:
+        got, want = local_time(t), dt.datetime.fromtimestamp(t).astimezone()
+        assert (got, got.utcoffset(), got.tzname(), got.fold) == (want, want.utcoffset(), want.tzname(), want.fold), t
+        offsets.add(got.utcoffset())
+        for utc in (False, True):
+            set_output_utc(utc)
+            try:
+                for ts in (got, got.astimezone(UTC), got.astimezone(dt.timezone(dt.timedelta(hours=5, minutes=30)))):
+                    assert format_timestamp(ts) == ts.astimezone(UTC if utc else None).isoformat(
+                        timespec="microseconds"), (t, ts)
+            finally:
+                set_output_utc(False)
+    assert len(offsets) == (1 if name == "UTC" else 2)
