@@ -108,11 +108,24 @@ _DEVICE = BlkInfo(wwid="w1", blk_path="/dev/dm-3", preferred_blk_path="/dev/mapp
     {"extension": {"ünï code": "välue"}, "msg": "ümlaut \u2028"},
     {"event_type": "NOT_A_KNOWN_TYPE", "severity": Severity.Debug},
     {"cur_blk_info": BlkInfo(owners_wwids=[["unhashable"]], owners_paths=["/dev/a"])},
+    {"extension": {"none": None, "k": "v"}}, {"root_cause_event_id": "cause\n2"},
+    {"extension": {"Sector": "1", "sector": "2"}},  # one EXT_SECTOR: the last value
 ])
 def test_journal_entry_is_the_encoded_journal_fields(overrides):
     """The daemon's fast encoder writes exactly what the field mapping says."""
     event = sample(**overrides)
     for _ in range(2):  # second time: from the caches
+        assert journal_entry(event) == encode_entry(journal_fields(event))
+
+
+def test_journal_entry_of_a_device_changed_in_place_is_its_new_fields():
+    """The encoder keeps each device's lines per object; a device changed
+    in place is written as it is now."""
+    info = BlkInfo(wwid="w", preferred_blk_path="/dev/sdb", dev_num="8:16", owners_wwids=["a"], owners_paths=["/dev/a"])
+    event = sample(cur_blk_info=info)
+    for change in (lambda: None, lambda: info.owners_paths.append("/dev/b"), lambda: info.owners_wwids.append("b"),
+                   lambda: setattr(info, "mount_point", "/srv"), lambda: setattr(info, "wwid", "w2")):
+        change()
         assert journal_entry(event) == encode_entry(journal_fields(event))
 
 

@@ -219,3 +219,14 @@ def test_compact_json_builds_common_events_from_the_template():
     for event in (sample(msg="plain", cur_blk_info=device, hierarchy_blk_info=[device]),
                   sample(msg="plain", cur_blk_info=None), sample()):  # sample(): its msg needs escapes
         assert event_json._compact_json(event) == event.to_json()
+
+
+def test_compact_json_of_a_device_changed_in_place_is_its_new_json():
+    """Each device's JSON is kept per object: one changed in place is
+    written as it is now."""
+    info = BlkInfo(wwid="w", dev_num="7:0", owners_wwids=["a"], transport={"k": "v"})
+    event = sample(msg="plain", cur_blk_info=info, hierarchy_blk_info=[info])
+    for change in (lambda: None, lambda: info.owners_wwids.append("b"), lambda: info.transport.update(k2="v2"),
+                   lambda: setattr(info, "diskseq", 5), lambda: setattr(info, "mount_point", "/srv")):
+        change()
+        assert compact_json(event) == event.to_json()
