@@ -134,9 +134,10 @@ def format_timestamp(ts: _dt.datetime) -> str:
     only on a whole second (tz transitions are whole seconds), so one
     second's instants share their date, time to the second and offset."""
     zone = _OUTPUT_ZONE
-    if type(ts.tzinfo) is _dt.timezone:
-        # the key compares and hashes as the instant, whatever ts's own offset
-        key = (ts.replace(microsecond=0), zone)
+    tz = ts.tzinfo
+    if type(tz) is _dt.timezone:
+        # the second, as its fields and offset (timezones compare by offset)
+        key = (ts.second, ts.minute, ts.hour, ts.day, ts.month, ts.year, tz, zone)
         kept = _SECONDS.get(key)
         if kept is None:
             text = ts.astimezone(zone).isoformat(timespec="microseconds")
@@ -149,7 +150,8 @@ def format_timestamp(ts: _dt.datetime) -> str:
 
 
 _SECONDS: dict[tuple, tuple[str, str]] = {}
-"""(a whole second, output zone) -> its text to the second, its offset."""
+"""(a whole second's fields and offset, output zone) -> its text to the
+second, its offset."""
 
 
 def parse_timestamp(value) -> _dt.datetime:
