@@ -83,6 +83,15 @@ class JournaldSocket:
 
     def send_entry(self, data: bytes) -> None:
         """One entry already encoded (``encode_entry``): one send(2)."""
+        sock = self._sock
+        if sock is not None:
+            # The common case, connected and journald's queue not full, in
+            # one call; anything else (nothing was sent) takes the way below.
+            try:
+                sock.send(data, socket.MSG_DONTWAIT)
+                return
+            except OSError:
+                pass
         try:
             try:
                 self._send(data)
