@@ -137,7 +137,7 @@ def format_timestamp(ts: _dt.datetime) -> str:
     tz = ts.tzinfo
     if type(tz) is _dt.timezone:
         # the second, as its fields and offset (timezones compare by offset)
-        key = (ts.second, ts.minute, ts.hour, ts.day, ts.month, ts.year, tz, zone)
+        key = (ts.second, ts.minute, ts.hour, ts.day, ts.month, ts.year, tz, zone, time.tzname)
         kept = _SECONDS.get(key)
         if kept is None:
             text = ts.astimezone(zone).isoformat(timespec="microseconds")
@@ -150,8 +150,9 @@ def format_timestamp(ts: _dt.datetime) -> str:
 
 
 _SECONDS: dict[tuple, tuple[str, str]] = {}
-"""(a whole second's fields and offset, output zone) -> its text to the
-second, its offset."""
+"""(a whole second's fields and offset, output zone, the local zone's
+names) -> its text to the second, its offset. ``time.tzset()`` (a new
+TZ) makes new ``time.tzname``: nothing kept before is used after."""
 
 
 def parse_timestamp(value) -> _dt.datetime:
@@ -175,9 +176,10 @@ def now() -> _dt.datetime:
     return local_time(time.time())
 
 
-_LOCAL_SECOND: tuple[float, float, _dt.tzinfo | None] = (1.0, 0.0, None)
-"""[from, to) POSIX seconds of one whole second, and the local zone's
-offset then (as ``astimezone()`` gives it)."""
+_LOCAL_SECOND: tuple = (1.0, 0.0, None, None)
+"""[from, to) POSIX seconds of one whole second, the local zone's offset
+then (as ``astimezone()`` gives it), and ``time.tzname`` when it was
+looked up (``time.tzset()`` makes a new one)."""
 
 
 def local_time(timestamp: float) -> _dt.datetime:
@@ -188,12 +190,13 @@ def local_time(timestamp: float) -> _dt.datetime:
     whole second; the second's last microsecond is left to the general path,
     where ``fromtimestamp``'s rounding may carry into the next one."""
     global _LOCAL_SECOND
-    start, end, zone = _LOCAL_SECOND
-    if start <= timestamp < end:
+    start, end, zone, names = _LOCAL_SECOND
+    if start <= timestamp < end and names is time.tzname:
         return _dt.datetime.fromtimestamp(timestamp, zone)
+    names = time.tzname
     ts = _dt.datetime.fromtimestamp(timestamp).astimezone()
     start = ts.replace(microsecond=0).timestamp()  # a whole number: exact
-    _LOCAL_SECOND = (start, start + 0.999999, ts.tzinfo)
+    _LOCAL_SECOND = (start, start + 0.999999, ts.tzinfo, names)
     return ts
 
 

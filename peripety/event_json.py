@@ -229,7 +229,8 @@ def blk_info_json(info: BlkInfo) -> str:
     used only while the object is the same one (held here, so its id is not
     reused) with the same fields: a BlkInfo changed in place is encoded
     again. (Fields are compared by ``==``: a value swapped for an equal one
-    of another kind, 1 for 1.0, would keep the old text; nothing in peripety
+    that JSON writes otherwise, 1 for 1.0 or a dict for one with the same
+    items in another order, would keep the old text; nothing in peripety
     changes a BlkInfo once an event carries it.)"""
     kept = _BLK_JSON.get(id(info))
     if kept is not None and kept[0] is info and kept[1] == vars(info):

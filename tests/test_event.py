@@ -202,16 +202,12 @@ def test_json_of_the_right_shape_with_a_field_of_the_wrong_kind_is_not_an_event(
 
 @pytest.fixture
 def zone(monkeypatch):
-    """Set the local zone (TZ) for one test; the per-second caches start empty."""
+    """Set the local zone (TZ, time.tzset()) for one test."""
     import time
-
-    from peripety import event
 
     def set_zone(name: str) -> None:
         monkeypatch.setenv("TZ", name)
         time.tzset()
-        monkeypatch.setattr(event, "_LOCAL_SECOND", (1.0, 0.0, None))
-        monkeypatch.setattr(event, "_SECONDS", {})
 
     yield set_zone
     monkeypatch.undo()
@@ -237,8 +233,13 @@ def test_local_times_and_their_text_are_astimezones_across_offset_changes(zone, 
     and where the microsecond rounding carries into the next second."""
     from peripety.event import format_timestamp, local_time, set_output_utc
 
-    zone(name)
+    zone("UTC")  # what was kept for the same seconds under another zone is not used after time.tzset()
     times = _around([dt.datetime.fromisoformat(t).timestamp() for t in transitions])
+    for t in times:
+        format_timestamp(local_time(t))
+    zone(name)
+    got, want = local_time(times[-1]), dt.datetime.fromtimestamp(times[-1]).astimezone()
+    assert (got, got.utcoffset()) == (want, want.utcoffset())
     offsets = set()
     for t in times:
         got, want = local_time(t), dt.datetime.fromtimestamp(t).astimezone()
