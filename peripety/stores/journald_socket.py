@@ -94,8 +94,12 @@ class JournaldSocket:
                 return
             except BlockingIOError:  # journald's queue stayed full for SEND_TIMEOUT
                 self._fail(TimeoutError("timed out"))
+            except (ConnectionRefusedError, FileNotFoundError, ConnectionResetError):
+                # journald restarted since we connected: its socket is a new
+                # one (this one is now unconnected, and would say ENOTCONN).
+                self.close()
             except OSError:
-                pass
+                pass  # too large for a datagram: sent as a memfd below
         try:
             try:
                 self._send(data)
