@@ -36,11 +36,22 @@ each and the ratios (target peripetyd / send >= 0.7), with the CPU seconds
 of the sending process (whole process: start-up included) and of journald.
 ``--profile`` runs the daemon once per log under cProfile and prints its top
 costs.
+
+journald's socket queue: a sender waits whenever journald has
+``net.unix.max_dgram_qlen`` datagrams queued. The kernel's default is 10;
+systemd as PID 1 raises it to 512 at boot (src/core/main.c,
+``bump_unix_max_dgram_qlen``, ``DEFAULT_UNIX_MAX_DGRAM_QLEN``), so every
+journald on a systemd host has 512. A socket takes the value in force when
+it is made, so ``--dgram-qlen N`` (default 512, as systemd; 0 leaves the
+machine's) raises the sysctl only while the benchmark's journald makes its
+sockets and puts the old value back at once. The figures print which queue
+length journald has.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -66,6 +77,25 @@ TEMPLATES = [
 ]
 DISKS = [f"sd{a}{b}" for a in "abcdefghijklmnopqrstuvwxyz" for b in "abcdefghijklmnopqrstuvwxyz"]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+DGRAM_QLEN = Path("/proc/sys/net/unix/max_dgram_qlen")
+SYSTEMD_DGRAM_QLEN = 512
+"""What systemd (PID 1) sets net.unix.max_dgram_qlen to at boot when it is lower."""
+
+
+@contextlib.contextmanager
+def dgram_qlen(at_least: int):
+    """net.unix.max_dgram_qlen raised to ``at_least`` (if lower) for the
+    sockets made inside; the old value back after. Yields the value
+    those sockets get."""
+    old = int(DGRAM_QLEN.read_text())
+    if not at_least or old >= at_least:
+        yield old
+        return
+    DGRAM_QLEN.write_text(f"{at_least}\n")
+    try:
+        yield at_least
+    finally:
+        DGRAM_QLEN.write_text(f"{old}\n")
 
 
 def generate(path: Path, lines: int, disks: list[str], suffix: str) -> None:
@@ -253,6 +283,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="also run the daemon once under cProfile")
+    parser.add_argument("--dgram-qlen", type=int, default=SYSTEMD_DGRAM_QLEN, metavar="N",
+                        help="journald's socket queue length: net.unix.max_dgram_qlen raised to N while the "
+                             "benchmark's journald starts (default 512, as systemd sets it at boot; 0: as it is)")
     parser.add_argument("--bare", nargs=2, metavar=("MODE", "FIELDS"), help=argparse.SUPPRESS)
     parser.add_argument("--namespace", default=NAMESPACE, help=argparse.SUPPRESS)
     args = parser.parse_args(argv if argv is not None else [])
@@ -264,8 +297,10 @@ def main(argv: list[str] | None = None) -> None:
 
     check_templates()
     n = args.events
-    with private_journald(NAMESPACE) as ns, tempfile.TemporaryDirectory(prefix="peripety-bench-") as tmp:
-        tmp = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        with dgram_qlen(args.dgram_qlen) as qlen:  # only while journald makes its sockets
+            ns = stack.enter_context(private_journald(NAMESPACE))
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="peripety-bench-")))
         one, fields_path, state = tmp / "one.kmsg", tmp / "fields.json", tmp / "state"
         one.write_text("6,0,1000000,-;random: crng reseeded on system resumption\n")
         runs = {}  # label -> (log, config)
@@ -277,8 +312,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{label}: {n:,} storage lines -> {n:,} events ({len(TEMPLATES)} line kinds x {len(disks)} disks)")
         headline = next(iter(SCENARIOS))
         journald = journald_pid(ns)
-        print(f"journald namespace {ns}; best of {args.rounds} rounds; bare loops send the events of "
-              f"'{headline}' as peripetyd stored them")
+        print(f"journald namespace {ns} (socket queue {qlen} datagrams); best of {args.rounds} rounds; bare loops "
+              f"send the events of '{headline}' as peripetyd stored them")
 
         fixed = []
         for _ in range(args.rounds):

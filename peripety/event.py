@@ -12,6 +12,7 @@ import enum
 import json
 import os
 import socket
+import time
 from dataclasses import dataclass, field
 
 from .errors import EventFormatError
@@ -124,8 +125,34 @@ def output_time(ts: _dt.datetime) -> _dt.datetime:
 def format_timestamp(ts: _dt.datetime) -> str:
     """RFC 3339 with microseconds and an explicit offset, in the output zone
     (local time unless ``--utc``): one rule for every command's JSON, the
-    journal's JSON field included. A naive time is taken as local time."""
-    return ts.astimezone(_OUTPUT_ZONE).isoformat(timespec="microseconds")
+    journal's JSON field included. A naive time is taken as local time.
+
+    ``ts.astimezone(zone).isoformat(timespec="microseconds")``, with the
+    text up to the second and the offset kept per second (``_SECONDS``) for
+    the times every event has (aware, a fixed offset): the local zone is
+    looked up once a second, not once an event. A zone's offset changes
+    only on a whole second (tz transitions are whole seconds), so one
+    second's instants share their date, time to the second and offset."""
+    zone = _OUTPUT_ZONE
+    tz = ts.tzinfo
+    if type(tz) is _dt.timezone:
+        # the second, as its fields and offset (timezones compare by offset)
+        key = (ts.second, ts.minute, ts.hour, ts.day, ts.month, ts.year, tz, zone, time.tzname)
+        kept = _SECONDS.get(key)
+        if kept is None:
+            text = ts.astimezone(zone).isoformat(timespec="microseconds")
+            if len(_SECONDS) > 4096:
+                _SECONDS.clear()
+            # "YYYY-MM-DDTHH:MM:SS." and the offset, around the microseconds
+            kept = _SECONDS[key] = (text[:20], text[26:])
+        return "%s%06d%s" % (kept[0], ts.microsecond, kept[1])
+    return ts.astimezone(zone).isoformat(timespec="microseconds")
+
+
+_SECONDS: dict[tuple, tuple[str, str]] = {}
+"""(a whole second's fields and offset, output zone, the local zone's
+names) -> its text to the second, its offset. ``time.tzset()`` (a new
+TZ) makes new ``time.tzname``: nothing kept before is used after."""
 
 
 def parse_timestamp(value) -> _dt.datetime:
@@ -145,7 +172,32 @@ def parse_timestamp(value) -> _dt.datetime:
 
 
 def now() -> _dt.datetime:
-    return _dt.datetime.now().astimezone()
+    """The time now, in the local zone (``datetime.now().astimezone()``)."""
+    return local_time(time.time())
+
+
+_LOCAL_SECOND: tuple = (1.0, 0.0, None, None)
+"""[from, to) POSIX seconds of one whole second, the local zone's offset
+then (as ``astimezone()`` gives it), and ``time.tzname`` when it was
+looked up (``time.tzset()`` makes a new one)."""
+
+
+def local_time(timestamp: float) -> _dt.datetime:
+    """``datetime.fromtimestamp(timestamp).astimezone()``, the same value
+    and zone, for a quarter of its cost: the local zone's offset (a
+    localtime(3) call, twice there) is looked up once per second, and
+    within that second the time is made with it. Offsets change only on a
+    whole second; the second's last microsecond is left to the general path,
+    where ``fromtimestamp``'s rounding may carry into the next one."""
+    global _LOCAL_SECOND
+    start, end, zone, names = _LOCAL_SECOND
+    if start <= timestamp < end and names is time.tzname:
+        return _dt.datetime.fromtimestamp(timestamp, zone)
+    names = time.tzname
+    ts = _dt.datetime.fromtimestamp(timestamp).astimezone()
+    start = ts.replace(microsecond=0).timestamp()  # a whole number: exact
+    _LOCAL_SECOND = (start, start + 0.999999, ts.tzinfo, names)
+    return ts
 
 
 _HOSTNAME: str | None = None

@@ -21,8 +21,8 @@ try:
 except ImportError:  # the lab guest runs this tree on Debian's Python, which has no orjson
     orjson = None
 
-from .event import (_CANONICAL_SUB_SYSTEMS, _ORIGINAL_BLK_TYPES, _SEVERITY_BY_NAME, BlkInfo, StorageEvent,
-                    format_timestamp, new_event_id, output_zone)
+from .event import (_CANONICAL_SUB_SYSTEMS, _ORIGINAL_BLK_TYPES, _SEVERITY_BY_NAME, BlkInfo, Severity,
+                    StorageEvent, format_timestamp, new_event_id, output_zone)
 
 _last_ts: tuple = (None, None)  # (timestamp, output zone) of _last_ts_text
 _last_ts_text = ""
@@ -46,9 +46,9 @@ _COMPACT = (
 
 
 def compact_json(event: StorageEvent) -> str:
-    """``event.to_json()``, byte for byte (tests check): built directly for
-    the common event (no device information yet, string values), else by
-    ``dumps``."""
+    """``event.to_json()``, byte for byte (tests check): built from a
+    template for the common event (string values; its devices' JSON kept,
+    ``blk_info_json``), else by ``dumps``."""
     fast = _compact_json(event)
     return dumps(event.to_dict(copy=False)) if fast is None else fast
 
@@ -107,20 +107,72 @@ def _plain(value) -> bool:
     return kind in _PLAIN_SCALARS
 
 
+# The same with the device fields as slots: the JSON of ``cur_blk_info``
+# (or null) and the items of ``hierarchy_blk_info``.
+_WITH_DEVICES = _COMPACT.replace('"cur_blk_info":null,"hierarchy_blk_info":[]',
+                                 '"cur_blk_info":%s,"hierarchy_blk_info":[%s]')
+_SEVERITY_NAME_OF = {s: s.name for s in Severity}  # Enum.name is a slow property
+
+
 def _compact_json(event: StorageEvent) -> str | None:
     """The common event's JSON built from a template, 4x faster than
-    ``json.dumps``; None when the event needs the general path."""
+    ``json.dumps``; None when the event needs the general path.
+
+    When none of its strings holds a character JSON escapes (one regex
+    search over them all tells; nearly every event), they are joined in
+    as they are, between the template's pieces: ``str.join`` takes what
+    ``json.dumps`` takes (the text of a ``str``, of a subclass too) and
+    refuses anything else. Else each is encoded (``encode_basestring``)."""
     usec = event.kernel_usec
-    if (event.cur_blk_info is not None or event.hierarchy_blk_info or type(event.count) is not int
-            or event.untrusted_writer is not None or not (usec is None or type(usec) is int)):
+    severity = event.severity
+    if (type(event.count) is not int or event.untrusted_writer is not None
+            or not (usec is None or type(usec) is int) or type(severity) is not Severity):
         return None
-    enc = _json_str
+    cur, hierarchy = event.cur_blk_info, event.hierarchy_blk_info
+    if cur is None and not hierarchy:
+        cur_json, hierarchy_json = "null", ""
+    else:
+        if cur is not None and type(cur) is not BlkInfo:
+            return None
+        for info in hierarchy:
+            if type(info) is not BlkInfo:
+                return None
+        cur_json = "null" if cur is None else blk_info_json(cur)
+        hierarchy_json = ",".join([blk_info_json(b) for b in hierarchy])
     root = event.root_cause_event_id
     last = event.last_timestamp
-    try:  # encode_basestring raises TypeError on anything but str
-        return _COMPACT % (
+    extension = event.extension
+    sources = event.sources
+    try:
+        if type(extension) is dict and type(sources) is list:
+            values = tuple(extension.values())
+            strings = (event.hostname, event.sub_system, event.event_id, event.event_type, event.kdev,
+                       event.dev_num, event.msg, event.raw_msg, "" if root is None else root, *values, *sources)
+            if _JSON_ESCAPE.search("".join(strings)) is None:
+                pieces = _EXTENSION_PIECES.get(tuple(extension))
+                if pieces is None:
+                    pieces = _extension_pieces(tuple(extension))
+                if pieces is not None:
+                    if values:
+                        pieces = pieces.copy()
+                        pieces[1::2] = values
+                    hostname, sub_system, event_id, event_type, kdev, dev_num, msg, raw_msg = strings[:8]
+                    return "".join((
+                        '{"hostname":"', hostname, '","severity":"', _SEVERITY_NAME_OF[severity],
+                        '","sub_system":"', sub_system, '","timestamp":', _timestamp_json(event.timestamp),
+                        ',"kernel_usec":', "null" if usec is None else str(usec),
+                        ',"event_id":"', event_id, '","event_type":"', event_type, '","kdev":"', kdev,
+                        '","dev_num":"', dev_num, '","cur_blk_info":', cur_json,
+                        ',"hierarchy_blk_info":[', hierarchy_json, '],"msg":"', msg, '","raw_msg":"', raw_msg,
+                        '","extension":{', *pieces, '},"sources":[', '"' + '","'.join(sources) + '"' if sources else "",
+                        '],"root_cause_event_id":', "null" if root is None else '"' + root + '"',
+                        ',"count":', str(event.count),
+                        ',"last_timestamp":', "null" if last is None else '"' + format_timestamp(last) + '"', "}"))
+        enc = _json_str
+        # encode_basestring raises TypeError on anything but str
+        return _WITH_DEVICES % (
             enc(event.hostname),
-            event.severity.name,
+            _SEVERITY_NAME_OF[severity],
             enc(event.sub_system),
             _timestamp_json(event.timestamp),
             "null" if usec is None else str(usec),
@@ -128,16 +180,67 @@ def _compact_json(event: StorageEvent) -> str | None:
             enc(event.event_type),
             enc(event.kdev),
             enc(event.dev_num),
+            cur_json,
+            hierarchy_json,
             enc(event.msg),
             enc(event.raw_msg),
-            _extension_json(event.extension),
-            ",".join([enc(x) for x in event.sources]),
+            _extension_json(extension),
+            ",".join([enc(x) for x in sources]),
             "null" if root is None else enc(root),
             event.count,
             "null" if last is None else enc(format_timestamp(last)),
         )
     except (TypeError, AttributeError):
         return None
+
+
+_EXTENSION_PIECES: dict[tuple, list | None] = {}
+"""Extension keys (in order) -> ['"k1":"', None, '","k2":"', None, '"']: the
+JSON around their values (None where a value goes); None when a key is not
+a ``str`` (json.dumps writes such keys its own way)."""
+
+
+def _extension_pieces(keys: tuple) -> list | None:
+    if len(_EXTENSION_PIECES) > 4096:
+        _EXTENSION_PIECES.clear()
+    pieces = None
+    try:
+        if keys:
+            pieces = []
+            for n, key in enumerate(keys):
+                pieces += [("" if n == 0 else '",') + _json_str(key) + ':"', None]
+            pieces.append('"')
+        else:
+            pieces = []
+    except TypeError:
+        pieces = None
+    _EXTENSION_PIECES[keys] = pieces
+    return pieces
+
+
+_BLK_JSON: dict[int, tuple[BlkInfo, dict, str]] = {}
+"""id(BlkInfo) -> (it, a copy of its fields, its JSON)."""
+
+
+def blk_info_json(info: BlkInfo) -> str:
+    """``dumps(info.to_dict())``, kept per device object: every event on a
+    device carries the same ``BlkInfo`` (the pipeline resolves a device once
+    per timeline generation), so a storm encodes it once. The kept text is
+    used only while the object is the same one (held here, so its id is not
+    reused) with the same fields: a BlkInfo changed in place is encoded
+    again. (Fields are compared by ``==``: a value swapped for an equal one
+    that JSON writes otherwise, 1 for 1.0 or a dict for one with the same
+    items in another order, would keep the old text; nothing in peripety
+    changes a BlkInfo once an event carries it.)"""
+    kept = _BLK_JSON.get(id(info))
+    if kept is not None and kept[0] is info and kept[1] == vars(info):
+        return kept[2]
+    fields = info.to_dict()
+    text = dumps(fields)
+    if len(_BLK_JSON) > 4096:
+        _BLK_JSON.clear()
+    _BLK_JSON[id(info)] = (info, fields, text)
+    return text
 
 
 def _extension_json(extension: dict[str, str]) -> str:

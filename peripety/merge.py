@@ -62,6 +62,11 @@ class Correlator:
         self._order = itertools.count()
         # pair_key -> held items still waiting for their other half, by source
         self._waiting: dict[tuple, list[_Held]] = {}
+        # While every event added came from this one source, none can pair
+        # (pairs are of two sources): their pair keys wait to be worked out
+        # until an event of another source comes (``_pairing``). "": none yet;
+        # None: pairing from then on.
+        self._only_source: str | None = ""
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -69,6 +74,16 @@ class Correlator:
     def add(self, event: StorageEvent, now: float) -> None:
         """Add an event from one source (``event.sources`` names it)."""
         kernel_usec = event.kernel_usec or 0
+        only = self._only_source
+        if only is not None:
+            sources = event.sources
+            if len(sources) == 1 and (sources[0] == only or not only):
+                if not only:
+                    self._only_source = sources[0]
+                held = _Held(kernel_usec, next(self._order), now + self.hold, event, None)
+                heapq.heappush(self._heap, (held.kernel_usec, held.order, held))
+                return
+            self._pairing()
         key = _pair_key(event)
         if key is not None:
             partner = self._take_partner(key, event, kernel_usec)
@@ -83,6 +98,16 @@ class Correlator:
         heapq.heappush(self._heap, (held.kernel_usec, held.order, held))
         if key is not None:
             self._waiting.setdefault(key, []).append(held)
+
+    def _pairing(self) -> None:
+        """An event of a second source came: from now on every event waits
+        for its other half, and so do those held, as if they had from the
+        start (in the order they came)."""
+        self._only_source = None
+        for _, _, held in sorted(self._heap, key=lambda item: item[1]):
+            held.pair_key = _pair_key(held.event)
+            if held.pair_key is not None:
+                self._waiting.setdefault(held.pair_key, []).append(held)
 
     def _take_partner(self, key, event, kernel_usec) -> _Held | None:
         candidates = self._waiting.get(key)

@@ -108,11 +108,24 @@ _DEVICE = BlkInfo(wwid="w1", blk_path="/dev/dm-3", preferred_blk_path="/dev/mapp
     {"extension": {"ünï code": "välue"}, "msg": "ümlaut \u2028"},
     {"event_type": "NOT_A_KNOWN_TYPE", "severity": Severity.Debug},
     {"cur_blk_info": BlkInfo(owners_wwids=[["unhashable"]], owners_paths=["/dev/a"])},
+    {"extension": {"none": None, "k": "v"}}, {"root_cause_event_id": "cause\n2"},
+    {"extension": {"Sector": "1", "sector": "2"}},  # one EXT_SECTOR: the last value
 ])
 def test_journal_entry_is_the_encoded_journal_fields(overrides):
     """The daemon's fast encoder writes exactly what the field mapping says."""
     event = sample(**overrides)
     for _ in range(2):  # second time: from the caches
+        assert journal_entry(event) == encode_entry(journal_fields(event))
+
+
+def test_journal_entry_of_a_device_changed_in_place_is_its_new_fields():
+    """The encoder keeps each device's lines per object; a device changed
+    in place is written as it is now."""
+    info = BlkInfo(wwid="w", preferred_blk_path="/dev/sdb", dev_num="8:16", owners_wwids=["a"], owners_paths=["/dev/a"])
+    event = sample(cur_blk_info=info)
+    for change in (lambda: None, lambda: info.owners_paths.append("/dev/b"), lambda: info.owners_wwids.append("b"),
+                   lambda: setattr(info, "mount_point", "/srv"), lambda: setattr(info, "wwid", "w2")):
+        change()
         assert journal_entry(event) == encode_entry(journal_fields(event))
 
 
@@ -185,3 +198,59 @@ def test_json_of_the_right_shape_with_a_field_of_the_wrong_kind_is_not_an_event(
     data[field] = value
     with pytest.raises(EventFormatError, match="not a peripety event"):
         StorageEvent.from_json(json.dumps(data))
+
+
+@pytest.fixture
+def zone(monkeypatch):
+    """Set the local zone (TZ, time.tzset()) for one test."""
+    import time
+
+    def set_zone(name: str) -> None:
+        monkeypatch.setenv("TZ", name)
+        time.tzset()
+
+    yield set_zone
+    monkeypatch.undo()
+    time.tzset()
+
+
+def _around(instants: list[float]) -> list[float]:
+    """Times at and around each instant's seconds, where rounding to the
+    microsecond may carry into the next second, in increasing order."""
+    offsets = (-1.0, -1e-6, -5e-7, -4e-7, 0.0, 1e-6, 0.25, 0.4999995, 0.999998, 0.999999, 0.9999995, 0.9999996, 1.0)
+    return sorted({t + d + k for t in instants for k in (-3600.0, -1.0, 0.0, 1.0, 1800.0) for d in offsets})
+
+
+@pytest.mark.parametrize("name,transitions", [
+    ("Europe/Berlin", ["2026-03-29T01:00:00+00:00", "2026-10-25T01:00:00+00:00"]),
+    ("Australia/Lord_Howe", ["2026-04-04T15:00:00+00:00", "2026-10-03T15:30:00+00:00"]),  # 30-minute shifts
+    ("UTC", ["2026-01-01T00:00:00+00:00"]),
+])
+def test_local_times_and_their_text_are_astimezones_across_offset_changes(zone, name, transitions):
+    """``local_time`` and ``format_timestamp`` keep the local zone per second:
+    their results equal ``fromtimestamp().astimezone()`` and
+    ``astimezone().isoformat()`` on both sides of daylight saving changes
+    and where the microsecond rounding carries into the next second."""
+    from peripety.event import format_timestamp, local_time, set_output_utc
+
+    zone("UTC")  # what was kept for the same seconds under another zone is not used after time.tzset()
+    times = _around([dt.datetime.fromisoformat(t).timestamp() for t in transitions])
+    for t in times:
+        format_timestamp(local_time(t))
+    zone(name)
+    got, want = local_time(times[-1]), dt.datetime.fromtimestamp(times[-1]).astimezone()
+    assert (got, got.utcoffset()) == (want, want.utcoffset())
+    offsets = set()
+    for t in times:
+        got, want = local_time(t), dt.datetime.fromtimestamp(t).astimezone()
+        assert (got, got.utcoffset(), got.tzname(), got.fold) == (want, want.utcoffset(), want.tzname(), want.fold), t
+        offsets.add(got.utcoffset())
+        for utc in (False, True):
+            set_output_utc(utc)
+            try:
+                for ts in (got, got.astimezone(UTC), got.astimezone(dt.timezone(dt.timedelta(hours=5, minutes=30)))):
+                    assert format_timestamp(ts) == ts.astimezone(UTC if utc else None).isoformat(
+                        timespec="microseconds"), (t, ts)
+            finally:
+                set_output_utc(False)
+    assert len(offsets) == (1 if name == "UTC" else 2)

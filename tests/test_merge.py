@@ -39,6 +39,26 @@ def test_line_and_hit_about_the_same_io_become_one_event():
     assert merged.dev_num == "7:0"
 
 
+def test_lines_held_before_the_first_hit_still_pair_with_it_in_the_order_they_came():
+    """The correlator works out pair keys only once a second source shows
+    up: lines held before the first hit pair with it as if it had from the
+    start, the earliest line of a key first, whatever their kernel times."""
+    corr = Correlator(hold=0.25)
+    late, early, other, released = (blk_error(8, usec=3_000_000), blk_error(8, usec=1_000_000),
+                                    blk_error(16, usec=2_000_000), blk_error(24, usec=10))
+    corr.add(released, now=0.0)
+    assert corr.release(now=0.3) == [released]  # gone before the hit: never pairs
+    for line in (late, early, other):
+        corr.add(line, now=0.3)
+    for sector, usec in ((8, 2_000_000), (16, 2_000_100), (24, 20)):
+        corr.add(blk_error(sector, source="bpf", usec=usec), now=0.31)
+    out = corr.release(now=1.0)
+    assert sorted((e.extension["sector"], e.sources, e.event_id) for e in out if "kmsg" in e.sources) == [
+        ("16", ["kmsg", "bpf"], other.event_id), ("8", ["kmsg"], early.event_id),
+        ("8", ["kmsg", "bpf"], late.event_id)]
+    assert [(e.extension["sector"], e.sources) for e in out if "kmsg" not in e.sources] == [("24", ["bpf"])]
+
+
 def test_different_sectors_or_devices_are_not_merged():
     corr = Correlator(hold=0.1)
     corr.add(blk_error(1, source="bpf", usec=1_000_000), now=0.0)

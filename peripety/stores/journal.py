@@ -113,7 +113,8 @@ def journal_entry(event: StorageEvent) -> bytes:
         head = _head(*key)
     if head is _GENERAL:
         return encode_entry(journal_fields(event, json_text))
-    values = (msg, event_id) + tuple(v for v in (kdev, dev_num) if v)
+    values = (msg, event_id, kdev, dev_num) if kdev and dev_num else \
+        (msg, event_id, kdev) if kdev else (msg, event_id, dev_num) if dev_num else (msg, event_id)
     tail = _tail(event)
     device = _device_lines(info)
     if tail is None or device is None:
@@ -154,13 +155,22 @@ _DEVICES: dict[tuple, tuple[bytes, bytes]] = {}
 below it) -> their encoded lines: the same for every event on it."""
 
 
+_DEVICE_OF: dict[int, tuple] = {}
+"""id(BlkInfo) -> (it, the fields _DEVICES keys on, their lines): the same
+device object comes with every event on it."""
+
+
 def _device_lines(info: BlkInfo | None) -> tuple[bytes, bytes] | None:
     """None: the general path (a field that is not what a device has)."""
     if info is None:
         return b"", b""
+    fields = (info.wwid, info.preferred_blk_path or info.blk_path, info.mount_point, info.owners_wwids,
+              info.owners_paths)
+    kept = _DEVICE_OF.get(id(info))
+    if kept is not None and kept[0] is info and kept[1] == fields:
+        return kept[2]
     try:
-        key = (info.wwid, info.preferred_blk_path or info.blk_path, info.mount_point,
-               tuple(info.owners_wwids), tuple(info.owners_paths))
+        key = fields[:3] + (tuple(info.owners_wwids), tuple(info.owners_paths))
         lines = _DEVICES.get(key)
     except TypeError:  # unhashable: not a device's fields as peripety makes them
         return None
@@ -172,6 +182,10 @@ def _device_lines(info: BlkInfo | None) -> tuple[bytes, bytes] | None:
             encode_entry(_present({"DEV_WWID": wwid, "DEV_PATH": path})),
             encode_entry(_present({"MOUNT_POINT": mount_point or None, "OWNERS_WWIDS": list(owners_wwids),
                                    "OWNERS_PATHS": list(owners_paths)})))
+    if len(_DEVICE_OF) > 4096:
+        _DEVICE_OF.clear()
+    # (a copy of the lists: one changed in place is not the kept one)
+    _DEVICE_OF[id(info)] = (info, fields[:3] + (list(info.owners_wwids), list(info.owners_paths)), lines)
     return lines
 
 
@@ -180,39 +194,38 @@ def _tail(event: StorageEvent) -> bytes | None:
     the general path."""
     extension = event.extension
     keys = tuple(extension)
-    prefixes = _EXT_PREFIXES.get(keys)
-    if prefixes is None:
-        prefixes = _ext_prefixes(keys)
-    if not prefixes and keys:
+    form = _EXT_FORMS.get(keys)
+    if form is None:
+        form = _ext_form(keys)
+    if form is _GENERAL:
         return None
     values = tuple(extension.values())
     for value in values:
         if type(value) is not str or not value:
             return None
-    parts = [prefix + value for prefix, value in zip(prefixes, values)]
+    text = form % values
+    lines = len(values)
     root = event.root_cause_event_id
     if root:
-        parts.insert(0, f"ROOT_CAUSE_EVENT_ID={root}")
-    if not parts:
-        return b""
-    text = "\n".join(parts) + "\n"
-    if text.count("\n") != len(parts):
+        text = f"ROOT_CAUSE_EVENT_ID={root}\n" + text
+        lines += 1
+    if text.count("\n") != lines:
         return None
     return text.encode("utf-8")
 
 
-_EXT_PREFIXES: dict[tuple, tuple[str, ...]] = {}
-"""Extension keys (in order) -> their ``EXT_NAME=`` (empty: two keys share
-a name, and journal_fields keeps the last value: the general path)."""
+_EXT_FORMS: dict[tuple, object] = {}
+"""Extension keys (in order) -> "EXT_NAME=%s\\n..." (_GENERAL: two keys share
+a name, and journal_fields keeps the last value)."""
 
 
-def _ext_prefixes(keys: tuple) -> tuple[str, ...]:
-    if len(_EXT_PREFIXES) > 4096:
-        _EXT_PREFIXES.clear()
-    names = [_journal_key(key) for key in keys]
-    prefixes = tuple(f"EXT_{name}=" for name in names) if len(set(names)) == len(names) else ()
-    _EXT_PREFIXES[keys] = prefixes
-    return prefixes
+def _ext_form(keys: tuple):
+    if len(_EXT_FORMS) > 4096:
+        _EXT_FORMS.clear()
+    names = [_journal_key(key) for key in keys]  # [A-Z0-9_]: no "%" to escape
+    form = "".join(f"EXT_{name}=%s\n" for name in names) if len(set(names)) == len(names) else _GENERAL
+    _EXT_FORMS[keys] = form
+    return form
 
 
 def _present(fields: dict) -> dict:

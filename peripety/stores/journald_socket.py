@@ -19,10 +19,8 @@ import fcntl
 import json
 import logging
 import os
-import select
 import socket
 import struct
-import time
 from pathlib import Path
 
 from ..errors import StoreError
@@ -65,12 +63,16 @@ class JournaldSocket:
 
     def _connect(self) -> socket.socket:
         if self._sock is None:
-            # Blocking, and every send asks not to block (MSG_DONTWAIT): a
-            # socket with a timeout would poll(2) before each send, a second
-            # system call per event; this one waits (``_wait``) only when
-            # journald's queue is full.
+            # Blocking, with a send timeout (SO_SNDTIMEO): a send sleeps in
+            # the kernel while journald's queue is full, at most
+            # SEND_TIMEOUT, then fails with EAGAIN. One send(2) an event
+            # whether or not journald keeps up: no poll(2), no retry (a
+            # Python socket timeout would poll(2) before every send).
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
             try:
+                usec = max(1, round(SEND_TIMEOUT * 1_000_000))  # (a zero timeval would wait for ever)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                                struct.pack("@ll", usec // 1_000_000, usec % 1_000_000))
                 sock.connect(self.path)
             except OSError as exc:
                 sock.close()
@@ -83,6 +85,21 @@ class JournaldSocket:
 
     def send_entry(self, data: bytes) -> None:
         """One entry already encoded (``encode_entry``): one send(2)."""
+        sock = self._sock
+        if sock is not None:
+            # The common case, connected, in one call; anything else
+            # (nothing was sent) takes the way below.
+            try:
+                sock.send(data)
+                return
+            except BlockingIOError:  # journald's queue stayed full for SEND_TIMEOUT
+                self._fail(TimeoutError("timed out"))
+            except (ConnectionRefusedError, FileNotFoundError, ConnectionResetError):
+                # journald restarted since we connected: its socket is a new
+                # one (this one is now unconnected, and would say ENOTCONN).
+                self.close()
+            except OSError:
+                pass  # too large for a datagram: sent as a memfd below
         try:
             try:
                 self._send(data)
@@ -92,38 +109,25 @@ class JournaldSocket:
                 self._send(data)
         except StoreError:
             raise
-        except (OSError, socket.timeout) as exc:
-            # journald restarted (new socket inode) or is gone: reconnect next time.
-            self.close()
-            reason = "timed out" if isinstance(exc, socket.timeout) else exc.strerror
-            raise StoreError(f"journald at {self.path} did not take the event: {reason}") from exc
+        except OSError as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: OSError) -> None:
+        # journald restarted (new socket inode), is gone or stuck: reconnect next time.
+        self.close()
+        reason = "timed out" if isinstance(exc, (TimeoutError, BlockingIOError)) else exc.strerror
+        raise StoreError(f"journald at {self.path} did not take the event: {reason}") from exc
 
     def _send(self, data: bytes) -> None:
         sock = self._connect()
         try:
-            self._wait(sock, lambda: sock.send(data, socket.MSG_DONTWAIT))
+            sock.send(data)
+        except BlockingIOError:
+            raise
         except OSError as exc:
             if exc.errno not in (errno.EMSGSIZE, errno.ENOBUFS):
                 raise
             self._send_memfd(data)
-
-    @staticmethod
-    def _wait(sock: socket.socket, send) -> None:
-        """``send()`` (which must not block), retried while journald's queue
-        is full, for at most SEND_TIMEOUT seconds (then ``TimeoutError``)."""
-        deadline = None
-        while True:
-            try:
-                send()
-                return
-            except BlockingIOError:
-                now = time.monotonic()
-                deadline = deadline or now + SEND_TIMEOUT
-                if now >= deadline:
-                    raise TimeoutError("timed out") from None
-                poller = select.poll()
-                poller.register(sock, select.POLLOUT)
-                poller.poll((deadline - now) * 1000)
 
     def _send_memfd(self, data: bytes) -> None:
         # Larger than a datagram: journald accepts a sealed memfd instead.
@@ -131,9 +135,7 @@ class JournaldSocket:
         try:
             os.write(fd, data)
             fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
-            sock = self._connect()
-            self._wait(sock, lambda: sock.sendmsg([], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd))],
-                                                   socket.MSG_DONTWAIT))
+            self._connect().sendmsg([], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd))])
         finally:
             os.close(fd)
 

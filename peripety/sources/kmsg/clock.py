@@ -15,6 +15,8 @@ from __future__ import annotations
 import datetime as _dt
 import time
 
+from ...event import local_time
+
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 
 
@@ -31,4 +33,4 @@ def realtime_offset() -> float:
 
 def kernel_usec_to_wallclock(usec: int) -> _dt.datetime:
     """Wall-clock time (local zone) of a kmsg timestamp from this boot."""
-    return _dt.datetime.fromtimestamp(realtime_offset() + usec / 1_000_000).astimezone()
+    return local_time(realtime_offset() + usec / 1_000_000)
