@@ -59,7 +59,7 @@ from typing import Callable
 from ..errors import PeripetyError
 from ..event import StorageEvent
 from ..event_json import compact_json
-from ..safefiles import UnsafePathError, check_private_dir
+from ..safefiles import UnsafePathError, check_dir_chain, check_private_dir
 from ..stores.varlink import DEFAULT_SOCKET as _DEFAULT_SOCKET
 
 log = logging.getLogger("peripety.outputs.varlink")
@@ -88,6 +88,84 @@ _WAKE = object()
 
 class _Cancelled(Exception):
     """A query whose client went away, or the daemon stops."""
+
+
+SUN_PATH_MAX = 107
+"""Bytes of a unix socket's path (``sun_path`` less its NUL)."""
+
+
+class VarlinkOptionError(UnsafePathError):
+    """--varlink or --varlink-group as given cannot be served: which option,
+    which value, why and what to do. Raised alike by the daemon at start and
+    by ``peripetyd --check``."""
+
+    def __init__(self, option: str, value, reason: str):
+        self.option = option
+        self.path = str(value)
+        self.reason = reason
+        PeripetyError.__init__(self, f"{option} {value}: {reason}")
+
+
+def check_socket_path(path: str | os.PathLike, *, create: bool = False) -> str:
+    """Refuse a --varlink path the daemon cannot safely bind; with
+    ``create`` (the daemon), make the socket's own directory (0755) when
+    its parent exists. Returns what the path's state means (for --check)."""
+    path = Path(path)
+
+    def refuse(reason: str):
+        raise VarlinkOptionError("--varlink", path, reason)
+
+    if not path.is_absolute():
+        refuse(f"give an absolute path, e.g. {DEFAULT_SOCKET} (or off for no Varlink service)")
+    if path != Path(os.path.normpath(path)) or path.name in ("", ".", ".."):
+        refuse(f"give the socket's path plainly, e.g. {os.path.normpath(path)}")
+    if len(os.fsencode(path)) > SUN_PATH_MAX:
+        refuse(f"{len(os.fsencode(path))} bytes, more than a unix socket's path may have ({SUN_PATH_MAX}); "
+               "choose a shorter path")
+    directory = path.parent
+    said = "directory checked"
+    try:
+        if not os.path.lexists(directory):
+            if not os.path.isdir(directory.parent):
+                refuse(f"the directory {directory.parent} does not exist (peripetyd creates only the socket's "
+                       f"own directory, {directory.name}): create it, or fix the path")
+            check_dir_chain(directory.parent)
+            said = f"{directory} will be created, mode 0755"
+            if create:
+                check_private_dir(directory, mode=0o755)
+        else:
+            check_private_dir(directory, create=False)
+    except VarlinkOptionError:
+        raise
+    except UnsafePathError as exc:
+        refuse(f"{exc}; or choose another --varlink path (the default is {DEFAULT_SOCKET})")
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return said
+    except OSError as exc:
+        refuse(f"cannot be checked: {exc.strerror}")
+    if stat.S_ISLNK(st.st_mode):
+        refuse("it is a symbolic link; peripetyd does not bind through links: remove it or choose another "
+               "--varlink path")
+    if not stat.S_ISSOCK(st.st_mode):
+        refuse("it exists and is not a socket; remove it or choose another --varlink path")
+    return said + "; a socket is there (a running peripetyd's, or a stale one replaced at start)"
+
+
+def group_id(group: str) -> int:
+    """The gid of --varlink-group ``group`` (a name or a number)."""
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        pass
+    if group.isdigit():
+        try:
+            return grp.getgrgid(int(group)).gr_gid
+        except KeyError:
+            pass
+    raise VarlinkOptionError("--varlink-group", group, "no such group (getent group lists them); create it "
+                                                      "or name an existing one")
 
 
 def _error_reply(name: str, parameters: dict) -> bytes:
@@ -313,22 +391,10 @@ class VarlinkServer:
         """Bind ``path`` (its directory checked as the state directories
         are; a stale socket replaced, anything else refused), mode 0600, or
         0660 for ``group``."""
-        gid = None
-        if group is not None:
-            try:
-                gid = grp.getgrnam(group).gr_gid
-            except KeyError:
-                raise PeripetyError(f"--varlink-group {group}: no such group") from None
-        check_private_dir(self.path.parent, mode=0o755)
-        try:
-            st = os.lstat(self.path)
-        except FileNotFoundError:
-            pass
-        else:
-            if not stat.S_ISSOCK(st.st_mode):
-                raise UnsafePathError(self.path, "it exists and is not a socket; remove it or choose "
-                                                 "another --varlink path")
-            os.unlink(self.path)  # a previous daemon's (the instance lock says none runs)
+        gid = group_id(group) if group is not None else None
+        check_socket_path(self.path, create=True)
+        if os.path.lexists(self.path):
+            os.unlink(self.path)  # a socket: a previous daemon's (the instance lock says none runs)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
         old_umask = os.umask(0o177)  # never connectable by others, even for an instant
         try:
