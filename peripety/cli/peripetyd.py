@@ -95,7 +95,10 @@ class TextfilePathType(click.ParamType):
 @click.option("--varlink-buffer", type=click.IntRange(min=4096), default=None, metavar="BYTES",
               help="Replies kept for one Varlink client that does not read (default 4 MiB); past it, a Monitor "
                    "stream drops events for that client and tells it how many (\"missed\").")
-@click.option("--check", is_flag=True, help="Validate the config, print the sources and the probe attach plan, exit.")
+@click.option("--check", is_flag=True,
+              help="Validate the config, the store and the outputs' options (alert programs, --metrics address and "
+                   "textfile, --varlink socket and group) as peripetyd would at start, print the sources and the "
+                   "probe attach plan, exit: 0 when it would start, 1 naming what to fix. Writes nothing.")
 @click.option("-v", "--verbose", count=True, help="More logging to stderr (-vv for debug).")
 @click.version_option(package_name="peripety", prog_name="peripetyd")
 def main(config_path, store, stdout, no_blk_info_dump, bpf, from_start, state_dir, status_file, replay,
