@@ -308,9 +308,10 @@ def held_query(path, flt: dict) -> socket.socket:
     return sock
 
 
-def read_query(sock: socket.socket) -> list[dict]:
-    """Every event of a Query's replies, up to its last one."""
-    buf, events = bytearray(), []
+def read_query(sock: socket.socket, buf: bytearray | None = None) -> list[dict]:
+    """Every event of a Query's replies, up to its last one (what came
+    after it stays in ``buf``)."""
+    buf, events = bytearray() if buf is None else buf, []
     while True:
         [reply] = replies(sock, buf, 1)
         assert "error" not in reply, reply
@@ -408,3 +409,43 @@ def test_stopping_mid_query_cancels_it_and_leaves_no_thread(served):
         while sock.recv(65536):
             pass
         sock.close()
+
+
+def test_calls_pipelined_behind_a_query_wait_unread_then_are_answered(served, caplog):
+    """Calls sent behind a Query in progress are not answered meanwhile
+    (one call at a time) and, its replies or its calls piling up, not even
+    read: the client's sends block. Once the query is read, every one of
+    them is answered."""
+    from peripety.outputs.varlink import MAX_REQUEST
+
+    served.emit(*events_at(1200))
+    held = held_query(served.server.path, {})
+    until_stats(served, lambda s: s["queries_running"] == 1, "the query did not start")
+    held.setblocking(False)
+    call = b'{"method": "io.peripety.GetStatus"}\0'
+    sent, unsent = 0, b""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # until the server stops reading (the socket stays full)
+        unsent = unsent or call * 1024
+        try:
+            n = held.send(unsent)
+        except BlockingIOError:
+            if not select.select([], [held], [], 1.0)[1]:
+                break
+            continue
+        sent += n
+        unsent = unsent[n:]
+    assert sent < 64 * MAX_REQUEST  # the server stopped reading it
+    assert "serving a client failed" not in caplog.text
+    held.setblocking(True)
+    buf = bytearray()
+    assert len(read_query(held, buf)) == 1200
+    calls = (sent + len(unsent) % len(call)) // len(call)
+    got: list[dict] = []
+    reader = threading.Thread(target=lambda: got.extend(replies(held, buf, calls)))
+    reader.start()  # reading while the last call is completed: the server answers as it reads
+    held.sendall(unsent[:len(unsent) % len(call)])
+    reader.join(30)
+    assert len(got) == calls and all("status" in reply["parameters"] for reply in got)
+    assert "serving a client failed" not in caplog.text
+    held.close()

@@ -606,12 +606,20 @@ class VarlinkServer:
             return
         events = selectors.EVENT_WRITE if conn.out else 0
         if len(conn.out) < self.max_pending and len(conn.inbuf) < MAX_REQUEST:
-            events |= selectors.EVENT_READ  # (a closed peer is still seen: epoll reports HUP anyway)
+            events |= selectors.EVENT_READ
         try:
-            if self._selector.get_key(conn.sock).events != events:
-                self._selector.modify(conn.sock, events, conn)
+            key = self._selector.get_key(conn.sock)
         except KeyError:
-            pass
+            key = None
+        if not events:
+            # Nothing to send, enough received (calls waiting behind a
+            # query): out of the poll until the query's replies come.
+            if key is not None:
+                self._selector.unregister(conn.sock)
+        elif key is None:
+            self._selector.register(conn.sock, events, conn)
+        elif key.events != events:
+            self._selector.modify(conn.sock, events, conn)
 
     def _drop(self, conn: _Connection) -> None:
         if conn.closed:
