@@ -268,7 +268,6 @@ class _QueryPool:
         self._local = threading.local()
         self._stopping = False
         self.running: set[_Job] = set()
-        self.answered = 0
 
     @property
     def waiting(self) -> int:
@@ -319,7 +318,6 @@ class _QueryPool:
                 finally:
                     with self._cond:
                         self.running.discard(job)
-                        self.answered += 1
                     job.finish()
         finally:
             self._close_reader()
