@@ -44,6 +44,8 @@ libudev does not allow to be used from two threads at once.
 from __future__ import annotations
 
 import collections
+import contextlib
+import gc
 import grp
 import json
 import logging
@@ -554,16 +556,17 @@ class VarlinkServer:
         package's one ``json.dumps`` of the whole answer would hold the
         GIL, and so the daemon's loop, for as long as it takes (1.8 s for
         50,000 events, benchmarks/varlink_query.py)."""
-        try:
-            replies = [r for r in self._service.handle(job.message, _server=self, _request=job) if r is not None]
-        except (TypeError, ValueError, AttributeError, KeyError):
-            replies = [json.dumps({"error": "org.varlink.service.InvalidParameter",
-                                   "parameters": {"parameter": "parameters"}}).encode()]
-        if job.events is None:  # an error
-            for reply in replies:
-                job.put(reply + b"\0")
-            return
-        for reply in _query_replies(job):
+        with _cycle_collector_paused():
+            try:
+                replies = [r + b"\0" for r in self._service.handle(job.message, _server=self, _request=job)
+                           if r is not None]
+            except (TypeError, ValueError, AttributeError, KeyError):
+                replies = [json.dumps({"error": "org.varlink.service.InvalidParameter",
+                                       "parameters": {"parameter": "parameters"}}).encode() + b"\0"]
+            if job.events is not None:
+                replies = list(_query_replies(job))
+                job.events = None  # freed before the collector runs again: it has nothing of them to walk
+        for reply in replies:
             job.put(reply)
 
     def _wake(self) -> None:
@@ -862,6 +865,35 @@ def _reader_opener(store) -> Callable[[], object]:
 
         return lambda: JournalStore(inner.namespace, writers=inner.writers)
     raise PeripetyError(f"the Varlink service cannot read a {inner.name} store")
+
+
+_gc_lock = threading.Lock()
+_gc_pausers = 0
+_gc_was_enabled = False
+
+
+@contextlib.contextmanager
+def _cycle_collector_paused():
+    """No cyclic garbage collection while a worker reads and encodes a
+    query: a full collection walks every object the query made (50,000
+    events: 0.4-0.5 s) holding the GIL, so the daemon's loop waits that
+    long (benchmarks/varlink_query.py). The events are freed by their
+    reference counts before the collector runs again; ``prpt query`` does
+    the same. Process-wide, counted across workers; the wait for a slow
+    client happens outside."""
+    global _gc_pausers, _gc_was_enabled
+    with _gc_lock:
+        if _gc_pausers == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pausers += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pausers -= 1
+            if _gc_pausers == 0 and _gc_was_enabled:
+                gc.enable()
 
 
 def _query_replies(job: _Job):
