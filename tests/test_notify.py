@@ -365,6 +365,89 @@ def test_max_per_hour_drops_and_counts_and_the_next_alert_says_so(tmp_path, stat
     output.close()
 
 
+def test_max_per_hour_holds_across_restarts(tmp_path, state_dir):
+    """A daemon restarted (crash loop) under a storm of failures on many
+    disks runs the program at most max_per_hour times in an hour: the
+    window is in notify.json, and so is the drop count the next alert
+    reports."""
+    clock = Clock()
+    text = recorder(tmp_path, "max_per_hour = 2")
+    disks = iter([disk_event(kdev=f"sd{c}", wwid=f"w{c}") for c in "bcdefghij"])
+    for _ in range(4):  # four lives of the daemon within minutes, two failing disks each
+        output = open_output(tmp_path, text, clock)
+        output.on_event(next(disks))
+        output.on_event(next(disks))
+        run_out(output)
+        output.close()
+        clock.now += 60
+    assert sorted(a["event"]["kdev"] for a in alerts(tmp_path)) == ["sdb", "sdc"]
+    state = json.loads((state_dir / "notify.json").read_text())
+    assert state["version"] == 2
+    assert state["rate"] == {"rec": {"sent": [Clock().now, Clock().now], "dropped": 6}}
+    # an hour after the first alerts: the next disk alerts, and says what was dropped
+    clock.now = Clock().now + 3600 + 1
+    output = open_output(tmp_path, text, clock)
+    output.on_event(next(disks))
+    run_out(output)
+    output.close()
+    last = alerts(tmp_path)[-1]
+    assert last["event"]["kdev"] == "sdj" and last["env"]["PERIPETY_DROPPED"] == "6"
+    assert json.loads((state_dir / "notify.json").read_text())["rate"] == {"rec": {"sent": [clock.now]}}
+
+
+def test_a_clock_set_back_keeps_the_window_for_at_most_an_hour(tmp_path, state_dir):
+    clock = Clock()
+    text = recorder(tmp_path, "max_per_hour = 1")
+    output = open_output(tmp_path, text, clock)
+    output.on_event(disk_event(kdev="sdb", wwid="wb"))
+    run_out(output)
+    output.close()
+    clock.now -= 86400  # set back a day: the alert "from tomorrow" counts as sent now
+    output = open_output(tmp_path, text, clock)
+    output.on_event(disk_event(kdev="sdc", wwid="wc"))
+    clock.now += 3600 + 1
+    output.on_event(disk_event(kdev="sdd", wwid="wd"))
+    run_out(output)
+    output.close()
+    assert [a["event"]["kdev"] for a in alerts(tmp_path)] == ["sdb", "sdd"]
+
+
+def test_a_version_1_state_file_is_read(tmp_path, state_dir):
+    (state_dir / "notify.json").write_text(json.dumps({"version": 1, "pending": [], "records": [
+        {"action": "rec", "device": "naa.5000c500a1b2c3d4", "event_type": "BLK_IO_ERROR", "first": Clock().now,
+         "last": Clock().now, "sent": 1, "suppressed": 0}]}))
+    output = open_output(tmp_path, recorder(tmp_path, 'repeat = "once"\nmax_per_hour = 1'))
+    output.on_event(disk_event())  # once, and already sent
+    output.on_event(disk_event(kdev="sdc", wwid="wc"))
+    run_out(output)
+    output.close()
+    assert [a["event"]["kdev"] for a in alerts(tmp_path)] == ["sdc"]
+
+
+def test_state_of_actions_no_longer_configured_is_forgotten(tmp_path, state_dir):
+    both = recorder(tmp_path, "max_per_hour = 1", name="keep") + recorder(tmp_path, "max_per_hour = 1", name="gone")
+    output = open_output(tmp_path, both)
+    output.on_event(disk_event(kdev="sdb", wwid="wb"))
+    output.on_event(disk_event(kdev="sdc", wwid="wc"))  # dropped by both: max_per_hour
+    run_out(output)
+    output.close()
+    state = json.loads((state_dir / "notify.json").read_text())
+    assert sorted(r["action"] for r in state["records"]) == ["gone", "keep"]
+    assert sorted(state["rate"]) == ["gone", "keep"]
+    # a start with "gone" removed from the config
+    output = open_output(tmp_path, recorder(tmp_path, "max_per_hour = 1", name="keep"))
+    output.close()
+    state = json.loads((state_dir / "notify.json").read_text())
+    assert [r["action"] for r in state["records"]] == ["keep"]
+    assert list(state["rate"]) == ["keep"]
+    # a reload without "keep": forgotten at once
+    output = open_output(tmp_path, recorder(tmp_path, "max_per_hour = 1", name="keep"))
+    output.reconfigure(config_from_text(recorder(tmp_path, name="other")))
+    state = json.loads((state_dir / "notify.json").read_text())
+    assert state["records"] == [] and state["rate"] == {}
+    output.close()
+
+
 def test_a_full_queue_drops_beyond_its_bound(tmp_path, state_dir):
     output = open_output(tmp_path, recorder(tmp_path, "max_per_hour = 0"))
     output.runner.max_queued = 3

@@ -473,3 +473,103 @@ def _until(stream, text: str) -> list[dict]:
         if text in reply["event"]["raw_msg"]:
             return replies
     raise AssertionError("stream ended")
+
+
+def _held_query(sock: Path, flt: dict) -> socket.socket:
+    """A Query (with more) whose client does not read yet: the daemon's
+    worker waits for it, so the query stays in progress until it reads."""
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    conn.settimeout(60)
+    conn.connect(str(sock))
+    conn.sendall(json.dumps({"method": "io.peripety.Query", "more": True,
+                             "parameters": {"filter": flt}}).encode() + b"\0")
+    return conn
+
+
+def _read_query(conn: socket.socket) -> list[dict]:
+    buf, events = b"", []
+    while True:
+        while b"\0" not in buf:
+            data = conn.recv(65536)
+            assert data, "the daemon closed the connection mid-answer"
+            buf += data
+        message, buf = buf.split(b"\0", 1)
+        reply = json.loads(message)
+        assert "error" not in reply, reply
+        events += reply["parameters"]["events"]
+        if not reply.get("continues"):
+            return events
+
+
+def _varlink_status(con, predicate, what: str) -> dict:
+    deadline = time.monotonic() + 60
+    while True:
+        status = con.GetStatus()["status"]["varlink"]
+        if predicate(status):
+            return status
+        assert time.monotonic() < deadline, f"{what}: {status}"
+        time.sleep(0.1)
+
+
+def test_a_query_in_progress_does_not_delay_kernel_events(tmp_path, socket_dir, faulty_disk):
+    """Query runs off the daemon's loop: while a query over 1500 stored
+    events is in progress (its client does not read, so it cannot end), a
+    real kernel I/O error is still read from /dev/kmsg, stored and streamed
+    (the sentinel); the query then delivers what prpt query gives. Stopping
+    the daemon mid-query cancels it: clean exit, socket removed."""
+    sock = socket_dir / "io.peripety"
+    daemon = start_daemon(tmp_path, sock, "--varlink-buffer", "8192")
+    link = genuine_daemon_link(tmp_path, "multipathd")
+    tag = f"vlq{os.getpid()}x"
+    held = []
+    try:
+        t0 = since_now()
+        bulk = Bulk(link, tag, 1500)
+        bulk.close()
+        history = {"since": t0, "sub_systems": ["Multipath"]}
+        wait_for_events(("--since", t0, "--sub-system", "Multipath"),
+                        lambda evs: len([e for e in evs if tag in e["raw_msg"]]) == 1500, timeout=180,
+                        what="1500 stored events")
+        status = client(sock)
+        held.append(_held_query(sock, history))
+        _varlink_status(status, lambda s: s["queries_running"] == 1, "the query did not start")
+        con = client(sock, timeout=60)
+        stream = con.Monitor(filter={"blk": [faulty_disk.loopdev], "event_types": ["blk_io_error"]}, _more=True)
+        assert "event" not in next(stream)
+        trigger = Retrigger(faulty_disk)
+        stop = threading.Event()
+
+        def keep_failing():  # the kernel may rate-limit a line: fail fresh sectors until one is streamed
+            for _ in range(20):
+                trigger()
+                if stop.wait(1.5):
+                    return
+
+        thread = threading.Thread(target=keep_failing)
+        thread.start()
+        try:
+            sentinel = next(stream)["event"]
+        finally:
+            stop.set()
+            thread.join()
+        assert sentinel["event_type"] == "BLK_IO_ERROR" and sentinel["kdev"] == faulty_disk.name
+        # the query was in progress all along
+        assert status.GetStatus()["status"]["varlink"]["queries_running"] == 1
+        got = _read_query(held[0])
+        assert len([e for e in got if tag in e["raw_msg"]]) == 1500
+        assert got == query("--since", t0, "--sub-system", "Multipath")
+        _varlink_status(status, lambda s: s["queries_running"] == 0, "the query did not end")
+        # stopping mid-query
+        held.append(_held_query(sock, history))
+        _varlink_status(status, lambda s: s["queries_running"] == 1, "the second query did not start")
+        assert daemon.stop() == 0
+        assert not sock.exists()
+        log = daemon.log_text()
+        assert "1 query(ies) cancelled at stop" in log
+        assert "still reading the store" not in log
+        assert held[1].recv(65536) is not None  # the connection was closed (b"" or the first replies)
+    finally:
+        for conn in held:
+            conn.close()
+        daemon.stop()

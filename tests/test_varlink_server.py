@@ -293,3 +293,159 @@ def test_a_daemon_that_does_not_answer_is_not_waited_for(tmp_path, monkeypatch):
     reader.close()
     store.close()
     mute.close()
+
+
+# -- queries off the loop -----------------------------------------------------------------
+def held_query(path, flt: dict) -> socket.socket:
+    """A Query (with more) whose client does not read: its worker waits
+    for the client, so the query stays in progress until it reads."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(30)
+    sock.connect(str(path))
+    sock.sendall(json.dumps({"method": "io.peripety.Query", "more": True,
+                             "parameters": {"filter": flt}}).encode() + b"\0")
+    return sock
+
+
+def read_query(sock: socket.socket, buf: bytearray | None = None) -> list[dict]:
+    """Every event of a Query's replies, up to its last one (what came
+    after it stays in ``buf``)."""
+    buf, events = bytearray() if buf is None else buf, []
+    while True:
+        [reply] = replies(sock, buf, 1)
+        assert "error" not in reply, reply
+        events += reply["parameters"]["events"]
+        if not reply.get("continues"):
+            return events
+
+
+def until_stats(served, predicate, what: str) -> dict:
+    """The server's stats (read in its loop's thread) once ``predicate`` holds."""
+    deadline = time.monotonic() + 30
+    while True:
+        stats = served.run(served.server.stats)
+        if predicate(stats):
+            return stats
+        assert time.monotonic() < deadline, f"{what}: {stats}"
+        time.sleep(0.02)
+
+
+def query_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("peripety-varlink-query")]
+
+
+def test_a_query_in_progress_does_not_hold_the_loop(served):
+    """A Query runs in a worker thread: while one is in progress (its
+    client does not read, so it cannot end), the loop still stores
+    events and streams them to a Monitor client (the sentinel) and
+    answers other calls; the query then delivers every event."""
+    history = events_at(1500)
+    served.emit(*history)
+    held = held_query(served.server.path, {"kdevs": ["loop1"]})
+    until_stats(served, lambda s: s["queries_running"] == 1, "the query never started")
+    monitor = connect(served.server.path)
+    monitor.sendall(b'{"method": "io.peripety.Monitor", "more": true, "parameters": {"filter": {"kdevs": ["sentinel"]}}}\0')
+    buf = bytearray()
+    assert replies(monitor, buf, 1) == [{"continues": True, "parameters": {}}]
+    sentinel = events_at(1, start=dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc), kdev="sentinel")[0]
+    served.emit(sentinel)
+    [streamed] = replies(monitor, buf, 1)
+    assert streamed["parameters"]["event"]["event_id"] == sentinel.event_id
+    status = vclient(served.server.path).GetStatus()["status"]["varlink"]
+    assert status["queries_running"] == 1 and status["queries_waiting"] == 0  # still in progress
+    assert read_query(held) == [e.to_dict() for e in history]
+    until_stats(served, lambda s: s["queries_running"] == 0, "the query did not end")
+    held.close()
+    monitor.close()
+
+
+def test_at_most_query_workers_queries_run_the_rest_wait(served):
+    served.emit(*events_at(1200))
+    workers = served.run(served.server.stats)["query_workers"]
+    assert workers == 2
+    held = [held_query(served.server.path, {}) for _ in range(workers + 1)]
+    stats = until_stats(served, lambda s: s["queries_running"] == workers and s["queries_waiting"] == 1,
+                        "queries beyond the workers did not wait")
+    assert len(query_threads()) == workers
+    assert vclient(served.server.path).GetStatus()["status"]["varlink"]["queries_waiting"] == 1
+    # the first client reads its answer: the waiting query starts
+    assert len(read_query(held[0])) == 1200
+    until_stats(served, lambda s: s["queries_running"] == workers and s["queries_waiting"] == 0,
+                "the waiting query did not start")
+    # a client that goes away cancels its query (the worker stops waiting for it)
+    held[1].close()
+    until_stats(served, lambda s: s["queries_running"] == 1, "a closed client's query went on")
+    assert len(read_query(held[2])) == 1200
+    until_stats(served, lambda s: s["queries_running"] == 0, "the last query did not end")
+    for sock in held:
+        sock.close()
+
+
+def test_a_waiting_query_whose_client_leaves_never_runs(served):
+    served.emit(*events_at(1200))
+    held = [held_query(served.server.path, {}) for _ in range(2)]
+    until_stats(served, lambda s: s["queries_running"] == 2, "the queries did not start")
+    leaving = held_query(served.server.path, {})
+    until_stats(served, lambda s: s["queries_waiting"] == 1, "the third query did not wait")
+    leaving.close()
+    until_stats(served, lambda s: s["queries_waiting"] == 0 and s["clients"] == 2, "the left query still waits")
+    assert served.run(served.server.stats)["queries_running"] == 2
+    for sock in held:
+        sock.close()
+    until_stats(served, lambda s: s["queries_running"] == 0, "closed clients' queries went on")
+
+
+def test_stopping_mid_query_cancels_it_and_leaves_no_thread(served):
+    served.emit(*events_at(1200))
+    held = [held_query(served.server.path, {}) for _ in range(3)]
+    until_stats(served, lambda s: s["queries_running"] == 2 and s["queries_waiting"] == 1, "queries not started")
+    assert query_threads()
+    served.close()
+    assert query_threads() == []
+    assert not served.server.path.exists()
+    for sock in held:  # each connection was closed, mid-answer or before it
+        sock.settimeout(30)
+        while sock.recv(65536):
+            pass
+        sock.close()
+
+
+def test_calls_pipelined_behind_a_query_wait_unread_then_are_answered(served, caplog):
+    """Calls sent behind a Query in progress are not answered meanwhile
+    (one call at a time) and, its replies or its calls piling up, not even
+    read: the client's sends block. Once the query is read, every one of
+    them is answered."""
+    from peripety.outputs.varlink import MAX_REQUEST
+
+    served.emit(*events_at(1200))
+    held = held_query(served.server.path, {})
+    until_stats(served, lambda s: s["queries_running"] == 1, "the query did not start")
+    held.setblocking(False)
+    call = b'{"method": "io.peripety.GetStatus"}\0'
+    sent, unsent = 0, b""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # until the server stops reading (the socket stays full)
+        unsent = unsent or call * 1024
+        try:
+            n = held.send(unsent)
+        except BlockingIOError:
+            if not select.select([], [held], [], 1.0)[1]:
+                break
+            continue
+        sent += n
+        unsent = unsent[n:]
+    assert sent < 64 * MAX_REQUEST  # the server stopped reading it
+    assert "serving a client failed" not in caplog.text
+    held.setblocking(True)
+    buf = bytearray()
+    assert len(read_query(held, buf)) == 1200
+    calls = (sent + len(unsent) % len(call)) // len(call)
+    got: list[dict] = []
+    reader = threading.Thread(target=lambda: got.extend(replies(held, buf, calls)))
+    reader.start()  # reading while the last call is completed: the server answers as it reads
+    held.sendall(unsent[:len(unsent) % len(call)])
+    reader.join(30)
+    assert len(got) == calls and all("status" in reply["parameters"] for reply in got)
+    assert "serving a client failed" not in caplog.text
+    held.close()

@@ -31,6 +31,18 @@ class ListenAddressType(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
+class VarlinkPathType(click.ParamType):
+    name = "PATH|off"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, Path) or value == "off":
+            return value
+        if not os.path.isabs(value):
+            self.fail(f"{value!r}: give an absolute path, e.g. {DEFAULT_VARLINK_SOCKET} (or off for no Varlink "
+                      "service)", param, ctx)
+        return Path(value)
+
+
 class TextfilePathType(click.ParamType):
     name = "PATH"
 
@@ -72,7 +84,8 @@ class TextfilePathType(click.ParamType):
                    "node_exporter's textfile-collector directory, e.g. "
                    "/var/lib/prometheus/node-exporter/peripety.prom; atomically replaced. "
                    "Overrides [metrics] textfile.")
-@click.option("--varlink", "varlink", default=str(DEFAULT_VARLINK_SOCKET), show_default=True, metavar="PATH|off",
+@click.option("--varlink", "varlink", type=VarlinkPathType(), default=str(DEFAULT_VARLINK_SOCKET), show_default=True,
+              metavar="PATH|off",
               help="Serve the Varlink interface io.peripety (Query, Monitor, GetBlockInfo, GetStatus) on this "
                    "unix socket, which prpt monitor and prpt top follow; off: none. Root only (mode 0600) "
                    "unless --varlink-group.")
@@ -82,7 +95,10 @@ class TextfilePathType(click.ParamType):
 @click.option("--varlink-buffer", type=click.IntRange(min=4096), default=None, metavar="BYTES",
               help="Replies kept for one Varlink client that does not read (default 4 MiB); past it, a Monitor "
                    "stream drops events for that client and tells it how many (\"missed\").")
-@click.option("--check", is_flag=True, help="Validate the config, print the sources and the probe attach plan, exit.")
+@click.option("--check", is_flag=True,
+              help="Validate the config, the store and the outputs' options (alert programs, --metrics address and "
+                   "textfile, --varlink socket and group) as peripetyd would at start, print the sources and the "
+                   "probe attach plan, exit: 0 when it would start, 1 naming what to fix. Writes nothing.")
 @click.option("-v", "--verbose", count=True, help="More logging to stderr (-vv for debug).")
 @click.version_option(package_name="peripety", prog_name="peripetyd")
 def main(config_path, store, stdout, no_blk_info_dump, bpf, from_start, state_dir, status_file, replay,
@@ -111,7 +127,7 @@ def main(config_path, store, stdout, no_blk_info_dump, bpf, from_start, state_di
         replay=replay,
         metrics_listen=metrics_listen,
         metrics_textfile=metrics_textfile,
-        varlink=None if varlink == "off" else Path(os.path.abspath(varlink)),
+        varlink=None if varlink == "off" else varlink,
         varlink_group=varlink_group,
         varlink_buffer=varlink_buffer,
     )

@@ -1,8 +1,12 @@
-"""``peripetyd --check``: validate the config and the store, print the
-sources and the probe attach plan, write nothing."""
+"""``peripetyd --check``: validate the config, the store and the outputs'
+options (what the daemon would refuse at start is refused here, naming
+the option and what to do), print the sources and the probe attach plan,
+write nothing."""
 
 from __future__ import annotations
 
+import fcntl
+import importlib.util
 import os
 from pathlib import Path
 
@@ -10,12 +14,14 @@ import click
 
 from ..errors import PeripetyError
 from ..outputs.metrics_options import load_metrics_output
+from ..outputs.varlink import check_socket_path, group_id
 from ..safefiles import check_dir_chain
 from ..stores import StoreError, parse_store_spec
 from ..stores.journald_socket import runtime_dir
 from ..stores.sqlite import DEFAULT_PATH as SQLITE_DEFAULT_PATH
 from ..tracepoints import describe_plan, plan_attach
 from .service import JOURNALD_SOCKET, Daemon, DaemonOptions
+from .system import INSTANCE_LOCK
 
 
 def check(options: DaemonOptions) -> int:
@@ -31,17 +37,59 @@ def check(options: DaemonOptions) -> int:
         f"{i}: {config.sender_policy(i).describe()}" for i in config.user_space_identifiers))
     for line in describe_notify(config):
         click.echo(line)
+    running = running_peripetyd()
     if load_metrics_output(options.metrics_listen, options.metrics_textfile, config) is None:
         click.echo("metrics: off")
     else:
         from ..outputs.metrics import describe_metrics
 
-        click.echo(f"metrics: {describe_metrics(options.metrics_listen, options.metrics_textfile, config)}")
+        click.echo(f"metrics: {describe_metrics(options.metrics_listen, options.metrics_textfile, config, running)}")
+    click.echo(f"varlink: {describe_varlink(options, running)}")
     try:
         click.echo(describe_plan(plan_attach(options.bpf if options.bpf != "off" else "auto")))
     except PeripetyError as exc:
         click.echo(f"bpf: unavailable: {exc}")
     return 0
+
+
+def describe_varlink(options: DaemonOptions, running_pid: int | None = None) -> str:
+    """The Varlink service's line: the socket's path and directory checked
+    as the daemon checks them at start (VarlinkOptionError names the
+    option, the value and what to do), its mode."""
+    if options.varlink is None:
+        return "off"
+    state = check_socket_path(options.varlink)
+    if running_pid is not None and "a socket is there" in state:
+        state += f"; peripetyd pid {running_pid} runs"
+    if options.varlink_group is not None:
+        group_id(options.varlink_group)
+        access = f"mode 0660, root and group {options.varlink_group}"
+    else:
+        access = "mode 0600, root only"
+    line = f"{options.varlink} ({access}; {state})"
+    if importlib.util.find_spec("varlink") is None:
+        line += ("; NOT served: the varlink Python package is not installed (pip install varlink); "
+                 "prpt monitor and prpt top would read the store")
+    return line
+
+
+def running_peripetyd(lock: Path = INSTANCE_LOCK) -> int | None:
+    """The pid of the peripetyd holding the instance lock, if one runs
+    (the lock tried and let go at once; nothing written)."""
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.read(fd, 64).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else -1  # a peripetyd runs; its pid not written yet
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 def describe_notify(config) -> list[str]:

@@ -28,6 +28,7 @@ and dashboards; README "Metrics"):
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket
@@ -275,17 +276,42 @@ def serve_http(address: ListenAddress, registry: CollectorRegistry) -> _Server:
         server.server_activate()
     except OSError as exc:
         server.server_close()
-        hint = {
-            98: f"another program listens there (ss -ltnp 'sport = :{address.port}' shows which): choose another port",
-            99: "no interface of this host has that address",
-            13: "ports below 1024 need root or CAP_NET_BIND_SERVICE",
-        }.get(exc.errno)
-        raise MetricsError(f"--metrics {address}: cannot listen: {exc.strerror}" + (f"; {hint}" if hint else "")) \
-            from None
+        raise _listen_error(address, exc) from None
     server.set_app(make_wsgi_app(registry))
     thread = threading.Thread(target=server.serve_forever, name="peripety-metrics", daemon=True)
     thread.start()
     return server
+
+
+def _listen_error(address: ListenAddress, exc: OSError) -> MetricsError:
+    hint = {
+        errno.EADDRINUSE: f"another program listens there (ss -ltnp 'sport = :{address.port}' shows which): "
+                          "choose another port",
+        errno.EADDRNOTAVAIL: "no interface of this host has that address",
+        errno.EACCES: "ports below 1024 need root or CAP_NET_BIND_SERVICE",
+    }.get(exc.errno)
+    error = MetricsError(f"--metrics {address}: cannot listen: {exc.strerror}" + (f"; {hint}" if hint else ""))
+    error.errno = exc.errno
+    return error
+
+
+def check_listen(address: ListenAddress) -> None:
+    """What ``serve_http`` would meet, for ``peripetyd --check``: the
+    address resolved and bound for an instant (never listened on), as the
+    server binds it (SO_REUSEADDR; both IP versions for every address)."""
+    family, sockaddr = _bind_target(address)
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    except OSError as exc:
+        raise MetricsError(f"--metrics {address}: cannot make a socket: {exc.strerror}") from None
+    with sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and sockaddr[0] == "::":
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        try:
+            sock.bind(sockaddr)
+        except OSError as exc:
+            raise _listen_error(address, exc) from None
 
 
 # -- the textfile ----------------------------------------------------------------
@@ -444,14 +470,26 @@ def open_metrics(listen: ListenAddress | None, textfile: Path | None, config, st
                          configured=config.metrics).open()
 
 
-def describe_metrics(listen: ListenAddress | None, textfile: Path | None, config) -> str:
+def describe_metrics(listen: ListenAddress | None, textfile: Path | None, config,
+                     running_pid: int | None = None) -> str:
     """``peripetyd --check``'s line: what would be served and written, the
-    textfile's directory checked (MetricsError when unsafe or missing)."""
+    address bound for an instant and the textfile's directory checked
+    (MetricsError when the daemon would refuse them). A port in use while
+    a peripetyd runs (``running_pid``) may be its own: said, not refused."""
     listen = listen or config.metrics.listen
     textfile = textfile or config.metrics.textfile
     said = []
     if listen is not None:
-        said.append(f"http://{listen}/metrics" if listen.host else f"http://*:{listen.port}/metrics (every address)")
+        where = f"http://{listen}/metrics" if listen.host else f"http://*:{listen.port}/metrics (every address)"
+        try:
+            check_listen(listen)
+        except MetricsError as exc:
+            if getattr(exc, "errno", None) != errno.EADDRINUSE or running_pid is None:
+                raise
+            where += f" (in use now, maybe by the running peripetyd, pid {running_pid})"
+        else:
+            where += " (address free)"
+        said.append(where)
     if textfile is not None:
         try:
             check_textfile_dir(textfile)

@@ -7,19 +7,31 @@ type, the repeat policy (``repeat.py``) decides whether an event is worth a
 new alert; so a storm (its first events one by one, then counted
 aggregates) is one alert, and a failing disk is not mailed about every
 minute. ``max_per_hour`` caps each action besides (many disks failing
-together); what it drops is logged and counted in the next alert.
+together) over a rolling hour of wall-clock time; what it drops is logged
+and counted in the next alert.
 
 What is sent survives a restart: ``notify.json`` in the daemon's state
-directory holds the repeat records and every alert decided but not yet
-finished. It is written (atomically) when an alert is decided, before the
-daemon saves a read position past that event, so:
+directory holds the repeat records, each action's rate window (when its
+alerts of the last hour were decided, and how many were dropped since its
+last alert) and every alert decided but not yet finished. It is written
+(atomically) when an alert is decided, before the daemon saves a read
+position past that event, so:
 
 - a restart never alerts again about what was already alerted (``once``
   means once per device and type, restarts included);
+- a restart does not reset ``max_per_hour``: a daemon crash-looping under a
+  storm still runs an action's program at most that many times an hour
+  (a wall clock set back counts the alerts "from the future" as sent now:
+  they hold for at most one more hour);
 - an alert decided but not finished when the daemon stopped (still queued,
   still running at SIGTERM after a short grace, or cut by ``kill -9``) is
   run again at the next start: at least once, never lost; only a program
-  interrupted half-way can see its event twice.
+  interrupted half-way can see its event twice. It was counted in the rate
+  window when decided, so running it again takes no other alert's place.
+
+Records, windows and drop counts of actions no longer in the config are
+forgotten at start and at a reload (an unfinished alert of such an action
+is dropped at the next start, with a warning).
 """
 
 from __future__ import annotations
@@ -42,7 +54,8 @@ from .runner import Finished, Job, Runner
 log = logging.getLogger("peripety.outputs.notify")
 
 STATE_FILE = "notify.json"
-STATE_VERSION = 1
+STATE_VERSION = 2
+"""2 added ``rate``; a version 1 file is read (with no rate windows)."""
 CLOSE_GRACE = 2.0  # seconds running programs get at shutdown before they are killed (and kept)
 SAVE_INTERVAL = 5.0  # seconds: suppressed-event counts are saved at most this often
 HOUR = 3600.0
@@ -130,12 +143,14 @@ class NotifyOutput:
         self.pending: dict[str, dict] = {}
         """Alerts decided and not finished: job id -> {action, event, extra}."""
         self._sent_times: dict[str, collections.deque] = {}
+        """Per action with a max_per_hour: wall-clock times of its alerts of the last hour."""
         self._dropped: dict[str, int] = {}
         self._drop_logged: set[str] = set()
         self._dirty = False
         self._saved_at = 0.0
         self._save_failed = False
         self._load()
+        self._forget_removed_actions()
         self._check_programs()
         self._resume_pending()
 
@@ -164,6 +179,8 @@ class NotifyOutput:
 
     def reconfigure(self, config) -> None:
         self.actions = tuple(config.notify)
+        if self._forget_removed_actions():
+            self._save()
         self._check_programs()
 
     def close(self) -> None:
@@ -207,7 +224,8 @@ class NotifyOutput:
         self.pending[job_id] = {"action": action.key, "event": event.to_dict(), "extra": extra}
         self._dropped.pop(action.key, None)
         self._drop_logged.discard(action.key)
-        self._sent_times.setdefault(action.key, collections.deque()).append(self.monotonic())
+        if action.max_per_hour:
+            self._sent_times.setdefault(action.key, collections.deque()).append(now)
         log.info("alert %s: %s %s on %s (alert %d for this device and type, repeat %s)", action.name,
                  event.severity.name, event.event_type, event.kdev or "-", number, action.repeat)
         return True
@@ -215,14 +233,19 @@ class NotifyOutput:
     def _rate_allows(self, action: NotifyAction) -> bool:
         if action.max_per_hour == 0:
             return True
-        times = self._sent_times.setdefault(action.key, collections.deque())
-        horizon = self.monotonic() - HOUR
-        while times and times[0] <= horizon:
+        times = self._sent_times.get(action.key)
+        if not times:
+            return True
+        now = self.clock()
+        if times[-1] > now:  # the wall clock went back: what is "in the future" counts as sent now
+            self._sent_times[action.key] = times = collections.deque(min(t, now) for t in times)
+        while times and times[0] <= now - HOUR:
             times.popleft()
         return len(times) < action.max_per_hour
 
     def _drop(self, action: NotifyAction, event: StorageEvent, why: str) -> None:
         self._dropped[action.key] = self._dropped.get(action.key, 0) + 1
+        self._dirty = True
         level = logging.DEBUG if action.key in self._drop_logged else logging.WARNING
         self._drop_logged.add(action.key)
         log.log(level, "alert %s dropped for %s on %s (%s); counted in its next alert's PERIPETY_DROPPED",
@@ -244,10 +267,36 @@ class NotifyOutput:
                 self.records[(item["action"], item["device"], item["event_type"])] = AlertRecord.from_dict(item)
             for item in data.get("pending", []):
                 self.pending[item["id"]] = {k: item[k] for k in ("action", "event", "extra")}
+            for key, item in data.get("rate", {}).items():
+                times = sorted(float(t) for t in item.get("sent", []))
+                if times:
+                    self._sent_times[key] = collections.deque(times)
+                if int(item.get("dropped", 0)) > 0:
+                    self._dropped[key] = int(item["dropped"])
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             log.error("%s is damaged (%s): alerts start with no memory of what was sent", self.state_path, exc)
             self.records.clear()
             self.pending.clear()
+            self._sent_times.clear()
+            self._dropped.clear()
+
+    def _forget_removed_actions(self) -> bool:
+        """Drop the repeat records, rate windows and drop counts of actions
+        no longer configured (pending alerts are left to _resume_pending);
+        True when something was dropped."""
+        keys = {a.key for a in self.actions}
+        gone = {k for k in self.records if k[0] not in keys}
+        gone_actions = {k[0] for k in gone} | (set(self._sent_times) - keys) | (set(self._dropped) - keys)
+        for key in gone:
+            del self.records[key]
+        for action_key in gone_actions:
+            self._sent_times.pop(action_key, None)
+            self._dropped.pop(action_key, None)
+            self._drop_logged.discard(action_key)
+        if gone_actions:
+            log.info("alert state of %d action(s) no longer configured forgotten (%d repeat record(s)): %s",
+                     len(gone_actions), len(gone), ", ".join(sorted(gone_actions)))
+        return bool(gone_actions)
 
     def _save(self, fsync: bool = False) -> None:
         """Write the state now. Without fsync on the hot path: the rename is
@@ -258,6 +307,7 @@ class NotifyOutput:
             "records": [{"action": a, "device": d, "event_type": t, **r.to_dict()}
                         for (a, d, t), r in self.records.items()],
             "pending": [{"id": i, **p} for i, p in self.pending.items()],
+            "rate": self._rate_state(),
         }
         try:
             write_atomically(self.state_path, json.dumps(data, indent=1).encode(), mode=0o600, fsync=fsync)
@@ -269,6 +319,19 @@ class NotifyOutput:
             self._save_failed = False
         self._dirty = False
         self._saved_at = self.monotonic()
+
+    def _rate_state(self) -> dict:
+        """Each action's window (pruned to the last hour) and drop count."""
+        horizon = self.clock() - HOUR
+        rate: dict[str, dict] = {}
+        for key, times in self._sent_times.items():
+            while times and times[0] <= horizon:
+                times.popleft()
+            if times:
+                rate.setdefault(key, {})["sent"] = list(times)
+        for key, dropped in self._dropped.items():
+            rate.setdefault(key, {})["dropped"] = dropped
+        return rate
 
     def _resume_pending(self) -> None:
         """Alerts decided before a stop and not finished: run them now."""
