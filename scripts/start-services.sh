@@ -4,6 +4,11 @@
 # this does nothing.
 set -euo pipefail
 if [ ! -S /run/systemd/journal/socket ] && [ -x /lib/systemd/systemd-journald ]; then
+    # systemd as PID 1 raises the AF_UNIX datagram queue to 512 before any
+    # socket exists (src/core/main.c, bump_unix_max_dgram_qlen); the kernel's
+    # 10 makes every journald client wait whenever journald is 10 entries behind.
+    qlen=$(cat /proc/sys/net/unix/max_dgram_qlen 2>/dev/null || echo 512)
+    [ "$qlen" -ge 512 ] || echo 512 >/proc/sys/net/unix/max_dgram_qlen || true
     echo "start-services: starting systemd-journald" >&2
     /lib/systemd/systemd-journald </dev/null >/dev/null 2>&1 &
     for _ in $(seq 100); do [ -S /run/systemd/journal/socket ] && break; sleep 0.1; done

@@ -63,6 +63,24 @@ def _link_dev_log() -> None:
         os.symlink("/run/systemd/journal/dev-log", "/dev/log")
 
 
+SYSTEMD_DGRAM_QLEN = 512
+
+
+def _raise_dgram_qlen() -> None:
+    """net.unix.max_dgram_qlen to at least 512 before journald makes its
+    sockets, as systemd (PID 1) does at boot (src/core/main.c,
+    bump_unix_max_dgram_qlen) and scripts/start-services.sh does here."""
+    path = "/proc/sys/net/unix/max_dgram_qlen"
+    try:
+        with open(path) as f:
+            if int(f.read()) >= SYSTEMD_DGRAM_QLEN:
+                return
+        with open(path, "w") as f:
+            f.write(str(SYSTEMD_DGRAM_QLEN))
+    except (OSError, ValueError):
+        pass  # not root, or no such sysctl: journald keeps the kernel's queue
+
+
 def ensure_journald(timeout: float = 30.0) -> None:
     """Start systemd-journald if it is not running; return once it is READY."""
     _link_dev_log()
@@ -70,6 +88,7 @@ def ensure_journald(timeout: float = 30.0) -> None:
         return
     if not os.path.exists(JOURNALD):
         raise RuntimeError(f"{JOURNALD} not found: apt-get install systemd")
+    _raise_dgram_qlen()
     with tempfile.TemporaryDirectory() as tmp:
         notify_path = os.path.join(tmp, "notify")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
