@@ -24,8 +24,8 @@ import logging
 from ..errors import BpfUnavailable
 from . import loader
 from .aggregates import Aggregates, MapReader
-from .perfcount import TRACEFS_EVENTS, KernelCounts
 from .decode import SampleError, TracepointHit, decode_sample
+from .perfcount import TRACEFS_EVENTS, KernelCounts
 from .plan import AttachPlan, plan_attach
 
 log = logging.getLogger("peripety.tracepoints.source")
