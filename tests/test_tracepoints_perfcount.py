@@ -91,3 +91,17 @@ def test_the_table_refuses_a_probe_that_says_nothing_about_its_kernel_count():
         _build_kinds([row], layouts)
     row["probe"][0]["perf_filter"] = "error != 0"
     assert _build_kinds([row], layouts)["x"].probes[0].perf_filter == "error != 0"
+
+
+def test_missed_failures_become_lost_notices_naming_the_kind_and_cause():
+    from peripety.sources.bpf import BpfSource
+    from peripety.tracepoints.aggregates import Aggregates
+
+    source = BpfSource(tracepoints=None)
+    notices = source.missed_notices(Aggregates(missed=2, unprobed={"block_rq_error": 15, "ext4_error": 0}))
+    assert [(n.event_type, n.extension) for n in notices] == [
+        ("PERIPETY_BPF_LOST", {"missed": "2", "cause": "recursion"}),
+        ("PERIPETY_BPF_LOST", {"missed": "15", "cause": "no_probe_run", "kind": "block_rq_error"}),
+    ]
+    assert notices[1].msg.startswith("15 more block_rq_error failures happened that no probe saw (device unknown)")
+    assert source.missed_notices(Aggregates()) == []
