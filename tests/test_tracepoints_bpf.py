@@ -114,6 +114,26 @@ def test_probes_leave_perf_users_every_hit(source, disk):
         assert perf.read() == count
 
 
+def test_kernel_count_and_maps_agree_once_both_are_final(source, disk):
+    """The source's own kernel count (perfcount.KernelCounts, every device)
+    against its maps: after the failures end and a flush read both map
+    generations, kernel count == maps + the shortfall reported, whatever
+    the shortfall is (failures no probe ran for: none on a stock kernel)."""
+    kind = "block_rq_error"  # the kind of both block probes (block_rq_error, block_rq_complete)
+    assert kind in source.kernel_counts.counters
+    first, count = 12288, 64
+    disk.fail_sectors(first, count, "read")
+    before = source.kernel_counts.read()[kind]
+    assert [r.error for r in disk.read_sectors(first, count)] == [5] * count
+    assert source.kernel_counts.read()[kind] - before == count
+    # take this test's samples out of the ring (the next test reads it)
+    assert len(_hits_for(source, disk.dev_num, lambda h: len(h) >= count)) == count
+    found = source.flush()
+    assert sum(a.count for a in found.items if a.dev_num == disk.dev_num) + found.unprobed.get(kind, 0) >= count
+    shortfall = source.maps.shortfall
+    assert source.kernel_counts.read()[kind] == shortfall.maps[kind] + shortfall.reported.get(kind, 0)
+
+
 def test_failing_write_is_reported_as_write(source, disk):
     disk.fail_sectors(8192, 8, "write")
     assert disk.write_sectors(8192, 8, sectors_per_request=8)[0].error == 5

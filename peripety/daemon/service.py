@@ -201,6 +201,10 @@ class Daemon:
         self.bpf_status = {
             "attached": [p.spec.tracepoint for p in plan.probes],
             "skipped": {s.tracepoint: s.reason for s in plan.skipped},
+            # kinds whose failures the kernel also counts (counting perf
+            # events); "unprobed": per kind, failures no probe saw so far
+            "kernel_counted": bpf.kernel_counted(),
+            "unprobed": {},
         }
         self.pipeline.set_merge_hold(BPF_MERGE_HOLD)
         # Failures after this moment are counted in the kernel's maps,
@@ -224,14 +228,16 @@ class Daemon:
             log.info("bpf maps: %d %s failures on %s (%s) at %d-%d usec", agg.count, agg.kind,
                      agg.kdev or agg.dev_num, agg.error or agg.op or "-", agg.first_usec, agg.last_usec)
         self.pipeline.add_aggregates(found)
-        if found.missed:
-            log.warning("the kernel skipped %d probe runs (another BPF program was running on that CPU)",
-                        found.missed)
-            self.pipeline.add_event(daemon_event(
-                "PERIPETY_BPF_LOST",
-                f"{found.missed} storage failures were not seen by the probes: the kernel skipped them "
-                "while another BPF program ran on the same CPU",
-                hostname=self.hostname, missed=found.missed))
+        for notice in self.bpf.missed_notices(found):
+            log.warning("%s", notice.msg)
+            self.pipeline.add_event(daemon_event(notice.event_type, notice.msg, hostname=self.hostname,
+                                                 **notice.extension))
+        if found.unprobed:
+            self.bpf_status["unprobed"] = self.bpf.unprobed_totals()
+            try:
+                self._write_status()
+            except (PeripetyError, OSError) as exc:
+                log.warning("cannot update the status file %s: %s", self.options.status_path, exc)
 
     # -- --replay -------------------------------------------------------------
     def replay(self) -> int:

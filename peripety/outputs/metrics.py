@@ -19,8 +19,9 @@ and dashboards; README "Metrics"):
   labels empty.
 - the daemon's own losses, from its PERIPETY_* events: kmsg records
   overwritten (``missed``), kernel lines suppressed by printk ratelimit
-  (``count``), BPF samples lost (``lost``) and probe runs the kernel
-  skipped (``missed``);
+  (``count``), BPF samples lost (``lost``) and failures no probe counted
+  (``missed``: runs the kernel skipped for recursion, plus failures the
+  kernel's own perf count saw beyond the probes' maps);
 - store health (read at each tick): up, refusals, spool depth, spooled
   events dropped because the spool was full;
 - ``peripety_up``, ``peripety_build_info``, start and last-event times.
@@ -206,8 +207,10 @@ class PeripetyCollector:
                                   "Tracepoint samples lost to a full BPF ring buffer (PERIPETY_BPF_LOST lost); "
                                   "the failures stay counted.", value=s.bpf_samples_lost)
         yield CounterMetricFamily("peripety_bpf_probe_runs_missed_total",
-                                  "Probe runs the kernel skipped while another BPF program ran on the CPU "
-                                  "(PERIPETY_BPF_LOST missed): failures not seen.", value=s.bpf_runs_missed)
+                                  "Storage failures no probe counted (PERIPETY_BPF_LOST missed): runs the "
+                                  "kernel skipped while another BPF program ran on the CPU, plus failures the "
+                                  "kernel's own count of the tracepoint saw beyond the probes' maps.",
+                                  value=s.bpf_runs_missed)
         store_up = GaugeMetricFamily("peripety_store_up", "1 while the store takes events (else they are spooled).",
                                      labels=("store",))
         store_up.add_metric([s.store.name], 1 if s.store.up else 0)

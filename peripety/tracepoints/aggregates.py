@@ -42,6 +42,16 @@ assumption is that no probe stays inside its program for ``grace``
 seconds; a hypervisor that stalls a vCPU that long mid-probe is the only
 way to break it.
 
+Failures no probe saw
+---------------------
+A hit for which the kernel ran no program is in no map. With
+``kernel_counts`` (perfcount.KernelCounts: a counting perf event per failure
+kind, read with read(2)), each ``collect()`` reads the kernel's own count
+between draining and retiring, and ``perfcount.Shortfall`` compares it with
+the maps a collect later, when they are complete up to that reading:
+``Aggregates.unprobed`` is the difference per kind, never more than the
+failures that really reached no probe.
+
 Bounds (``loader.Tuning``): ``agg_entries`` slots per epoch (beyond:
 counted per kind in ``Aggregates.untracked``, still exact in total);
 ``sector_entries`` buckets per epoch (beyond, or for a request spanning
@@ -61,6 +71,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 from . import scsi as codes
 from .decode import dev_num_of
 from .kinds import BY_NUMBER, CPU_COUNTERS, KIND_STRIDE, KINDS, LAYOUTS, KindTableError
+from .perfcount import Shortfall
 
 log = logging.getLogger("peripety.tracepoints.aggregates")
 
@@ -146,6 +157,12 @@ class Aggregates:
     """Probe runs the kernel skipped since last time (``recursion_misses``:
     another BPF program was running on that CPU when the tracepoint fired):
     failures neither counted nor sampled. Normally 0."""
+    unprobed: dict[str, int] = field(default_factory=dict)
+    """Failures per kind that the kernel's own count (a counting perf event,
+    perfcount.py) saw and no probe counted: the kernel ran no program for
+    them and did not count that as a miss, so their device is unknown.
+    Disjoint from ``missed`` (a recursion-skipped hit is dropped for perf
+    too). Normally empty."""
 
     def total(self, kind: str | None = None) -> int:
         items = sum(a.count for a in self.items if kind is None or a.kind == kind)
@@ -153,7 +170,7 @@ class Aggregates:
 
     def __bool__(self) -> bool:
         return bool(self.items or any(self.untracked.values()) or any(self.lost.values())
-                    or any(self.sampled_out.values()) or self.missed)
+                    or any(self.sampled_out.values()) or self.missed or any(self.unprobed.values()))
 
 
 # -- decoding ---------------------------------------------------------------------
@@ -315,8 +332,13 @@ class MapReader:
     module docstring); ``bpf`` is the loaded bcc ``BPF`` object. The bounds
     (slots, buckets, CPUs, bucket size) are read from the arrays themselves."""
 
-    def __init__(self, bpf, *, grace: float = 0.2, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, bpf, *, grace: float = 0.2, clock: Callable[[], float] = time.monotonic,
+                 kernel_counts: Callable[[], Mapping[str, int]] | None = None):
         self._bpf = bpf
+        self.kernel_counts = kernel_counts
+        """Per kind, the kernel's own count of the failures (perfcount.KernelCounts.read):
+        read at each epoch flip and compared with the maps (``shortfall``)."""
+        self.shortfall = Shortfall()
         self.grace = grace
         self.clock = clock
         self._ctl = _Mapped(bpf[b"ctl"], Ctl)
@@ -355,6 +377,9 @@ class MapReader:
             return None
         live = self._epoch
         out = self._drain(live - 1) if self._retired_at is not None else Aggregates()
+        # The kernel's count now, before the flip: each hit in it was counted,
+        # if a probe ran, in epoch `live` or earlier (perfcount.Shortfall).
+        reading = self.kernel_counts() if self.kernel_counts is not None else None
         ctl = self._ctl.items[0]
         # Epoch live + 2 uses these next but one; last used by live - 2.
         ctl.slots_claimed[(live + 2) % EPOCH_COUNTERS] = 0
@@ -367,6 +392,8 @@ class MapReader:
         out.sampled_out = self._delta("sampled_out")
         missed = self.missed()
         out.missed, self._missed_seen = missed - self._missed_seen, missed
+        if reading is not None:
+            out.unprobed = self.shortfall.update({k: out.total(k) for k in reading}, reading)
         return out
 
     def missed(self) -> int:
@@ -401,7 +428,7 @@ class MapReader:
             got = self.collect()
             total.items += got.items
             total.missed += got.missed
-            for name in ("untracked", "lost", "sampled_out"):
+            for name in ("untracked", "lost", "sampled_out", "unprobed"):
                 table = getattr(total, name)
                 for k, n in getattr(got, name).items():
                     table[k] = table.get(k, 0) + n

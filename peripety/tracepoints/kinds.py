@@ -57,6 +57,11 @@ class ProbeSpec:
     optional_fields: tuple[str, ...] = ()
     module: str = ""
     """The kernel module that defines the tracepoint, when one does."""
+    perf_filter: str | None = None
+    """The probe's condition of a failure as a tracefs filter (``""``: every
+    hit is one) for the kernel's own count (perfcount.py); None: no count."""
+    no_perf_count: str = ""
+    """Why a probe has no ``perf_filter``."""
 
     @property
     def slot(self) -> str:
@@ -140,8 +145,13 @@ def _build_kinds(rows: list[dict], layouts: dict[str, Layout]) -> dict[str, Kind
         probes = tuple(
             ProbeSpec(tracepoint=p["tracepoint"], define=p["define"], kind=name, fields=tuple(p["fields"]),
                       why=p["why"], optional_define=p.get("optional_define", ""),
-                      optional_fields=tuple(p.get("optional_fields", ())), module=p.get("module", ""))
+                      optional_fields=tuple(p.get("optional_fields", ())), module=p.get("module", ""),
+                      perf_filter=p.get("perf_filter"), no_perf_count=p.get("no_perf_count", ""))
             for p in row.get("probe", ()))
+        for p in probes:
+            if (p.perf_filter is None) == (not p.no_perf_count):
+                raise KindTableError(f"kind {name}, probe {p.tracepoint}: give either perf_filter (the probe's "
+                                     "failure condition as a tracefs filter) or no_perf_count (why none)")
         kinds[name] = Kind(
             name=name, number=row["number"], layout=layouts[row["layout"]], decoder=row["decoder"],
             describe=row["describe"], tracepoint=row["tracepoint"], sub_system=row["sub_system"],

@@ -5,6 +5,11 @@ reports it readable (EPOLLIN) while unconsumed samples sit in the ring, so
 the daemon's one selector loop can wait on it like on /dev/kmsg, with no
 thread. bcc's ``ring_buffer_consume()`` then drains it without blocking.
 
+The kernel's own count of each failure kind (``perfcount.KernelCounts``,
+counting perf events opened right after the probes are attached) goes with
+the maps, so ``collect()`` also says how many failures no probe saw
+(``Aggregates.unprobed``).
+
 Counts come from the program's mmapped arrays, not from the samples:
 ``collect()`` (called each tick) returns the failures the program counted
 (``aggregates.Aggregates``); a hit read from the ring is one of them, in
@@ -20,6 +25,7 @@ from ..errors import BpfUnavailable
 from . import loader
 from .aggregates import Aggregates, MapReader
 from .decode import SampleError, TracepointHit, decode_sample
+from .perfcount import TRACEFS_EVENTS, KernelCounts
 from .plan import AttachPlan, plan_attach
 
 log = logging.getLogger("peripety.tracepoints.source")
@@ -32,7 +38,11 @@ class TracepointSource:
         self.plan = plan
         self.tuning = tuning
         self._bpf = bpf
-        self.maps = MapReader(bpf)
+        # After attaching (loader.load did): a failure in between is in the
+        # maps only, which can make the shortfall smaller, never invent one.
+        events = plan.tracefs_root / "events" if plan.tracefs_root else TRACEFS_EVENTS
+        self.kernel_counts = KernelCounts.open(plan.probes, events)
+        self.maps = MapReader(bpf, kernel_counts=self.kernel_counts.read if self.kernel_counts.counters else None)
         self._samples: list[bytes] = []
         self.undecodable = 0
         """Samples that did not decode (logged, never dropped silently)."""
@@ -99,6 +109,7 @@ class TracepointSource:
 
     def close(self) -> None:
         if self._bpf is not None:
+            self.kernel_counts.close()
             self.maps.close()
             self._bpf.cleanup()
             self._bpf = None
