@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import select
-import selectors
 import shutil
 import socket
 import stat
@@ -159,16 +158,12 @@ def test_get_block_info_matches_prpt_info(served, faulty_disk):
     assert faulty_disk.loopdev in [d["blk_path"] for d in listed]
 
 
-def test_monitor_streams_a_real_failure_and_query_equals_prpt_query(served, faulty_disk):
-    _, sock = served
-    t0 = since_now()
-    trigger = Retrigger(faulty_disk)
-    con = client(sock, timeout=60)
-    stream = con.Monitor(filter={"blk": [faulty_disk.loopdev], "event_types": ["blk_io_error"]}, _more=True)
-    assert "event" not in next(stream)  # set up: nothing stored from now on is missed
+def next_while_failing(stream, trigger: Retrigger) -> dict:
+    """The stream's next reply, failing fresh sectors every 1.5 s until it
+    comes (the kernel may rate-limit a line)."""
     stop = threading.Event()
 
-    def keep_failing():  # the kernel may rate-limit a line: fail fresh sectors until one is streamed
+    def keep_failing():
         for _ in range(20):
             trigger()
             if stop.wait(1.5):
@@ -177,11 +172,20 @@ def test_monitor_streams_a_real_failure_and_query_equals_prpt_query(served, faul
     thread = threading.Thread(target=keep_failing)
     thread.start()
     try:
-        reply = next(stream)
+        return next(stream)
     finally:
         stop.set()
         thread.join()
-    event = reply["event"]
+
+
+def test_monitor_streams_a_real_failure_and_query_equals_prpt_query(served, faulty_disk):
+    _, sock = served
+    t0 = since_now()
+    trigger = Retrigger(faulty_disk)
+    con = client(sock, timeout=60)
+    stream = con.Monitor(filter={"blk": [faulty_disk.loopdev], "event_types": ["blk_io_error"]}, _more=True)
+    assert "event" not in next(stream)  # set up: nothing stored from now on is missed
+    event = next_while_failing(stream, trigger)["event"]
     assert event["event_type"] == "BLK_IO_ERROR" and event["kdev"] == faulty_disk.name
     assert event["extension"]["sector"] in map(str, trigger.sectors)
     # the same JSON object prpt query --jsonl prints once journald has it
@@ -537,22 +541,7 @@ def test_a_query_in_progress_does_not_delay_kernel_events(tmp_path, socket_dir, 
         con = client(sock, timeout=60)
         stream = con.Monitor(filter={"blk": [faulty_disk.loopdev], "event_types": ["blk_io_error"]}, _more=True)
         assert "event" not in next(stream)
-        trigger = Retrigger(faulty_disk)
-        stop = threading.Event()
-
-        def keep_failing():  # the kernel may rate-limit a line: fail fresh sectors until one is streamed
-            for _ in range(20):
-                trigger()
-                if stop.wait(1.5):
-                    return
-
-        thread = threading.Thread(target=keep_failing)
-        thread.start()
-        try:
-            sentinel = next(stream)["event"]
-        finally:
-            stop.set()
-            thread.join()
+        sentinel = next_while_failing(stream, Retrigger(faulty_disk))["event"]
         assert sentinel["event_type"] == "BLK_IO_ERROR" and sentinel["kdev"] == faulty_disk.name
         # the query was in progress all along
         assert status.GetStatus()["status"]["varlink"]["queries_running"] == 1
