@@ -365,8 +365,8 @@ def test_at_most_query_workers_queries_run_the_rest_wait(served):
     workers = served.run(served.server.stats)["query_workers"]
     assert workers == 2
     held = [held_query(served.server.path, {}) for _ in range(workers + 1)]
-    stats = until_stats(served, lambda s: s["queries_running"] == workers and s["queries_waiting"] == 1,
-                        "queries beyond the workers did not wait")
+    until_stats(served, lambda s: s["queries_running"] == workers and s["queries_waiting"] == 1,
+                "queries beyond the workers did not wait")
     assert len(query_threads()) == workers
     assert vclient(served.server.path).GetStatus()["status"]["varlink"]["queries_waiting"] == 1
     # the first client reads its answer: the waiting query starts
