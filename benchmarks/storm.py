@@ -202,23 +202,23 @@ def run_mode(mode: str, disk, workdir: Path, seconds: int, settle: float) -> Res
     try:
         cpu0 = cpu_seconds(daemon.proc.pid)
         runs0 = probe_runs(daemon.proc.pid) if probes else 0
-        with traced_storm(disk, probes) as trace:
+        with traced_storm(disk, probes) as trace:  # the trace is read when the count is complete
             failed = fio_storm(disk.loopdev, seconds)
-        ended = time.monotonic()
-        # Every run so far: the probes ran inside the failing requests.
-        runs = probe_runs(daemon.proc.pid) - runs0 if probes else None
-        complete_after = None
-        cpu = None
-        deadline = ended + settle
-        while time.monotonic() < deadline:
-            counted, _, _, missed, recursion = stored(db, disk.dev_num)
-            # with probes: every probe run stored, and the failures no probe
-            # saw reported (maps + missed reach fio's failures)
-            if (counted >= runs and counted + missed + recursion >= failed) if probes else counted >= failed:
-                complete_after = time.monotonic() - ended
-                cpu = cpu_seconds(daemon.proc.pid) - cpu0
-                break
-            time.sleep(0.05)
+            ended = time.monotonic()
+            # Every run so far: the probes ran inside the failing requests.
+            runs = probe_runs(daemon.proc.pid) - runs0 if probes else None
+            complete_after = None
+            cpu = None
+            deadline = ended + settle
+            while time.monotonic() < deadline:
+                counted, _, _, missed, recursion = stored(db, disk.dev_num)
+                # with probes: every probe run stored, and the failures no probe
+                # saw reported (maps + missed reach fio's failures)
+                if (counted >= runs and counted + missed + recursion >= failed) if probes else counted >= failed:
+                    complete_after = time.monotonic() - ended
+                    cpu = cpu_seconds(daemon.proc.pid) - cpu0
+                    break
+                time.sleep(0.05)
         if cpu is None:
             cpu = cpu_seconds(daemon.proc.pid) - cpu0
     finally:
